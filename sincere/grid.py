@@ -1,0 +1,52 @@
+"""The experiment grid: its cells, run ids and seeds, shared by the simulator and the runner."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sincere.strategies import STRATEGIES, strategy_slug
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    strategy: str
+    pattern: str
+    mean_rps: float
+    sla_s: float
+    repeat: int
+
+    @property
+    def run_id(self) -> str:
+        """``bestbatch-timer__gamma__rate4__sla40__rep0``: readable, unique within a grid."""
+        return (f"{strategy_slug(self.strategy)}__{self.pattern}__rate{self.mean_rps:g}"
+                f"__sla{self.sla_s:g}__rep{self.repeat}")
+
+    def seed(self, base_seed: int) -> int:
+        """The arrival seed: the same for every strategy and SLA of a pattern, rate and repeat,
+        so strategies are compared on the very same arrivals."""
+        return base_seed + self.repeat
+
+
+def expand_grid(strategies: Sequence[str], patterns: Sequence[str], means_rps: Sequence[float],
+                slas_s: Sequence[float], repeats: int) -> list[GridPoint]:
+    """Every cell × repeat, in a stable order; unknown strategy names are refused up front."""
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        raise ValueError(f"unknown strategy {', '.join(unknown)}; known: {', '.join(STRATEGIES)}")
+    if repeats < 1:
+        raise ValueError("repeats must be at least 1")
+    return [GridPoint(s, p, float(m), float(sla), r)
+            for r, p, m, sla, s in itertools.product(range(repeats), patterns, means_rps, slas_s,
+                                                     strategies)]
+
+
+def run_is_complete(run_dir: Path) -> bool:
+    """True when the run directory holds a run.json that says the run completed."""
+    try:
+        return json.loads((run_dir / "run.json").read_text()).get("status") == "complete"
+    except (OSError, ValueError):
+        return False
