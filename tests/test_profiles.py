@@ -1,0 +1,101 @@
+"""Profile readers and what the scheduler derives from them (SPEC section 3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sincere.profiles import ProfileError, find_profile_files, load_profiles
+from sincere.schemas import BATCH_PROFILE_COLUMNS, LOADING_PROFILE_COLUMNS
+
+LOADING = ",".join(LOADING_PROFILE_COLUMNS) + "\n" + "\n".join([
+    "a,1.0,float32,10.0,2.0,1.0,0.5,5,cpu,off",
+    "b,2.0,float32,20.0,0.0,3.0,0.0,5,cpu,off",
+]) + "\n"
+
+# a: 50 tokens at sizes 1, 4, 8 (two runs at 4: 2.5 and 3.5 s), OOM at 16; 100 tokens at 1 only.
+BATCH = ",".join(BATCH_PROFILE_COLUMNS) + "\n" + "\n".join([
+    "a,1,1,50,20,2.0,0.5,25,1.0,False",
+    "a,4,1,50,20,2.5,1.6,80,1.0,False",
+    "a,4,2,50,20,3.5,1.1,57,1.0,False",
+    "a,8,1,50,20,8.0,1.0,50,1.0,False",
+    "a,16,1,50,20,,,,,True",
+    "a,1,1,100,20,5.0,0.2,20,1.0,False",
+    "b,1,1,50,20,4.0,0.25,12,1.0,False",
+]) + "\n"
+
+
+@pytest.fixture()
+def profile_dir(tmp_path: Path) -> Path:
+    (tmp_path / "model_loading_times_cpu_noncc_20260101-000000.csv").write_text(LOADING)
+    (tmp_path / "batch_profiling_cpu_noncc_20260101-000000.csv").write_text(BATCH)
+    return tmp_path
+
+
+def test_derived_quantities(profile_dir: Path) -> None:
+    profiles = load_profiles("cpu_noncc", profile_dir, std_factor=1.0)
+    a = profiles["a"]
+    # P(b): runs averaged (4 -> 3.0 s), linear between sizes, flat below the smallest.
+    assert a.processing_s(4, 50) == pytest.approx(3.0)
+    assert a.processing_s(6, 50) == pytest.approx(5.5)
+    assert a.processing_s(2, 50) == pytest.approx(2 + 1 / 3)
+    assert a.processing_std_s(4, 50) == pytest.approx(0.7071, abs=1e-4)
+    # Beyond the largest size: the last segment's slope.
+    assert a.processing_s(10, 50) == pytest.approx(8.0 + 2 * 1.25)
+    # The OOM row bounds the batch; best = highest throughput (4 / 3.0 s).
+    assert a.largest_batch(50) == 8
+    assert a.best_batch(50) == 4
+    # 100 tokens profiled at size 1 only; 60 tokens is scaled from the nearest profiled count.
+    assert a.processing_s(1, 100) == pytest.approx(5.0)
+    assert a.processing_s(1, 60) == pytest.approx(2.0 * 60 / 50)
+    # L = mean + k std; swap(c -> m) = U_c + L_m, zero for the resident model.
+    assert profiles.load_s("a") == pytest.approx(12.0)
+    assert profiles.swap_s(None, "a") == pytest.approx(12.0)
+    assert profiles.swap_s("a", "a") == 0.0
+    assert profiles.swap_s("a", "b") == pytest.approx(1.5 + 20.0)
+    assert load_profiles("cpu_noncc", profile_dir, std_factor=0.0).load_s("a") == 10.0
+    assert profiles.cc_mode == "off"
+
+
+def test_newest_profile_wins(profile_dir: Path) -> None:
+    (profile_dir / "model_loading_times_cpu_noncc_20270101-000000.csv").write_text(LOADING)
+    (profile_dir / "batch_profiling_cpu_noncc_20270101-000000.csv").write_text(BATCH)
+    loading, batch = find_profile_files("cpu_noncc", profile_dir)
+    assert "2027" in loading.name and "2027" in batch.name
+
+
+@pytest.mark.parametrize(("loading", "batch", "message"), [
+    (LOADING.replace("10.0,2.0", "ten,2.0"), BATCH, "load_mean_s' is not a number"),
+    (LOADING.replace("load_mean_s", "load_s"), BATCH, "missing columns load_mean_s"),
+    (LOADING, BATCH.replace("b,1,1,50,20,4.0", "c,1,1,50,20,4.0"), "no batch rows for model 'b'"),
+    (LOADING, BATCH.replace("a,1,1,50,20,2.0", "a,1,1,50,20,-2.0"), "must be positive"),
+    (LOADING.split("\n")[0] + "\n", BATCH, "no rows"),
+])
+def test_malformed_profiles_name_the_problem(tmp_path: Path, loading: str, batch: str,
+                                             message: str) -> None:
+    (tmp_path / "model_loading_times_x_noncc_1.csv").write_text(loading)
+    (tmp_path / "batch_profiling_x_noncc_1.csv").write_text(batch)
+    with pytest.raises(ProfileError, match=message):
+        load_profiles("x_noncc", tmp_path)
+
+
+def test_unknown_profile_set_lists_what_is_there(profile_dir: Path) -> None:
+    with pytest.raises(ProfileError, match="model_loading_times_cpu_noncc_20260101"):
+        load_profiles("h200_cc", profile_dir)
+    with pytest.raises(ProfileError, match="no profile for model 'zz'"):
+        load_profiles("cpu_noncc", profile_dir)["zz"]
+
+
+def test_shipped_example_profiles() -> None:
+    """The shipped sets read cleanly and keep the original study's published best batches."""
+    original = load_profiles("h100-orig_noncc")
+    assert {m: original[m].best_batch(50) for m in original.models} == {
+        "granite-7b": 48, "gemma-7b": 64, "llama3-8b": 64}
+    assert original["llama3-8b"].processing_s(128, 50) == pytest.approx(14.5)
+    cc = load_profiles("h100-orig_cc")
+    assert cc.cc_mode == "on" and original.cc_mode == "off"
+    assert cc["gemma-7b"].load_mean_s == pytest.approx(12.08)
+    measured = load_profiles("h100_noncc")
+    assert measured["llama3-8b"].processing_s(64, 128) == pytest.approx(11.2, abs=0.1)
+    assert measured.dtype == "bfloat16"
