@@ -86,7 +86,7 @@ class ModelProfile:
     def best_batch(self, max_new_tokens: int) -> int:
         """The profiled batch size with the highest throughput (the smaller one on a tie)."""
         curve, _ = self._curve(max_new_tokens)
-        rates = [b / p for b, p in zip(curve.sizes, curve.mean_s)]
+        rates = [b / p for b, p in zip(curve.sizes, curve.mean_s, strict=True)]
         return curve.sizes[rates.index(max(rates))]
 
 

@@ -23,7 +23,7 @@ MONITOR_COLUMNS = [
     "gpu_mem_used_gib", "gpu_power_w", "sm_clock_mhz", "temperature_c",
 ]
 
-SCHEDULE_COLUMNS = ["request_id", "scheduled_s", "model", "prompt_id"]
+SCHEDULE_COLUMNS = ["request_id", "scheduled_s", "model", "prompt_id", "prompt_tokens"]
 
 LOADING_PROFILE_COLUMNS = [
     "model", "size_gb", "dtype", "load_mean_s", "load_std_s", "unload_mean_s", "unload_std_s",

@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import pytest
 
-from sincere.strategies import (STRATEGIES, Decision, QueueState, SchedulerView, make_strategy,
-                                strategy_slug)
+from sincere.strategies import (
+    STRATEGIES,
+    Decision,
+    QueueState,
+    SchedulerView,
+    make_strategy,
+    strategy_slug,
+)
 from tests.profile_fixtures import two_models
 
 PROFILES = two_models()
