@@ -56,3 +56,14 @@ FULL_SIZE = {
     "llama3-8b": Architecture("llama", 4096, 14336, 32, 32, 8, 128, 128256,
                               rope_theta=500000.0),
 }
+
+# Tiny models of the same families for CPU runs and tests (download_models.py --random --tiny):
+# the real ones' proportions at a few tens of MB in float32. Granite is the smallest and keeps
+# multi-head attention; llama has grouped-query attention (4 query heads per kv head) and twice
+# granite's vocabulary; gemma ties embeddings and head, has head_dim * heads > hidden and the
+# widest MLP. The vocabulary is that of the locally trained tokenizer.
+TINY = {
+    "granite-7b": Architecture("llama", 256, 688, 4, 4, 4, 64, 4096),
+    "gemma-7b": Architecture("gemma", 256, 1536, 4, 4, 4, 96, 8192, tie_embeddings=True),
+    "llama3-8b": Architecture("llama", 256, 896, 4, 4, 1, 64, 8192, rope_theta=500000.0),
+}

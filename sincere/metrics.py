@@ -57,9 +57,9 @@ METRIC_DESCRIPTIONS = {
                       "the end of its last batch or drain).",
     "output_tokens_per_s": "Output tokens of completed requests per second over the run time.",
     "goodput_rps": "SLA-met requests per second over the run time.",
-    "gpu_util_mean_pct": "Mean of the NVML GPU utilisation samples (monitor.csv) over the run (%): "
-                         "the share of sampling periods in which a kernel ran, not how full the GPU "
-                         "was. Empty for simulated runs and runs without a GPU.",
+    "gpu_util_mean_pct": "Mean of the NVML GPU utilisation samples (monitor.csv) over the run "
+                         "(%): the share of sampling periods in which a kernel ran, not how full "
+                         "the GPU was. Empty for simulated runs and runs without a GPU.",
     "gpu_busy_fraction": "Total batch processing time / run time: the share of the run the GPU "
                          "spent in inference (from batches.csv; defined for simulated runs too).",
     "swap_fraction": "Total swap time (unload + load) / run time.",
@@ -68,7 +68,8 @@ METRIC_DESCRIPTIONS = {
     "swap_time_s": "Total time spent swapping models (s).",
     "batches": "Number of batches run.",
     "batch_size_mean": "Mean number of requests per batch.",
-    "run_time_s": "Run time (s): from the run's start to the end of the last batch or of the drain.",
+    "run_time_s": "Run time (s): from the run's start to the end of the last batch or of the "
+                  "drain.",
 }
 
 
@@ -89,14 +90,17 @@ def _flags(frame: pd.DataFrame, column: str) -> np.ndarray:
     series = frame[column]
     if pd.api.types.is_bool_dtype(series.dtype):
         return series.fillna(False).to_numpy(dtype=bool)
-    return series.astype(str).str.strip().str.lower().isin(["true", "1", "yes"]).to_numpy()
+    return series.isin([True, "True", "true", "TRUE", "1"]).to_numpy(dtype=bool)
 
 
 def _texts(frame: pd.DataFrame, column: str) -> np.ndarray:
     """A text column as an object array with empty strings for missing values."""
     if column not in frame.columns:
         return np.full(len(frame), "", dtype=object)
-    return frame[column].fillna("").astype(str).str.strip().to_numpy(dtype=object)
+    series = frame[column]
+    if not (pd.api.types.is_string_dtype(series.dtype) or series.dtype == object):
+        series = series.astype(str)
+    return series.fillna("").to_numpy(dtype=object)
 
 
 def _mean_or_none(values: np.ndarray) -> float | None:
@@ -106,6 +110,13 @@ def _mean_or_none(values: np.ndarray) -> float | None:
 
 def _per_second(count: float, run_time_s: float) -> float | None:
     return float(count) / run_time_s if run_time_s > 0 else None
+
+
+def completed_latencies_s(requests: pd.DataFrame) -> np.ndarray:
+    """End-to-end latencies (end_s - arrival_s) of the completed (status ok) requests."""
+    latency_s = (_numbers(requests, "end_s") - _numbers(requests, "arrival_s"))[
+        _texts(requests, "status") == "ok"]
+    return latency_s[np.isfinite(latency_s)]
 
 
 def run_metrics(requests: pd.DataFrame, batches: pd.DataFrame | None, run_time_s: float,
@@ -119,10 +130,7 @@ def run_metrics(requests: pd.DataFrame, batches: pd.DataFrame | None, run_time_s
     run_time_s = run_time_s if math.isfinite(run_time_s) else math.nan
     status = _texts(requests, "status")
     ok = status == "ok"
-    arrival_s = _numbers(requests, "arrival_s")
-    end_s = _numbers(requests, "end_s")
-    latency_s = (end_s - arrival_s)[ok]
-    latency_s = latency_s[np.isfinite(latency_s)]
+    latency_s = completed_latencies_s(requests)
     sla_met = int(np.count_nonzero(_flags(requests, "sla_met") & ok))
     total = len(requests)
     if latency_s.size:
@@ -184,7 +192,7 @@ def _batch_metrics(batches: pd.DataFrame | None,
     }
 
 
-# --- Student t quantiles, numpy/math only (scipy is not a dependency) -----------------------------
+# --- Student t quantiles, numpy/math only (scipy is not a dependency) ----------------------------
 
 def _beta_continued_fraction(a: float, b: float, x: float) -> float:
     """Lentz's continued fraction for the regularised incomplete beta function."""
@@ -313,7 +321,7 @@ def ratio_ci(numerator: Iterable[float | None], denominator: Iterable[float | No
     return ratio, (mean_x * mean_y - spread) / scale, (mean_x * mean_y + spread) / scale
 
 
-# --- tables over runs ------------------------------------------------------------------------------
+# --- tables over runs ----------------------------------------------------------------------------
 
 # The parameters that make a grid cell; repeats of one cell differ only in seed and repeat.
 CELL_KEY = ("engine", "strategy", "pattern", "mean_rps", "sla_s", "cc_mode", "max_new_tokens",
@@ -362,7 +370,7 @@ def cc_comparison_table(runs: pd.DataFrame, metric_keys: Sequence[str] = METRIC_
                 x = pd.to_numeric(noncc[metric], errors="coerce").to_numpy(dtype=float)
                 y = pd.to_numeric(cc[metric], errors="coerce").to_numpy(dtype=float)
                 ratio, low, high = ratio_ci(x, y, confidence)
-                rows.append({**dict(zip(pair_key, key)), "metric": metric,
+                rows.append({**dict(zip(pair_key, key, strict=True)), "metric": metric,
                              "noncc_mean": _nanmean(x), "cc_mean": _nanmean(y),
                              "ratio_noncc_over_cc": ratio, "ratio_ci_low": low,
                              "ratio_ci_high": high, "runs_noncc": int(np.isfinite(x).sum()),
@@ -388,7 +396,7 @@ def sim_vs_real_table(runs: pd.DataFrame,
                 simulated = _nanmean(pd.to_numeric(sim[metric], errors="coerce").to_numpy(float))
                 measured = _nanmean(pd.to_numeric(real[metric], errors="coerce").to_numpy(float))
                 error = (simulated - measured) / measured if measured else math.nan
-                rows.append({**dict(zip(pair_key, key)), "metric": metric,
+                rows.append({**dict(zip(pair_key, key, strict=True)), "metric": metric,
                              "simulated_mean": simulated, "measured_mean": measured,
                              "relative_error": error, "runs_simulated": len(sim),
                              "runs_measured": len(real)})
