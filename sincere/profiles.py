@@ -224,7 +224,8 @@ def _std(values: list[float]) -> float:
 
 
 def find_profile_files(name: str, directory: Path = DEFAULT_PROFILES_DIR) -> tuple[Path, Path]:
-    """The newest ``model_loading_times_<name>*.csv`` and ``batch_profiling_<name>*.csv``.
+    """The newest ``model_loading_times_<name>*.csv`` and ``batch_profiling_<name>*.csv``
+    (a measured profile before a shipped example of the same set).
 
     ``name`` is a profile set's ``<device>_<cc|noncc>`` prefix (``h100_noncc``), optionally with
     its stamp; or a directory to take the newest pair from; or two paths joined by a comma.
@@ -237,7 +238,10 @@ def find_profile_files(name: str, directory: Path = DEFAULT_PROFILES_DIR) -> tup
         directory, name = candidate, ""
     found = []
     for kind in ("model_loading_times", "batch_profiling"):
-        matches = sorted(directory.glob(f"{kind}_{name}*.csv"))
+        # Newest stamp last; shipped examples (``..._example-<date>``) rank below anything
+        # measured, so a profile measured on the machine wins over the example of its set.
+        matches = sorted(directory.glob(f"{kind}_{name}*.csv"),
+                         key=lambda p: ("_example" not in p.stem, p.name))
         if not matches:
             available = sorted(p.name for p in directory.glob("model_loading_times_*.csv"))
             raise ProfileError(

@@ -65,6 +65,17 @@ def test_newest_profile_wins(profile_dir: Path) -> None:
     assert "2027" in loading.name and "2027" in batch.name
 
 
+def test_a_measured_profile_wins_over_the_shipped_example(profile_dir: Path) -> None:
+    # "example-..." sorts after "2026..." as text; the measured one must still be chosen.
+    (profile_dir / "model_loading_times_cpu_noncc_example-20301231.csv").write_text(LOADING)
+    (profile_dir / "batch_profiling_cpu_noncc_example-20301231.csv").write_text(BATCH)
+    (profile_dir / "model_loading_times_cpu_noncc_20260101-000000.csv").write_text(LOADING)
+    (profile_dir / "batch_profiling_cpu_noncc_20260101-000000.csv").write_text(BATCH)
+    loading, batch = find_profile_files("cpu_noncc", profile_dir)
+    assert loading.name.endswith("_20260101-000000.csv")
+    assert batch.name.endswith("_20260101-000000.csv")
+
+
 @pytest.mark.parametrize(("loading", "batch", "message"), [
     (LOADING.replace("10.0,2.0", "ten,2.0"), BATCH, "load_mean_s' is not a number"),
     (LOADING.replace("load_mean_s", "load_s"), BATCH, "missing columns load_mean_s"),
