@@ -17,6 +17,7 @@ from sincere.cli import parse_constants
 from sincere.grid import expand_grid, run_is_complete
 from sincere.profiles import load_profiles
 from sincere.simulator import SimTask, run_task
+from sincere.traffic import options_from_constants
 
 RESULTS_DIR = "results_sim"  # where the run directories go
 PROFILES = "h100-orig_noncc"  # profile set: <device>_<cc|noncc> prefix in PROFILES_DIR, or a path
@@ -48,31 +49,19 @@ WORKERS = 0  # worker processes (0 = one per core)
 OVERWRITE = False  # rerun runs whose directory is already complete
 
 
-def pattern_options(cfg) -> dict:
-    """The options of each pattern in the grid, under the names the traffic module takes."""
-    options = {
-        "gamma": {"gamma_shape": cfg.GAMMA_SHAPE},
-        "bursty": {"burst_on_s": cfg.BURST_ON_S, "burst_off_s": cfg.BURST_OFF_S,
-                   "burst_peak_to_mean": cfg.BURST_PEAK_TO_MEAN},
-        "ramp": {"ramp_period_s": cfg.RAMP_PERIOD_S, "ramp_alpha": cfg.RAMP_ALPHA},
-        "trace": {"trace_path": cfg.TRACE_PATH},
-    }
-    return {pattern: options.get(pattern, {}) for pattern in cfg.PATTERNS}
-
-
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
     profiles = load_profiles(cfg.PROFILES, Path(cfg.PROFILES_DIR), std_factor=cfg.STD_FACTOR)
     points = expand_grid(cfg.STRATEGIES, cfg.PATTERNS, cfg.MEANS, cfg.SLAS, cfg.REPEATS)
     results_dir = Path(cfg.RESULTS_DIR)
-    options = pattern_options(cfg)
     strategy_options = {"margin_s": cfg.MARGIN_S, "max_queue_delay_s": cfg.MAX_QUEUE_DELAY_S,
                         "rate_window_s": cfg.RATE_WINDOW_S}
     tasks = [SimTask(point=p, run_dir=results_dir / p.run_id, profiles=profiles,
                      profiles_name=cfg.PROFILES, duration_s=cfg.DURATION_S, base_seed=cfg.SEED,
                      model_mix=dict(cfg.MODEL_MIX), max_new_tokens=cfg.MAX_NEW_TOKENS,
                      drain_timeout_s=cfg.DRAIN_TIMEOUT_S, jitter=cfg.JITTER,
-                     strategy_options=strategy_options, pattern_options=options[p.pattern],
+                     strategy_options=strategy_options,
+                     pattern_options=options_from_constants(cfg, p.pattern),
                      rate_window_s=cfg.RATE_WINDOW_S)
              for p in points
              if cfg.OVERWRITE or not run_is_complete(results_dir / p.run_id)]

@@ -374,6 +374,14 @@ def pattern_options(pattern: str) -> dict[str, Any]:
             if parameter.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
+def options_from_constants(constants: Any, pattern: str) -> dict[str, Any]:
+    """A pattern's options from a script's constants of the same names in upper case
+    (``GAMMA_SHAPE`` -> ``gamma_shape``); options the script has no constant for keep their
+    defaults."""
+    return {name: getattr(constants, name.upper()) for name in pattern_options(pattern)
+            if hasattr(constants, name.upper())}
+
+
 def _lookup(pattern: str) -> Callable[..., Arrivals]:
     try:
         return PATTERNS[pattern.strip().lower()]
