@@ -18,8 +18,8 @@ import pandas as pd
 
 # Every key `run_metrics` returns, in the order of the summary tables.
 METRIC_KEYS = (
-    "requests_total", "requests_ok", "requests_rejected", "requests_failed", "requests_unserved",
-    "sla_met_requests", "sla_attainment",
+    "requests_issued", "requests_received", "requests_lost", "requests_ok", "requests_rejected",
+    "requests_failed", "requests_unserved", "sla_met_requests", "sla_attainment",
     "latency_mean_s", "latency_p50_s", "latency_p90_s", "latency_p99_s",
     "queue_wait_mean_s", "swap_wait_mean_s", "processing_mean_s",
     "throughput_rps", "output_tokens_per_s", "goodput_rps",
@@ -29,47 +29,53 @@ METRIC_KEYS = (
 
 # What each metric means, in words a reader of the report needs (shown in report.html).
 METRIC_DESCRIPTIONS = {
-    "requests_total": "Requests the server received: the rows of requests.csv, whatever their "
-                      "status. A request the generator sent that never reached the server is not "
-                      "here (compare with accounting_issued).",
+    "requests_issued": "Requests the traffic generator sent: run.json's accounting 'issued', else "
+                       "the rows of client.csv, else requests_received. The denominator of "
+                       "sla_attainment.",
+    "requests_received": "Requests the server recorded: the rows of requests.csv, whatever their "
+                         "status.",
+    "requests_lost": "requests_issued - requests_received: requests the generator sent that the "
+                     "server never recorded (e.g. a connection error). They count as misses.",
     "requests_ok": "Requests that completed (status ok).",
     "requests_rejected": "Requests the server refused on arrival (status rejected).",
-    "requests_failed": "Requests whose batch failed (status failed).",
+    "requests_failed": "Requests whose batch or model load failed (status failed).",
     "requests_unserved": "Requests still queued when the drain after the end of traffic timed out "
                          "(status unserved): they never ran.",
     "sla_met_requests": "Completed requests whose latency was within the SLA.",
-    "sla_attainment": "sla_met_requests / requests_total, a fraction from 0 to 1. Rejected, failed "
-                      "and unserved requests are in the denominator and count as misses, so a "
-                      "strategy cannot look good by leaving requests behind.",
+    "sla_attainment": "sla_met_requests / requests_issued, a fraction from 0 to 1. Rejected, "
+                      "failed, unserved and lost requests are in the denominator and count as "
+                      "misses, so a strategy cannot look good by leaving requests behind.",
     "latency_mean_s": "Mean end-to-end latency of completed requests, from arrival at the server "
                       "to the end of their batch (s). Requests that never completed have no "
                       "latency and are left out here; they show up in sla_attainment.",
     "latency_p50_s": "Median latency of completed requests (s); percentiles interpolate linearly "
-                     "between order statistics.",
+                     "between order statistics (numpy's default).",
     "latency_p90_s": "90th percentile latency of completed requests (s).",
     "latency_p99_s": "99th percentile latency of completed requests (s).",
     "queue_wait_mean_s": "Mean time a completed request waited in its model's queue before its "
                          "batch was dispatched (s).",
-    "swap_wait_mean_s": "Mean time a completed request waited for the model swap its batch needed "
-                        "(unload of the resident model and load of its own; 0 without a swap) (s).",
+    "swap_wait_mean_s": "Mean time from a completed request's batch dispatch to the start of its "
+                        "inference: the model swap its batch needed (unload of the resident model "
+                        "and load of its own), about 0 without a swap (s).",
     "processing_mean_s": "Mean time of the batch inference a completed request was part of (s).",
-    "throughput_rps": "Completed requests per second over the run time (from the run's start to "
-                      "the end of its last batch or drain).",
+    "throughput_rps": "Completed requests per second over the run time (run_time_s).",
     "output_tokens_per_s": "Output tokens of completed requests per second over the run time.",
     "goodput_rps": "SLA-met requests per second over the run time.",
-    "gpu_util_mean_pct": "Mean of the NVML GPU utilisation samples (monitor.csv) over the run "
-                         "(%): the share of sampling periods in which a kernel ran, not how full "
-                         "the GPU was. Empty for simulated runs and runs without a GPU.",
-    "gpu_busy_fraction": "Total batch processing time / run time: the share of the run the GPU "
-                         "spent in inference (from batches.csv; defined for simulated runs too).",
-    "swap_fraction": "Total swap time (unload + load) / run time.",
-    "swaps": "Number of batches that needed a model swap (swap_s > 0, or a different model was "
-             "resident before), the first load included.",
-    "swap_time_s": "Total time spent swapping models (s).",
+    "gpu_util_mean_pct": "Mean of the NVML GPU utilisation samples (monitor.csv, those with "
+                         "0 <= t_s <= run_time_s) (%): the share of each sampling period in which "
+                         "a kernel ran, not how full the GPU was. Empty for simulated runs and "
+                         "runs without a GPU.",
+    "gpu_busy_fraction": "Total batch processing time (batches.csv) / run time: the share of the "
+                         "run the GPU spent in inference; defined for simulated runs too.",
+    "swap_fraction": "Total swap time (swap_time_s) / run time.",
+    "swaps": "Number of batches that needed a model swap (a different model, or none, was resident "
+             "before them), the first load included.",
+    "swap_time_s": "Total time spent swapping models: swap_s (dispatch to start: unload + load) "
+                   "summed over the batches that swapped (s).",
     "batches": "Number of batches run.",
     "batch_size_mean": "Mean number of requests per batch.",
-    "run_time_s": "Run time (s): from the run's start to the end of the last batch or of the "
-                  "drain.",
+    "run_time_s": "Run time (s): from the run's start to the end of the traffic or of the last "
+                  "batch after it (the drain), whichever is later (run.json's run_time_s).",
 }
 
 
@@ -104,8 +110,8 @@ def _texts(frame: pd.DataFrame, column: str) -> np.ndarray:
 
 
 def _mean_or_none(values: np.ndarray) -> float | None:
-    finite = values[np.isfinite(values)]
-    return float(finite.mean()) if finite.size else None
+    mean = _nanmean(values)
+    return mean if math.isfinite(mean) else None
 
 
 def _per_second(count: float, run_time_s: float) -> float | None:
@@ -120,11 +126,13 @@ def completed_latencies_s(requests: pd.DataFrame) -> np.ndarray:
 
 
 def run_metrics(requests: pd.DataFrame, batches: pd.DataFrame | None, run_time_s: float,
-                monitor: pd.DataFrame | None = None) -> dict[str, float | int | None]:
+                monitor: pd.DataFrame | None = None,
+                issued: int | None = None) -> dict[str, float | int | None]:
     """One run's metrics (SPEC section 6) from its requests.csv, batches.csv and monitor.csv rows.
 
-    The SLA denominator is every row of ``requests`` (every request the server received, any
-    status). ``batches=None`` (batches.csv unreadable) leaves the batch metrics ``None``.
+    ``issued`` is how many requests the generator sent (default: the rows of ``requests``); the
+    SLA denominator is the larger of the two, so requests the server never recorded are misses.
+    ``batches=None`` (batches.csv unreadable) leaves the batch metrics ``None``.
     """
     run_time_s = float(run_time_s) if run_time_s is not None else math.nan
     run_time_s = run_time_s if math.isfinite(run_time_s) else math.nan
@@ -132,7 +140,8 @@ def run_metrics(requests: pd.DataFrame, batches: pd.DataFrame | None, run_time_s
     ok = status == "ok"
     latency_s = completed_latencies_s(requests)
     sla_met = int(np.count_nonzero(_flags(requests, "sla_met") & ok))
-    total = len(requests)
+    received = len(requests)
+    issued = max(received, int(issued)) if issued is not None else received
     if latency_s.size:
         p50, p90, p99 = np.percentile(latency_s, [50.0, 90.0, 99.0])
         latency = {"latency_mean_s": float(latency_s.mean()), "latency_p50_s": float(p50),
@@ -143,13 +152,15 @@ def run_metrics(requests: pd.DataFrame, batches: pd.DataFrame | None, run_time_s
     completed = int(np.count_nonzero(ok))
     output_tokens = float(np.nansum(_numbers(requests, "output_tokens")[ok]))
     metrics: dict[str, float | int | None] = {
-        "requests_total": total,
+        "requests_issued": issued,
+        "requests_received": received,
+        "requests_lost": issued - received,
         "requests_ok": completed,
         "requests_rejected": int(np.count_nonzero(status == "rejected")),
         "requests_failed": int(np.count_nonzero(status == "failed")),
         "requests_unserved": int(np.count_nonzero(status == "unserved")),
         "sla_met_requests": sla_met,
-        "sla_attainment": sla_met / total if total else None,
+        "sla_attainment": sla_met / issued if issued else None,
         **latency,
         "queue_wait_mean_s": _mean_or_none(_numbers(requests, "queue_wait_s")[ok]),
         "swap_wait_mean_s": _mean_or_none(_numbers(requests, "swap_wait_s")[ok]),
@@ -157,19 +168,38 @@ def run_metrics(requests: pd.DataFrame, batches: pd.DataFrame | None, run_time_s
         "throughput_rps": _per_second(completed, run_time_s),
         "output_tokens_per_s": _per_second(output_tokens, run_time_s),
         "goodput_rps": _per_second(sla_met, run_time_s),
-        "gpu_util_mean_pct": (_mean_or_none(_numbers(monitor, "gpu_util_pct"))
-                              if monitor is not None else None),
+        "gpu_util_mean_pct": _gpu_util_mean_pct(monitor, run_time_s),
     }
     metrics.update(_batch_metrics(batches, run_time_s))
     metrics["run_time_s"] = run_time_s if math.isfinite(run_time_s) else None
     return {key: metrics[key] for key in METRIC_KEYS}
 
 
+def _gpu_util_mean_pct(monitor: pd.DataFrame | None, run_time_s: float) -> float | None:
+    """Mean NVML utilisation of the samples taken during the run (0 <= t_s <= run_time_s; all
+    samples when t_s or the run time is unknown)."""
+    if monitor is None:
+        return None
+    util_pct = _numbers(monitor, "gpu_util_pct")
+    t_s = _numbers(monitor, "t_s")
+    if math.isfinite(run_time_s) and np.isfinite(t_s).any():
+        util_pct = util_pct[(t_s >= 0.0) & (t_s <= run_time_s)]
+    return _mean_or_none(util_pct)
+
+
 def swapped_batches(batches: pd.DataFrame) -> np.ndarray:
-    """Which batches needed a model swap: swap_s > 0, or another model was resident before."""
+    """Which batches needed a model swap: the model resident before them (the previous batch's,
+    in start order; none before the first) was another, or swap_from names another model.
+
+    swap_s alone cannot tell: the real server records dispatch-to-start there, a few
+    microseconds for a batch of the resident model.
+    """
+    model = _texts(batches, "model")
+    order = np.argsort(_numbers(batches, "start_s"), kind="stable")
+    previous = np.empty(len(batches), dtype=object)
+    previous[order] = np.r_[np.array([""], dtype=object), model[order][:-1]]
     swap_from = _texts(batches, "swap_from")
-    return (np.nan_to_num(_numbers(batches, "swap_s")) > 0) | (
-        (swap_from != "") & (swap_from != _texts(batches, "model")))
+    return (previous != model) | ((swap_from != "") & (swap_from != model))
 
 
 def _batch_metrics(batches: pd.DataFrame | None,
@@ -178,9 +208,8 @@ def _batch_metrics(batches: pd.DataFrame | None,
     if batches is None:
         return dict.fromkeys(("gpu_busy_fraction", "swap_fraction", "swaps", "swap_time_s",
                               "batches", "batch_size_mean"))
-    swap_s = _numbers(batches, "swap_s")
     swapped = swapped_batches(batches)
-    swap_time_s = float(np.nansum(swap_s))
+    swap_time_s = float(np.nansum(_numbers(batches, "swap_s")[swapped]))
     busy_s = float(np.nansum(_numbers(batches, "processing_s")))
     return {
         "gpu_busy_fraction": busy_s / run_time_s if run_time_s > 0 else None,
@@ -324,23 +353,25 @@ def ratio_ci(numerator: Iterable[float | None], denominator: Iterable[float | No
 # --- tables over runs ----------------------------------------------------------------------------
 
 # The parameters that make a grid cell; repeats of one cell differ only in seed and repeat.
-CELL_KEY = ("engine", "strategy", "pattern", "mean_rps", "sla_s", "cc_mode", "max_new_tokens",
-            "duration_s")
+# ``platform`` is what ran: the GPU of a measured run, the profile set (less its _cc / _noncc
+# suffix) of a simulated one, so that cells from different hardware or profiles never merge.
+CELL_KEY = ("engine", "platform", "strategy", "pattern", "mean_rps", "sla_s", "cc_mode",
+            "max_new_tokens", "duration_s")
 
 
 def cell_table(runs: pd.DataFrame, metric_keys: Sequence[str] = METRIC_KEYS,
                confidence: float = 0.95) -> pd.DataFrame:
-    """One row per grid cell: ``<metric>_mean``, ``_ci_low``, ``_ci_high`` over its repeats."""
+    """One row per grid cell: ``<metric>_mean``, ``_ci_low``, ``_ci_high`` over its repeats
+    (Student t interval; NaN bounds for a cell with one run)."""
     if runs.empty:
         return pd.DataFrame(columns=[*CELL_KEY, "runs", "runs_failed"])
-    groups = runs.groupby(list(CELL_KEY), dropna=False, sort=True)
-    table = groups.size().rename("runs").to_frame()
+    by_cell = [runs[k] for k in CELL_KEY]
+    table = runs.groupby(by_cell, dropna=False, sort=True).size().rename("runs").to_frame()
     failed = runs["status"].ne("complete") if "status" in runs else pd.Series(False, runs.index)
-    table["runs_failed"] = failed.groupby([runs[k] for k in CELL_KEY], dropna=False).sum()
+    table["runs_failed"] = failed.groupby(by_cell, dropna=False).sum()
     columns = {}
     for key in metric_keys:
-        values = pd.to_numeric(runs[key], errors="coerce")
-        grouped = values.groupby([runs[k] for k in CELL_KEY], dropna=False, sort=True)
+        grouped = pd.to_numeric(runs[key], errors="coerce").groupby(by_cell, dropna=False)
         mean, std, count = grouped.mean(), grouped.std(ddof=1), grouped.count()
         t = count.map(lambda n: t_quantile(0.5 + confidence / 2.0, n - 1) if n > 1 else math.nan)
         half = t * std / np.sqrt(count)
@@ -351,12 +382,17 @@ def cell_table(runs: pd.DataFrame, metric_keys: Sequence[str] = METRIC_KEYS,
     return table.reset_index()
 
 
+def _metric_values(runs: pd.DataFrame, metric: str) -> np.ndarray:
+    return pd.to_numeric(runs[metric], errors="coerce").to_numpy(dtype=float)
+
+
 def cc_comparison_table(runs: pd.DataFrame, metric_keys: Sequence[str] = METRIC_KEYS,
                         confidence: float = 0.95) -> pd.DataFrame:
     """For cells run with CC off and on (all else equal): non-CC / CC ratio of each metric.
 
-    Long format, one row per (cell, metric). Simulated and measured runs are never paired: the
-    engine is part of the cell.
+    Long format, one row per (cell, metric): the two means over repeats and the ratio of means
+    with Fieller's interval (`ratio_ci`). Engine and platform are part of the cell, so simulated
+    and measured runs, or runs on different GPUs or profile families, are never paired.
     """
     pair_key = [k for k in CELL_KEY if k != "cc_mode"]
     rows = []
@@ -367,14 +403,13 @@ def cc_comparison_table(runs: pd.DataFrame, metric_keys: Sequence[str] = METRIC_
             if noncc.empty or cc.empty:
                 continue
             for metric in metric_keys:
-                x = pd.to_numeric(noncc[metric], errors="coerce").to_numpy(dtype=float)
-                y = pd.to_numeric(cc[metric], errors="coerce").to_numpy(dtype=float)
+                x, y = _metric_values(noncc, metric), _metric_values(cc, metric)
                 ratio, low, high = ratio_ci(x, y, confidence)
                 rows.append({**dict(zip(pair_key, key, strict=True)), "metric": metric,
                              "noncc_mean": _nanmean(x), "cc_mean": _nanmean(y),
                              "ratio_noncc_over_cc": ratio, "ratio_ci_low": low,
-                             "ratio_ci_high": high, "runs_noncc": int(np.isfinite(x).sum()),
-                             "runs_cc": int(np.isfinite(y).sum())})
+                             "ratio_ci_high": high, "runs_noncc": len(noncc),
+                             "runs_cc": len(cc)})
     columns = [*pair_key, "metric", "noncc_mean", "cc_mean", "ratio_noncc_over_cc",
                "ratio_ci_low", "ratio_ci_high", "runs_noncc", "runs_cc"]
     return pd.DataFrame(rows, columns=columns)
@@ -382,26 +417,27 @@ def cc_comparison_table(runs: pd.DataFrame, metric_keys: Sequence[str] = METRIC_
 
 def sim_vs_real_table(runs: pd.DataFrame,
                       metric_keys: Sequence[str] = METRIC_KEYS) -> pd.DataFrame:
-    """For cells run both simulated (engine sim) and measured (engine hf): the two means side by
-    side and the simulator's relative error, (simulated - measured) / measured."""
-    pair_key = [k for k in CELL_KEY if k != "engine"]
+    """For cells run both simulated (engine sim) and measured (engine hf) with the same
+    parameters and cc_mode: the two means side by side and the simulator's relative error,
+    (simulated - measured) / measured; a row per (simulated platform, measured platform)."""
+    pair_key = [k for k in CELL_KEY if k not in ("engine", "platform")]
     rows = []
     if not runs.empty:
         for key, cell in runs.groupby(pair_key, dropna=False, sort=True):
-            sim = cell[cell["engine"] == "sim"]
-            real = cell[cell["engine"] == "hf"]
-            if sim.empty or real.empty:
-                continue
-            for metric in metric_keys:
-                simulated = _nanmean(pd.to_numeric(sim[metric], errors="coerce").to_numpy(float))
-                measured = _nanmean(pd.to_numeric(real[metric], errors="coerce").to_numpy(float))
-                error = (simulated - measured) / measured if measured else math.nan
-                rows.append({**dict(zip(pair_key, key, strict=True)), "metric": metric,
-                             "simulated_mean": simulated, "measured_mean": measured,
-                             "relative_error": error, "runs_simulated": len(sim),
-                             "runs_measured": len(real)})
-    columns = [*pair_key, "metric", "simulated_mean", "measured_mean", "relative_error",
-               "runs_simulated", "runs_measured"]
+            for sim_platform, sim in cell[cell["engine"] == "sim"].groupby("platform"):
+                for real_platform, real in cell[cell["engine"] == "hf"].groupby("platform"):
+                    for metric in metric_keys:
+                        simulated = _nanmean(_metric_values(sim, metric))
+                        measured = _nanmean(_metric_values(real, metric))
+                        error = (simulated - measured) / measured if measured else math.nan
+                        rows.append({**dict(zip(pair_key, key, strict=True)),
+                                     "simulated_platform": sim_platform,
+                                     "measured_platform": real_platform, "metric": metric,
+                                     "simulated_mean": simulated, "measured_mean": measured,
+                                     "relative_error": error, "runs_simulated": len(sim),
+                                     "runs_measured": len(real)})
+    columns = [*pair_key, "simulated_platform", "measured_platform", "metric", "simulated_mean",
+               "measured_mean", "relative_error", "runs_simulated", "runs_measured"]
     return pd.DataFrame(rows, columns=columns)
 
 

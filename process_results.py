@@ -1,0 +1,314 @@
+"""Summarise run directories into tables, figures and one self-contained report.html.
+
+Reads every run directory (a folder with run.json) under the given results folders, measured
+(engine hf) or simulated (engine sim), and writes into OUT: summary_runs.csv, summary_cells.csv,
+cc_comparison.csv, sim_vs_real.csv, the PNG figures and report.html. Give several folders (say
+one copied from a confidential VM and one from an ordinary VM) to compare them: runs are labelled
+by the cc_mode in their run.json and paired cell by cell; simulated runs are labelled simulated
+and never paired with measured ones.
+
+    python process_results.py results/                      # -> results/report/
+    python process_results.py results_cc/ results_noncc/ --out comparison/
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sincere import metrics, report, rundirs
+from sincere.cli import parse_constants
+
+RESULTS_DIRS = ["results"]  # folders holding run directories (searched two levels deep)
+OUT = ""  # output folder; empty: <first results dir>/report/
+TIMELINE_RUN = ""  # run id or run directory for the timeline figures; empty: a representative run
+CONFIDENCE = 0.95  # confidence level of every interval (Student t; Fieller for ratios)
+PAGE_METRICS = ["latency_mean_s", "latency_p99_s", "sla_attainment", "throughput_rps",
+                "goodput_rps", "gpu_util_mean_pct", "gpu_busy_fraction", "swap_fraction",
+                "swaps", "requests_unserved"]  # metrics in the page's tables (CSVs: all)
+
+# How the page's intervals and ratios read, shown after the metric definitions.
+_READING_NOTES = {
+    "mean [low, high]": "A cell's mean over its repeats and its Student t confidence interval at "
+                        "CONFIDENCE; no interval for a cell with one repeat.",
+    "ratio_noncc_over_cc": "For a CC pair (two cells that differ only in cc_mode): the non-CC "
+                           "cell mean over the CC cell mean, with Fieller's interval (t at the "
+                           "Welch-Satterthwaite degrees of freedom); none with one run per "
+                           "side. Below 1 for a latency, above 1 for a throughput or SLA "
+                           "attainment: CC does worse.",
+    "relative_error": "Simulated versus measured: (simulated mean - measured mean) / measured "
+                      "mean of cells run both ways with the same cc_mode.",
+}
+
+# Every figure this script may write (a figure it did not draw this time is removed from OUT).
+_FIGURE_FILES = ("cc_comparison.png", "latency_cdf.png", "sla_attainment.png",
+                 "throughput_goodput.png", "gpu_utilisation.png", "timeline.png",
+                 "arrival_pattern.png")
+
+
+def choose_timeline_run(records: Sequence[rundirs.RunRecord], wanted: str) -> rundirs.RunRecord:
+    """The run named by ``wanted`` (run id or directory), else a representative one: a complete,
+    preferably measured run whose SLA attainment is nearest the median of its kind."""
+    if wanted:
+        named = [r for r in records if wanted in (r.run_id, str(r.path), r.path.name)]
+        named = named or [r for r in records if Path(wanted).resolve() == r.path]
+        if named:
+            return named[0]
+        print(f"process_results: no run {wanted!r}; using a representative one", file=sys.stderr)
+    pool = [r for r in records if r.row["status"] == "complete"] or list(records)
+    pool = [r for r in pool if r.row["engine"] == "hf"] or pool
+    attainment = np.array([r.row["sla_attainment"] if r.row["sla_attainment"] is not None
+                           else np.nan for r in pool], dtype=float)
+    if not np.isfinite(attainment).any():
+        return pool[0]
+    distance = np.abs(attainment - np.nanmedian(attainment))
+    return pool[int(np.nanargmin(distance))]
+
+
+def latency_curves(records: Sequence[rundirs.RunRecord], groups: Sequence[str]
+                   ) -> dict[tuple[float, str, str, str], tuple[np.ndarray, int]]:
+    """Completed latencies and issued-request counts pooled per (rate, pattern, strategy,
+    group); ``groups`` gives each record's run group."""
+    pooled: dict[tuple[float, str, str, str], list[rundirs.RunRecord]] = {}
+    for record, group in zip(records, groups, strict=True):
+        row = record.row
+        rate = row["mean_rps"] if math.isfinite(row["mean_rps"]) else math.inf  # NaN != NaN
+        pooled.setdefault((rate, row["pattern"], row["strategy"], group), []).append(record)
+    return {key: (np.concatenate([r.latencies_s for r in group]),
+                  sum(int(r.row["requests_issued"]) for r in group))
+            for key, group in pooled.items()}
+
+
+def cc_pairs_text(runs: pd.DataFrame, cc: pd.DataFrame) -> str:
+    """One sentence per paired platform: what was compared, and whether it was simulated."""
+    sentences = []
+    for (engine, platform), _ in cc.groupby(["engine", "platform"], sort=True):
+        mine = runs[(runs["engine"] == engine) & (runs["platform"] == platform)]
+        sources = {mode: ", ".join(sorted(mine.loc[mine["cc_mode"] == mode, "profiles_name"
+                                                   if engine == "sim" else "results_dir"]
+                                          .dropna().astype(str).unique()))
+                   for mode in ("off", "on")}
+        cells = cc[(cc["engine"] == engine) & (cc["platform"] == platform)]
+        count = len(cells.drop_duplicates([k for k in metrics.CELL_KEY if k != "cc_mode"]))
+        cells_text = f"{count} cell{'s' if count != 1 else ''}"
+        if engine == "sim":
+            sentences.append(f"SIMULATED, not measured: {cells_text} replayed from profile set "
+                             f"{sources['off']} (CC off) and {sources['on']} (CC on).")
+        else:
+            sentences.append(f"Measured on {platform}: {cells_text}, CC off from "
+                             f"{sources['off']}, CC on from {sources['on']}.")
+    return " ".join(sentences)
+
+
+def draw_figures(records: Sequence[rundirs.RunRecord], runs: pd.DataFrame, cells: pd.DataFrame,
+                 timeline: rundirs.RunRecord, out: Path, confidence: float,
+                 warnings: list[str]) -> list[report.FigureItem]:
+    """The figures of the grid and of one run, as PNG files in ``out``."""
+    slas = sorted(runs["sla_s"].dropna().unique())
+    figures = [
+        report.FigureItem("Latency CDF per strategy",
+                          report.plot_latency_cdf(latency_curves(records, runs["group"]), slas,
+                                                  out / "latency_cdf.png"),
+                          "Share of all issued requests completed within a latency (arrival "
+                          "to end of batch), a panel per rate and pattern. A curve that stops "
+                          "below 100% left requests unserved, rejected, failed or lost. Dotted "
+                          "lines: the SLAs."),
+        report.FigureItem("SLA attainment by strategy, pattern and rate",
+                          report.plot_sla_attainment(cells, out / "sla_attainment.png"),
+                          "SLA-met requests / all issued requests, mean over repeats with its "
+                          f"{confidence:.0%} confidence interval (none with one repeat); a row "
+                          "of panels per run group and SLA."),
+        report.FigureItem("Throughput and goodput",
+                          report.plot_throughput(cells, out / "throughput_goodput.png"),
+                          "Completed (pale bar) and SLA-met (solid bar) requests per second over "
+                          "the run time; dashed line: the offered mean rate. A throughput below "
+                          "the offered rate means the queues grew."),
+        report.FigureItem("GPU utilisation and busy fraction",
+                          report.plot_utilisation(cells, out / "gpu_utilisation.png"),
+                          "Share of the run time in inference (solid) and in model swaps "
+                          "(hatched, stacked), from batches.csv; diamonds: mean NVML "
+                          "utilisation, where a GPU was sampled (monitor.csv)."),
+    ]
+    return figures + timeline_figures(timeline, runs, out, warnings)
+
+
+def timeline_figures(record: rundirs.RunRecord, runs: pd.DataFrame, out: Path,
+                     warnings: list[str]) -> list[report.FigureItem]:
+    """The timeline and arrival figures of one run (its CSVs are read again, only for it)."""
+    row = record.row
+    group = runs.loc[runs["run_dir"] == row["run_dir"], "group"].iloc[0]
+    name = f"{row['run_id']} ({group})"
+    try:
+        requests, batches = rundirs.read_requests(record.path), rundirs.read_batches(record.path)
+    except rundirs.RunDirError as exc:
+        warnings.append(f"{exc}; no timeline figure")
+        return []
+    try:
+        schedule = rundirs.read_schedule(record.path)
+    except rundirs.RunDirError as exc:
+        warnings.append(f"{exc}; arrivals taken from requests.csv")
+        schedule = None
+    arrivals_s = (schedule["scheduled_s"] if schedule is not None else requests["arrival_s"])
+    if row["run_time_s"] is None:
+        warnings.append(f"{record.path / 'run.json'}: no run time and no event; no timeline")
+        return []
+    run_time_s = float(row["run_time_s"])
+    return [
+        report.FigureItem(f"Timeline of {row['run_id']}",
+                          report.plot_timeline(requests, batches, run_time_s,
+                                               out / "timeline.png", f"Timeline: {name}"),
+                          "Top: the model on the GPU over time (solid: inference, pale: resident "
+                          "and idle, hatched: swap into that model; triangles: swap starts). "
+                          "Bottom: queued requests per model, from arrival_s and dispatch_s "
+                          "(unserved requests stay queued to the end). Choose the run with "
+                          "--timeline-run."),
+        report.FigureItem(f"Arrival pattern of {row['run_id']}",
+                          report.plot_arrivals(arrivals_s.to_numpy(float), run_time_s,
+                                               float(row["mean_rps"]), out / "arrival_pattern.png",
+                                               f"Arrivals: {name}, pattern {row['pattern']}"),
+                          "Requests arriving in each second of the run "
+                          f"({'schedule.csv' if schedule is not None else 'requests.csv'}), "
+                          "a 30 s moving average and the configured mean rate."),
+    ]
+
+
+def cc_section(runs: pd.DataFrame, cc: pd.DataFrame, out: Path,
+               page_metrics: Sequence[str]) -> list[report.FigureItem | report.TableItem]:
+    """The CC comparison for the page: its figure, the medians over cells, the cell table."""
+    if cc.empty:
+        return []
+    figure = report.FigureItem(
+        "CC comparison (non-CC / CC)",
+        report.plot_cc_comparison(cc, out / "cc_comparison.png", cc_pairs_text(runs, cc)),
+        "Ratio non-CC / CC of the cell means for runs that differ only in cc_mode (simulated "
+        "and measured runs are never paired). Red: CC does worse (a latency ratio below 1, a "
+        "throughput or SLA-attainment ratio above 1); blue: CC does better; grey: undefined "
+        "(0 / 0). Intervals: the table below and cc_comparison.csv.")
+    shown = report.with_pairs(cc[cc["metric"].isin(page_metrics)])
+    defined = set(shown.loc[shown["ratio_noncc_over_cc"].notna(), "metric"])
+    order = [m for m in page_metrics if m in defined]  # leave out e.g. NVML for simulated runs
+    medians = (shown.groupby(["pair", "strategy", "metric"])["ratio_noncc_over_cc"].median()
+               .unstack("metric").reindex(columns=order).map(report.format_number)
+               .rename_axis(columns=None).reset_index())
+    cell_key = ["pair", "strategy", "pattern", "mean_rps", "sla_s", "max_new_tokens",
+                "duration_s"]
+    text = report.with_intervals(shown, [*cell_key, "runs_noncc", "runs_cc", "metric"],
+                                 ["ratio"], mean="ratio_noncc_over_cc", low="ratio_ci_low",
+                                 high="ratio_ci_high")
+    wide = (text.pivot(index=[*cell_key, "runs_noncc", "runs_cc"], columns="metric",
+                       values="ratio").reindex(columns=order).rename_axis(columns=None)
+            .reset_index())
+    return [
+        figure,
+        report.TableItem("CC comparison at a glance", medians,
+                         "Median over the paired cells of each strategy of the non-CC / CC "
+                         "ratio. Below 1 for a latency, above 1 for a throughput or SLA "
+                         "attainment: CC does worse."),
+        report.TableItem("CC comparison by cell (non-CC / CC)", wide,
+                         "Ratio of cell means, non-CC over CC [Fieller interval; none with one "
+                         "run per side]. All metrics, with both means: cc_comparison.csv.")]
+
+
+def page_tables(runs: pd.DataFrame, cells: pd.DataFrame, sim_real: pd.DataFrame,
+                confidence: float, page_metrics: Sequence[str]) -> list[report.TableItem]:
+    """The condensed tables of the page (the CSVs next to it hold every metric)."""
+    cell_key = ["group", *[k for k in metrics.CELL_KEY if k not in ("engine", "platform",
+                                                                     "cc_mode")],
+                "runs", "runs_failed"]
+    tables = [report.TableItem(
+        "Grid cells", report.with_intervals(cells, cell_key, page_metrics),
+        f"Mean over the repeats of each cell [{confidence:.0%} Student t interval; none with one "
+        "repeat]. sla_attainment and the fractions are from 0 to 1. All metrics: "
+        "summary_cells.csv.")]
+    if not sim_real.empty:
+        shown = sim_real[sim_real["metric"].isin(page_metrics)].copy()
+        for column in ("simulated_mean", "measured_mean", "relative_error"):
+            shown[column] = shown[column].map(report.format_number)
+        tables.append(report.TableItem(
+            "Simulated vs measured", shown,
+            "Cells run both ways: means side by side; relative_error = (simulated - measured) / "
+            "measured. All metrics: sim_vs_real.csv."))
+    run_columns = ["run_id", "status", "group", "strategy", "pattern", "mean_rps", "sla_s",
+                   "repeat", "results_dir", "requests_issued", "requests_ok",
+                   "requests_unserved", "sla_attainment", "latency_p99_s", "throughput_rps"]
+    shown = runs[[c for c in run_columns if c in runs]].copy()
+    for column in ("sla_attainment", "latency_p99_s", "throughput_rps"):
+        shown[column] = pd.to_numeric(shown[column], errors="coerce").map(report.format_number)
+    tables.append(report.TableItem("Runs", shown, "One row per run directory; a failed run "
+                                   "(status not complete) is processed as far as its files go "
+                                   "and counted in runs_failed of its cell. All metrics: "
+                                   "summary_runs.csv."))
+    return tables
+
+
+def page_facts(roots: Sequence[Path], runs: pd.DataFrame, cells: pd.DataFrame,
+               cc: pd.DataFrame, sim_real: pd.DataFrame, timeline: rundirs.RunRecord) -> list[str]:
+    """The lines at the top of the page: what was read, what was paired, what is simulated."""
+    engines = runs["engine"].value_counts().to_dict()
+    facts = [f"Generated {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC from "
+             f"{', '.join(str(r.resolve()) for r in roots)}.",
+             f"{len(runs)} runs ({engines.get('hf', 0)} measured, {engines.get('sim', 0)} "
+             f"simulated; {int((runs['status'] != 'complete').sum())} not complete) in "
+             f"{len(cells)} grid cells; {len(cc) // len(metrics.METRIC_KEYS)} CC pairs; "
+             f"{len(sim_real) // len(metrics.METRIC_KEYS)} simulated/measured pairs.",
+             "Simulated runs replay the profiles in a discrete-event simulation; they are "
+             "labelled 'simulated' everywhere and never paired with measured runs for the CC "
+             "comparison."]
+    if not cc.empty:
+        facts.append("CC comparison: " + cc_pairs_text(runs, cc))
+    else:
+        modes = ", ".join(f"{mode} ({count} runs)" for mode, count
+                          in runs["cc_mode"].value_counts().sort_index().items())
+        facts.append("No CC comparison: no grid cell was run with CC both off and on (cc_mode: "
+                     f"{modes}). Give the results folders of both environments together.")
+    return facts + [f"Timeline figures: {timeline.row['run_id']} ({timeline.path}).",
+                    "Tables as CSV next to this file: summary_runs.csv, summary_cells.csv, "
+                    "cc_comparison.csv, sim_vs_real.csv."]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Read the results folders, write the tables, figures and report into OUT."""
+    args = parse_constants(globals(), argv, positional="RESULTS_DIRS")
+    roots = [Path(d) for d in args.RESULTS_DIRS]
+    out = Path(args.OUT) if args.OUT else roots[0] / "report"
+    records, warnings = rundirs.summarise_runs(roots)
+    if not records:
+        warnings.append(f"no usable run directory under {', '.join(map(str, roots))}")
+        print("\n".join(f"process_results: {w}" for w in warnings), file=sys.stderr)
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    runs = pd.DataFrame([r.row for r in records])
+    show_platform = bool(runs.groupby("engine")["platform"].nunique().gt(1).any())
+    runs = report.with_groups(runs, show_platform)
+    cells = report.with_groups(metrics.cell_table(runs, metrics.METRIC_KEYS, args.CONFIDENCE),
+                               show_platform)
+    cc = metrics.cc_comparison_table(runs, metrics.METRIC_KEYS, args.CONFIDENCE)
+    sim_real = metrics.sim_vs_real_table(runs, metrics.METRIC_KEYS)
+    runs.to_csv(out / "summary_runs.csv", index=False)
+    cells.to_csv(out / "summary_cells.csv", index=False)
+    cc.to_csv(out / "cc_comparison.csv", index=False)
+    sim_real.to_csv(out / "sim_vs_real.csv", index=False)
+    timeline = choose_timeline_run(records, args.TIMELINE_RUN)
+    items = [*cc_section(runs, cc, out, args.PAGE_METRICS),
+             *draw_figures(records, runs, cells, timeline, out, args.CONFIDENCE, warnings),
+             *page_tables(runs, cells, sim_real, args.CONFIDENCE, args.PAGE_METRICS)]
+    drawn = {item.png.name for item in items if isinstance(item, report.FigureItem)}
+    for stale in set(_FIGURE_FILES) - drawn:  # left by an earlier run into the same folder
+        (out / stale).unlink(missing_ok=True)
+    page = report.render_html("SINCERE results",
+                              page_facts(roots, runs, cells, cc, sim_real, timeline), warnings,
+                              items, {**metrics.METRIC_DESCRIPTIONS, **_READING_NOTES})
+    (out / "report.html").write_text(page, encoding="utf-8")
+    print("".join(f"warning: {w}\n" for w in warnings), end="", file=sys.stderr)
+    print(f"process_results: {len(runs)} runs -> {out / 'report.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
