@@ -384,3 +384,131 @@ def test_script_writes_samples(tmp_path: Path) -> None:
     header, rows = read_rows(out)
     assert header == MONITOR_COLUMNS
     assert 3 <= len(rows) <= 0.3 / 0.05 + 2
+
+
+# ------------------------------------------- the real binding over a fake NVML C library
+
+class FakeNvmlLibrary:
+    """Stands in for libnvidia-ml.so below the real ``pynvml`` module: each C function writes
+    its outputs through the pointers pynvml passes and returns an NVML status code."""
+
+    def __init__(self, cc_feature: int = 0, environment: int = 0, cpu_caps: int = 0,
+                 status: dict[str, int] | None = None, missing: Sequence[str] = ()) -> None:
+        self.values = {"cc_feature": cc_feature, "environment": environment,
+                       "cpu_caps": cpu_caps}
+        self.status = status or {}
+        for name in missing:  # an older driver: the symbol is not there at all
+            setattr(self, name, None)
+
+    def __getattribute__(self, name: str) -> Any:
+        value = object.__getattribute__(self, name)
+        if value is None:
+            raise AttributeError(name)
+        return value
+
+    def _status(self, name: str) -> int:
+        return self.status.get(name, pynvml.NVML_SUCCESS)
+
+    def nvmlInitWithFlags(self, flags: int) -> int:
+        return self._status("nvmlInitWithFlags")
+
+    def nvmlShutdown(self) -> int:
+        return pynvml.NVML_SUCCESS
+
+    def nvmlErrorString(self, code: int) -> bytes:
+        return b"fake NVML error"
+
+    def nvmlSystemGetConfComputeState(self, state: Any) -> int:
+        state._obj.environment = self.values["environment"]
+        state._obj.ccFeature = self.values["cc_feature"]
+        state._obj.devToolsMode = 0
+        return self._status("nvmlSystemGetConfComputeState")
+
+    def nvmlSystemGetConfComputeGpusReadyState(self, ready: Any) -> int:
+        ready._obj.value = self.values["cc_feature"]
+        return pynvml.NVML_SUCCESS
+
+    def nvmlSystemGetConfComputeCapabilities(self, caps: Any) -> int:
+        caps._obj.cpuCaps, caps._obj.gpusCaps = self.values["cpu_caps"], 1
+        return pynvml.NVML_SUCCESS
+
+    def nvmlDeviceGetHandleByIndex_v2(self, index: Any, handle: Any) -> int:
+        return pynvml.NVML_SUCCESS
+
+    def nvmlDeviceGetConfComputeMemSizeInfo(self, handle: Any, info: Any) -> int:
+        info._obj.protectedMemSizeKib = 79 * 2**20 if self.values["cc_feature"] else 0
+        info._obj.unprotectedMemSizeKib = 2**20 if self.values["cc_feature"] else 0
+        return pynvml.NVML_SUCCESS
+
+
+def no_shared_library(name: str) -> Any:
+    raise OSError(f"{name}: cannot open shared object file: No such file or directory")
+
+
+@pytest.fixture
+def nvml_library(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Install a FakeNvmlLibrary (or none at all) under the real pynvml module."""
+    monkeypatch.setattr(pynvml, "_nvmlGetFunctionPointer_cache", {})
+
+    def install(library: FakeNvmlLibrary | None) -> None:
+        if library is None:  # dlopen("libnvidia-ml.so.1") fails, as on a machine with no driver
+            monkeypatch.setattr(pynvml, "nvmlLib", None)
+            monkeypatch.setattr(pynvml, "CDLL", no_shared_library)
+        else:
+            monkeypatch.setattr(pynvml, "nvmlLib", library)
+    return install
+
+
+@pytest.mark.parametrize(("library", "mode", "cpu_tee"), [
+    (FakeNvmlLibrary(cc_feature=1, environment=2, cpu_caps=2), "on", "Intel TDX"),
+    (FakeNvmlLibrary(cc_feature=0, cpu_caps=0), "off", "none"),
+])
+def test_cc_mode_through_the_real_binding(nvml_library: Callable[..., None],
+                                          library: FakeNvmlLibrary, mode: str,
+                                          cpu_tee: str) -> None:
+    nvml_library(library)
+    cc = detect_cc(run=smi_must_not_run)  # imports and drives the real pynvml
+    assert (cc["cc_mode"], cc["cc_source"], cc["cpu_tee"]) == (mode, "nvml", cpu_tee)
+    assert cc["cc_gpus_ready_state"] == (mode == "on")
+    assert cc["cc_protected_mem_kib"] == (79 * 2**20 if mode == "on" else 0)
+    assert cc["nvml_field_errors"] == {}
+    json.dumps(cc)
+
+
+@pytest.mark.parametrize(("library", "error_name"), [
+    (None, "NVMLError_LibraryNotFound"),
+    (FakeNvmlLibrary(status={"nvmlInitWithFlags": pynvml.NVML_ERROR_DRIVER_NOT_LOADED}),
+     "NVMLError_DriverNotLoaded"),
+    (FakeNvmlLibrary(status={"nvmlSystemGetConfComputeState": pynvml.NVML_ERROR_NOT_SUPPORTED}),
+     "NVMLError_NotSupported"),
+    (FakeNvmlLibrary(missing=["nvmlSystemGetConfComputeState"]), "NVMLError_FunctionNotFound"),
+])
+def test_cc_unknown_when_the_real_binding_fails(nvml_library: Callable[..., None],
+                                                library: FakeNvmlLibrary | None,
+                                                error_name: str) -> None:
+    nvml_library(library)
+    cc = detect_cc(run=smi_missing)
+    assert (cc["cc_mode"], cc["cc_source"]) == ("unknown", None)
+    assert cc["nvml_error"].startswith(error_name)
+    assert "FileNotFoundError" in cc["nvidia_smi_error"]
+
+
+def test_cc_from_nvidia_smi_when_the_binding_is_not_installed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    cc = detect_cc(run=fake_smi({"-f": "CC status: ON\n", "-grs": "ready state: not-ready\n"}))
+    assert (cc["cc_mode"], cc["cc_source"]) == ("on", "nvidia-smi")
+    assert cc["nvidia_smi_ready_state"] == "not-ready"
+
+
+def test_monitor_without_the_binding_leaves_gpu_columns_empty(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    out = tmp_path / "monitor.csv"
+    monitor = Monitor(out)
+    monitor.sample_once()
+    monitor.stop()
+    _, rows = read_rows(out)
+    assert [rows[0][c] for c in GPU_COLUMNS] == [""] * len(GPU_COLUMNS)
+    assert rows[0]["cpu_pct"] != ""
+    assert "pynvml" in (monitor.nvml_error or "")

@@ -1,0 +1,115 @@
+"""Time model loads and unloads -> profiling_results/model_loading_times_<device>_<cc|noncc>_*.csv.
+
+For each model, ITERATIONS rounds of: a load from disk (``from_pretrained`` and a copy to the
+device, no host cache), an unload, a load from the host-RAM cache (the copy a swap makes in the
+server, pinned where CC is off), an unload. One row per model with the mean and std of each path;
+``load_mean_s`` / ``load_std_s`` are those of the path the server uses (``load_path``).
+"""
+
+import csv
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sincere.cli import parse_constants
+
+MODELS_DIR = "models"  # folder of model subfolders and manifest.csv (download_models.py)
+MODELS = []  # aliases to profile (empty = every model in MODELS_DIR's manifest)
+ITERATIONS = 5  # timed rounds per model (each: disk load, unload, host-cache load, unload)
+WARMUP = 1  # untimed rounds per model before the timed ones
+PROFILES_DIR = "profiling_results"  # where the CSV goes
+DEVICE = ""  # torch device ("" = cuda when there is one, else cpu)
+CPU_THREADS = 0  # torch threads on a CPU device (0 = all cores but one, as the server's default)
+DEVICE_NAME = ""  # device part of the file name ("" = cpu, or the GPU's short name, e.g. h100)
+HOST_CACHE = True  # the server keeps host copies: load_mean_s is the host-cache path (false: disk)
+
+
+def manifest_aliases(models_dir: Path) -> list[str]:
+    """The aliases listed in ``models_dir/manifest.csv`` (empty when there is none)."""
+    manifest = models_dir / "manifest.csv"
+    if not manifest.is_file():
+        return []
+    with manifest.open(newline="") as handle:
+        return [row["alias"] for row in csv.DictReader(handle) if row.get("alias")]
+
+
+def profile_loading(models_dir: Path, aliases: list[str], profiles_dir: Path,
+                    env: dict[str, Any], iterations: int, warmup: int = 1,
+                    device: str | None = None, device_label: str = "", host_cache: bool = True,
+                    log: Callable[[str], None] = print) -> Path:
+    """Time each model's loads and unloads (all of ``models_dir``'s when ``aliases`` is empty)
+    and write the model_loading_times CSV; its path. ``env`` is an environment block
+    (sincere.monitor) naming the hardware and the CC mode. ValueError for a missing model."""
+    from sincere.engine import Engine
+    from sincere.profiling import (
+        LOADING_COLUMNS,
+        RowWriter,
+        cache_path_name,
+        device_name,
+        format_table,
+        hardware_name,
+        loading_row,
+        measured_source,
+        profile_path,
+        time_loading,
+        timestamp,
+    )
+
+    cc_mode = env.get("cc_mode", "unknown")
+    disk_engine = Engine(models_dir, device=device, host_cache=False, cc_mode=cc_mode)
+    cache_engine = Engine(models_dir, device=device, host_cache=True, cc_mode=cc_mode)
+    available = disk_engine.available_models()
+    aliases = list(aliases) or manifest_aliases(models_dir) or available
+    missing = [a for a in aliases if a not in available]
+    if missing or not aliases:
+        raise ValueError(f"no model folder for {', '.join(missing) or 'any model'} in "
+                         f"{models_dir}; run download_models.py first (have: "
+                         f"{', '.join(available) or 'none'})")
+    device_type = disk_engine.device.type
+    name = device_label or device_name(env, device_type)
+    server_path = (cache_path_name(device_type, cache_engine.pin_memory) if host_cache
+                   else "disk_from_pretrained")
+    dtype = str(disk_engine.dtype).removeprefix("torch.")
+    source = measured_source(hardware_name(env))
+    out_path = profile_path(profiles_dir, "model_loading_times", name, cc_mode, timestamp())
+    log(f"profiling loads of {', '.join(aliases)} on {hardware_name(env)} ({device_type}, "
+        f"{dtype}, cc_mode {cc_mode}): {iterations} rounds each, server path {server_path}")
+    rows = []
+    with RowWriter(out_path, LOADING_COLUMNS) as writer:
+        for alias in aliases:
+            timings = time_loading(disk_engine, cache_engine, alias, iterations, warmup=warmup,
+                                   log=log)
+            row = loading_row(timings, dtype=dtype, device=name, cc_mode=cc_mode,
+                              server_path=server_path, source=source)
+            writer.write(row)
+            rows.append(row)
+    log(format_table(rows, ["model", "size_gb", "load_path", "load_mean_s", "load_std_s",
+                            "disk_load_mean_s", "unload_mean_s"]))
+    log(f"wrote {out_path}")
+    return out_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Time every model's loads and unloads and write one CSV row per model."""
+    cfg = parse_constants(globals(), argv)
+    import torch
+
+    from sincere.engine import set_cpu_threads  # after parsing: --help stays instant
+    from sincere.monitor import environment_block
+
+    if (cfg.DEVICE or ("cuda" if torch.cuda.is_available() else "cpu")) == "cpu":
+        set_cpu_threads(cfg.CPU_THREADS)
+    try:
+        profile_loading(Path(cfg.MODELS_DIR), list(cfg.MODELS), Path(cfg.PROFILES_DIR),
+                        environment_block(), cfg.ITERATIONS, warmup=cfg.WARMUP,
+                        device=cfg.DEVICE or None, device_label=cfg.DEVICE_NAME,
+                        host_cache=cfg.HOST_CACHE, log=lambda line: print(line, flush=True))
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

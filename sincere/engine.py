@@ -1,0 +1,461 @@
+"""The inference engine the profilers and the server share (SPEC section 7).
+
+One model is resident on the device at a time. ``load`` reads it from disk, or, when its weights
+are already in the host cache, copies them from host RAM (pinned where CC is off), which is what a
+swap costs; ``unload`` frees the device. ``generate`` runs a batch greedily with left padding and,
+by default, exactly ``max_new_tokens`` new tokens per prompt so that batch times are comparable;
+an out-of-memory splits the batch in halves and retries, and nothing is ever dropped silently.
+
+Nothing here logs or raises prompt or generated text: only counts, lengths and error class names.
+The engine is not thread-safe; the server calls it from one thread.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import transformers
+
+from sincere.models import dtype_kwargs, quiet_transformers
+
+log = logging.getLogger("sincere.engine")
+
+# torch.OutOfMemoryError exists from torch 2.5; torch.cuda.OutOfMemoryError before (same class
+# from 2.5 on). _OOM_CLASS is what the engine raises and records.
+_OOM_CLASS: type[RuntimeError] = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+OOM_ERRORS: tuple[type[BaseException], ...] = tuple(dict.fromkeys(
+    [_OOM_CLASS, torch.cuda.OutOfMemoryError]))
+OOM_ERROR_NAME = _OOM_CLASS.__name__  # the name in BatchResult.errors of a prompt that ran out
+# What allocators say when they run out without raising OutOfMemoryError (a CPU "device", cuBLAS).
+_OOM_MESSAGES = ("can't allocate memory", "not enough memory", "out of memory",
+                 "CUBLAS_STATUS_ALLOC_FAILED")
+
+
+class EngineError(RuntimeError):
+    """A call the engine cannot serve in its current state (nothing resident, unknown model)."""
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """How a load went: ``path`` is "disk" or "host_cache"; ``size_gb`` counts the weights."""
+
+    alias: str
+    seconds: float
+    path: str
+    size_gb: float
+
+
+@dataclass
+class BatchResult:
+    """One ``generate`` call: per-prompt lists in input order, plus the batch's accounting.
+
+    A prompt in ``failed`` has an empty text and 0 output tokens; ``errors[i]`` is the error
+    class name of ``failed[i]``. ``retries`` counts out-of-memory splits. ``output_ids`` holds
+    each prompt's new token ids (what the texts decode from; empty for a failed prompt).
+    """
+
+    texts: list[str]
+    prompt_tokens: list[int]
+    output_tokens: list[int]
+    seconds: float
+    retries: int = 0
+    peak_mem_gib: float | None = None
+    failed: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    output_ids: list[list[int]] = field(default_factory=list)
+
+    @property
+    def out_of_memory(self) -> bool:
+        """True when the batch did not fit whole: it was split, or a single prompt ran out."""
+        return self.retries > 0 or OOM_ERROR_NAME in self.errors
+
+    @property
+    def other_errors(self) -> list[str]:
+        """The error class names, other than out-of-memory, that failed prompts (sorted)."""
+        return sorted(set(self.errors) - {OOM_ERROR_NAME})
+
+
+@dataclass
+class _HostEntry:
+    """A model's weights in host RAM, and what it takes to rebuild the module around them."""
+
+    config: transformers.PretrainedConfig
+    generation_config: transformers.GenerationConfig | None
+    tokenizer: transformers.PreTrainedTokenizerBase
+    parameters: dict[str, torch.Tensor]  # every name, tied names share one tensor
+    buffers: dict[str, torch.Tensor]  # persistent and non-persistent (rotary inv_freq, ...)
+    size_gb: float
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, OOM_ERRORS):
+        return True
+    return isinstance(exc, RuntimeError) and any(m in str(exc) for m in _OOM_MESSAGES)
+
+
+def _weights_gb(module: torch.nn.Module) -> float:
+    return sum(p.numel() * p.element_size() for p in module.parameters()) / 1e9
+
+
+def set_cpu_threads(threads: int = 0) -> int:
+    """Set torch's threads for a CPU engine: ``threads``, or all cores but one (at least one)
+    when 0, leaving a core to the HTTP, scheduler and monitor threads; the number set. The
+    server and the profilers call it alike, so that profiles match the server's batch times."""
+    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+             else os.cpu_count() or 1)  # the cores this process may use (a container's share)
+    count = threads if threads > 0 else max(1, cores - 1)
+    torch.set_num_threads(count)
+    return count
+
+
+def _own_memory_(model: torch.nn.Module) -> None:
+    """Give every weight its own memory, in place (tied weights stay tied, aliases follow).
+
+    ``from_pretrained`` may leave weights memory-mapped on the safetensors file, read lazily on
+    first use; a CPU load or a host-cache copy that kept them so would not be a load at all.
+    """
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            tensor.data = tensor.data.clone()
+
+
+class Engine:
+    """Load, unload and run the models of one folder on one device.
+
+    ``oom_batch_limit`` is a testing knob: a batch of more prompts than that raises
+    out-of-memory (0 makes every batch, even a single prompt, run out; None: no limit).
+    """
+
+    def __init__(self, models_dir: Path, device: str | None = None,
+                 dtype: torch.dtype | None = None, host_cache: bool = True,
+                 pin_memory: bool | None = None, cc_mode: str = "unknown",
+                 oom_batch_limit: int | None = None, max_new_tokens: int = 50,
+                 exact_new_tokens: bool = True) -> None:
+        self.models_dir = Path(models_dir)
+        self._extra_paths: dict[str, Path] = {}  # alias -> folder outside models_dir
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.is_cuda = self.device.type == "cuda"
+        self.dtype = dtype or (torch.bfloat16 if self.is_cuda else torch.float32)
+        self.host_cache = host_cache
+        self.cc_mode = cc_mode
+        # Pinned host memory makes host-to-device copies ~8x faster, but under CC it goes
+        # through bounce buffers anyway and older drivers refuse it: pageable there.
+        self.pin_memory = (self.is_cuda and cc_mode != "on") if pin_memory is None else (
+            pin_memory and self.is_cuda)
+        self.oom_batch_limit = oom_batch_limit
+        self.max_new_tokens = max_new_tokens
+        self.exact_new_tokens = exact_new_tokens
+        self._resident: str | None = None
+        self._model: torch.nn.Module | None = None
+        self._tokenizer: transformers.PreTrainedTokenizerBase | None = None
+        self._host: dict[str, _HostEntry] = {}
+        self._tokenizers: dict[str, transformers.PreTrainedTokenizerBase] = {}
+
+    # --- what is where ------------------------------------------------------------------------
+
+    def available_models(self) -> list[str]:
+        """Aliases of the model folders (those with a config.json) in ``models_dir``, and of
+        those added with ``add_model_path``."""
+        found = set(self._extra_paths)
+        if self.models_dir.is_dir():
+            found.update(p.name for p in self.models_dir.iterdir()
+                         if p.is_dir() and not p.name.startswith(".")
+                         and (p / "config.json").is_file())
+        return sorted(found)
+
+    def add_model_path(self, alias: str, path: Path) -> None:
+        """Serve the model folder ``path`` (Hugging Face layout) under ``alias``, wherever it is."""
+        path = Path(path).expanduser().resolve()
+        if not path.is_dir():
+            raise FileNotFoundError(f"no such model folder: {path}")
+        if not (path / "config.json").is_file():
+            raise ValueError(f"{path} is not a model folder (no config.json)")
+        self._extra_paths[alias] = path
+
+    @property
+    def resident(self) -> str | None:
+        """The alias of the model on the device, or None."""
+        return self._resident
+
+    @property
+    def host_cached(self) -> list[str]:
+        """Aliases whose weights are in the host cache."""
+        return sorted(self._host)
+
+    def _path(self, alias: str) -> Path:
+        path = self._extra_paths.get(alias, self.models_dir / alias)
+        if not (path / "config.json").is_file():
+            raise EngineError(f"no model {alias!r} in {self.models_dir} "
+                              f"(have: {', '.join(self.available_models()) or 'none'})")
+        return path
+
+    # --- loading ------------------------------------------------------------------------------
+
+    def _read_tokenizer(self, alias: str) -> transformers.PreTrainedTokenizerBase:
+        with quiet_transformers():
+            tokenizer = transformers.AutoTokenizer.from_pretrained(self._path(alias))
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:  # llama and granite ship none: pad with EOS
+            tokenizer.pad_token = tokenizer.eos_token
+        self._tokenizers[alias] = tokenizer
+        return tokenizer
+
+    def _read_model(self, alias: str) -> torch.nn.Module:
+        """``from_pretrained`` onto the host, in the engine's dtype (possibly memory-mapped)."""
+        with quiet_transformers():
+            model = transformers.AutoModelForCausalLM.from_pretrained(
+                self._path(alias), **dtype_kwargs(self.dtype))
+        return model.eval()
+
+    def _to_device(self, model: torch.nn.Module) -> torch.nn.Module:
+        """A host model onto the device: a copy to the GPU, or into owned memory on a CPU."""
+        if not self.is_cuda:
+            _own_memory_(model)
+            return model
+        model = model.to(self.device)
+        torch.cuda.synchronize(self.device)
+        return model
+
+    def _host_entry(self, alias: str, model: torch.nn.Module,
+                    tokenizer: transformers.PreTrainedTokenizerBase) -> _HostEntry:
+        """Copies of a host model's tensors in host RAM (pinned where pinning is on), kept for
+        later loads; copies, since the model's own may be memory-mapped on the file."""
+        host_of: dict[int, torch.Tensor] = {}  # one host tensor per distinct module tensor
+
+        def keep(tensor: torch.Tensor) -> torch.Tensor:
+            key = id(tensor)
+            if key not in host_of:
+                data = tensor.detach()
+                host_of[key] = data.pin_memory() if self.pin_memory else data.clone()
+            return host_of[key]
+
+        parameters = {n: keep(p) for n, p in model.named_parameters(remove_duplicate=False)}
+        buffers = {n: keep(b) for n, b in model.named_buffers(remove_duplicate=False)}
+        return _HostEntry(config=copy.deepcopy(model.config),
+                          generation_config=copy.deepcopy(model.generation_config),
+                          tokenizer=tokenizer, parameters=parameters, buffers=buffers,
+                          size_gb=_weights_gb(model))
+
+    def _build_from_host(self, entry: _HostEntry) -> torch.nn.Module:
+        """The module skeleton on meta, then each tensor copied from host to device once."""
+        config = copy.deepcopy(entry.config)
+        attention = getattr(config, "_attn_implementation", None)
+        extra = {"attn_implementation": attention} if attention else {}
+        with torch.device("meta"), quiet_transformers():
+            model = transformers.AutoModelForCausalLM.from_config(
+                config, **dtype_kwargs(self.dtype), **extra)
+        on_device: dict[int, torch.Tensor] = {}  # host tensor id -> its one device copy
+        as_parameter: dict[int, torch.nn.Parameter] = {}  # so tied weights stay one Parameter
+        # meta tensor id -> (the meta tensor, kept alive so its id stays unique; its replacement)
+        replaced: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+        def device_copy(host: torch.Tensor) -> torch.Tensor:
+            key = id(host)
+            if key not in on_device:  # copy=True: on a CPU "device" too, a real memcpy
+                on_device[key] = host.to(self.device, non_blocking=self.pin_memory, copy=True)
+            return on_device[key]
+
+        for module_name, module in model.named_modules():
+            prefix = f"{module_name}." if module_name else ""
+            for name, param in list(module._parameters.items()):
+                if param is None:
+                    continue
+                host = entry.parameters[prefix + name]
+                if id(host) not in as_parameter:
+                    as_parameter[id(host)] = torch.nn.Parameter(device_copy(host),
+                                                                requires_grad=False)
+                module._parameters[name] = as_parameter[id(host)]
+                replaced[id(param)] = (param, module._parameters[name])
+            for name, buffer in list(module._buffers.items()):
+                if buffer is None:
+                    continue
+                host = entry.buffers[prefix + name]
+                module._buffers[name] = device_copy(host)
+                replaced[id(buffer)] = (buffer, module._buffers[name])
+        # transformers 4.x keeps plain tensor attributes aliasing buffers (original_inv_freq).
+        for module in model.modules():
+            for attr, value in list(vars(module).items()):
+                if isinstance(value, torch.Tensor) and id(value) in replaced:
+                    setattr(module, attr, replaced[id(value)][1])
+        leftover = [n for n, t in [*model.named_parameters(), *model.named_buffers()]
+                    if t.is_meta]
+        if leftover:
+            raise EngineError(f"{len(leftover)} tensors missing from the host cache, "
+                              f"e.g. {leftover[0]}")
+        if self.is_cuda:
+            torch.cuda.synchronize(self.device)
+        if entry.generation_config is not None:
+            model.generation_config = copy.deepcopy(entry.generation_config)
+        return model.eval()
+
+    def load(self, alias: str) -> LoadResult:
+        """Put ``alias`` on the device (from the host cache when there, else disk); seconds."""
+        if self._resident is not None:
+            raise EngineError(f"{self._resident!r} is resident: unload() it before loading "
+                              f"{alias!r}")
+        self._path(alias)
+        started_s = time.perf_counter()
+        entry = self._host.get(alias) if self.host_cache else None
+        if entry is not None:
+            model, tokenizer, path = self._build_from_host(entry), entry.tokenizer, "host_cache"
+        else:
+            tokenizer = self._read_tokenizer(alias)
+            host_model = self._read_model(alias)
+            path = "disk"
+            if self.host_cache:
+                entry = self._host[alias] = self._host_entry(alias, host_model, tokenizer)
+                del host_model
+                model = self._build_from_host(entry)
+            else:
+                model = self._to_device(host_model)
+        seconds = time.perf_counter() - started_s
+        self._model, self._tokenizer, self._resident = model, tokenizer, alias
+        result = LoadResult(alias, seconds, path, round(_weights_gb(model), 6))
+        log.info("loaded %s from %s in %.3f s (%.3f GB)", alias, path, seconds, result.size_gb)
+        return result
+
+    def unload(self) -> float:
+        """Free the device of the resident model (its host copy stays); seconds."""
+        if self._resident is None:
+            return 0.0
+        started_s = time.perf_counter()
+        alias = self._resident
+        self._model = self._tokenizer = self._resident = None
+        gc.collect()
+        if self.is_cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
+        seconds = time.perf_counter() - started_s
+        log.info("unloaded %s in %.3f s", alias, seconds)
+        return seconds
+
+    def prefetch(self, alias: str) -> float:
+        """Fill the host cache from disk without touching the device; seconds (0 if cached)."""
+        if not self.host_cache:
+            raise EngineError("prefetch needs host_cache=True")
+        if alias in self._host:
+            return 0.0
+        started_s = time.perf_counter()
+        tokenizer = self._read_tokenizer(alias)
+        host_model = self._read_model(alias)
+        self._host[alias] = self._host_entry(alias, host_model, tokenizer)
+        del host_model
+        seconds = time.perf_counter() - started_s
+        log.info("prefetched %s into host RAM in %.3f s", alias, seconds)
+        return seconds
+
+    def evict(self, alias: str) -> None:
+        """Drop ``alias``'s host copy (the resident device copy, if any, is not touched)."""
+        if self._host.pop(alias, None) is not None:
+            gc.collect()
+            log.info("evicted %s from host RAM", alias)
+
+    # --- generation ---------------------------------------------------------------------------
+
+    def count_tokens(self, alias: str, text: str) -> int:
+        """Prompt tokens of ``text`` under ``alias``'s tokenizer (BOS included, as generate)."""
+        tokenizer = self._tokenizers.get(alias)
+        if tokenizer is None:
+            tokenizer = self._read_tokenizer(alias)
+        return len(tokenizer(text)["input_ids"])
+
+    def _generate_batch(self, prompts: list[str], max_new_tokens: int
+                        ) -> tuple[list[str], list[int], list[int], list[list[int]]]:
+        assert self._model is not None and self._tokenizer is not None
+        if self.oom_batch_limit is not None and len(prompts) > self.oom_batch_limit:
+            raise _OOM_CLASS(f"batch of {len(prompts)} exceeds oom_batch_limit="
+                             f"{self.oom_batch_limit}")
+        tokenizer = self._tokenizer
+        encoded = tokenizer(prompts, return_tensors="pt", padding=True)
+        input_ids = encoded["input_ids"].to(self.device)
+        attention_mask = encoded["attention_mask"].to(self.device)
+        options: dict[str, object] = {"max_new_tokens": max_new_tokens, "do_sample": False,
+                                      "num_beams": 1, "pad_token_id": tokenizer.pad_token_id}
+        if self.exact_new_tokens:
+            options["min_new_tokens"] = max_new_tokens  # EOS masked until the last step
+        with torch.inference_mode():
+            output = self._model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                          **options)
+        new_tokens = output[:, input_ids.shape[1]:].cpu()
+        counts = [self._real_new_tokens(row) for row in new_tokens]
+        ids = [row[:n].tolist() for row, n in zip(new_tokens, counts, strict=True)]
+        texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
+        prompt_tokens = attention_mask.sum(dim=1).tolist()
+        return texts, prompt_tokens, counts, ids
+
+    def _real_new_tokens(self, row: torch.Tensor) -> int:
+        """New tokens of one row up to and including its first EOS (the rest is padding)."""
+        if self.exact_new_tokens:
+            return int(row.numel())
+        eos = self._model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        for position, token in enumerate(row.tolist()):
+            if token in eos_ids:
+                return position + 1
+        return int(row.numel())
+
+    def _free_after_oom(self) -> None:
+        gc.collect()
+        if self.is_cuda:
+            torch.cuda.empty_cache()
+
+    def generate(self, prompts: list[str], max_new_tokens: int | None = None) -> BatchResult:
+        """Run a batch; on out-of-memory split it in halves and retry, down to single prompts."""
+        if self._model is None:
+            raise EngineError("no model is resident: load() one first")
+        new_tokens = self.max_new_tokens if max_new_tokens is None else max_new_tokens
+        count = len(prompts)
+        texts = [""] * count
+        prompt_tokens = [0] * count
+        output_tokens = [0] * count
+        output_ids: list[list[int]] = [[] for _ in range(count)]
+        errors_by_index: dict[int, str] = {}
+        retries = 0
+        if self.is_cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+        started_s = time.perf_counter()
+        pending = [list(range(count))] if count else []
+        while pending:  # depth-first, so results come in order of the halves
+            indices = pending.pop()
+            out_of_memory = False
+            try:
+                batch = self._generate_batch([prompts[i] for i in indices], new_tokens)
+            except Exception as exc:  # noqa: BLE001 - every failure is recorded, never lost
+                if _is_oom(exc):
+                    out_of_memory = True
+                else:
+                    log.error("batch of %d failed: %s", len(indices), type(exc).__name__)
+                    errors_by_index.update({i: type(exc).__name__ for i in indices})
+                    continue
+            if out_of_memory:  # outside the except block, so the traceback's tensors are gone
+                self._free_after_oom()
+                if len(indices) == 1:
+                    log.error("a single prompt ran out of memory; recorded as failed")
+                    errors_by_index[indices[0]] = OOM_ERROR_NAME
+                    continue
+                retries += 1
+                half = len(indices) // 2
+                log.warning("out of memory at batch %d: retrying as %d + %d", len(indices),
+                            half, len(indices) - half)
+                pending.extend([indices[half:], indices[:half]])
+                continue
+            for i, text, n_prompt, n_output, ids in zip(indices, *batch, strict=True):
+                texts[i], prompt_tokens[i], output_tokens[i] = text, n_prompt, n_output
+                output_ids[i] = ids
+        if self.is_cuda:
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - started_s
+        peak = torch.cuda.max_memory_allocated(self.device) / 2**30 if self.is_cuda else None
+        failed = sorted(errors_by_index)
+        for i in failed:  # still report how long a failed prompt was
+            prompt_tokens[i] = self.count_tokens(self._resident, prompts[i])
+        return BatchResult(texts=texts, prompt_tokens=prompt_tokens, output_tokens=output_tokens,
+                           seconds=seconds, retries=retries, peak_mem_gib=peak, failed=failed,
+                           errors=[errors_by_index[i] for i in failed], output_ids=output_ids)

@@ -1,0 +1,477 @@
+"""Models on disk: download from the Hub, build random-weight or tiny ones, and list them.
+
+Each model lives in ``MODELS_DIR/<alias>/`` as transformers would save it (config.json,
+generation_config.json, safetensors weights, tokenizer files), so ``AutoModelForCausalLM`` and
+``AutoTokenizer`` load a built model exactly as they load a downloaded one. A folder is written
+under a temporary name and renamed when complete, with a ``sincere_model.json`` marker saying
+what it is; ``manifest.csv`` lists what is actually there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import shutil
+import struct
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+)
+from packaging.version import Version
+
+from sincere.architectures import FULL_SIZE, HUB_IDS, TINY, Architecture
+from sincere.workloads import synthetic_prompts
+
+log = logging.getLogger("sincere.models")
+
+MARKER_FILE = "sincere_model.json"
+MANIFEST_FILE = "manifest.csv"
+MANIFEST_COLUMNS = ["alias", "hub_id", "kind", "family", "params", "size_gb", "dtype", "path",
+                    "created_epoch_s"]
+KINDS = ("hub", "random", "tiny")
+
+# Safetensors weights, configs and tokenizer files only: never the .bin / .pth / .gguf copies.
+HUB_ALLOW_PATTERNS = ["*.safetensors", "*.json", "tokenizer*"]
+HUB_IGNORE_PATTERNS = ["original/*", "*.bin", "*.pth", "*.pt", "*.gguf", "*.msgpack", "*.h5"]
+
+INIT_STD = 0.02  # normal init of every matrix, as the families' own initializer_range
+INIT_CHUNK_ELEMENTS = 1 << 26  # fill big matrices 64M values at a time
+TOKENIZER_CORPUS_PROMPTS = 3000  # synthetic prompts the tiny tokenizers are trained on
+FULL_SIZE_TOKENIZER_VOCAB = 8192  # random full-size models keep the real (larger) config vocab
+SAVE_SHARD_SIZE = "5GB"  # as the published checkpoints are sharded
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """A family's special tokens, in the id order of the real tokenizer where it starts at 0."""
+
+    bos: str
+    eos: str
+    pad: str
+    unk: str | None = None
+
+    def ordered(self) -> list[str]:
+        """Tokens in the order they get ids 0, 1, 2, ..."""
+        return [t for t in self._order() if t is not None]
+
+    def _order(self) -> list[str | None]:
+        if self.pad == "<pad>" and self.eos == "<eos>":  # gemma: pad 0, eos 1, bos 2, unk 3
+            return [self.pad, self.eos, self.bos, self.unk]
+        return [self.unk, self.bos, self.eos, self.pad]  # llama-style: unk 0, bos 1, eos 2
+
+
+SPECIAL_TOKENS = {
+    "granite-7b": SpecialTokens(bos="<s>", eos="</s>", pad="<pad>", unk="<unk>"),
+    "gemma-7b": SpecialTokens(bos="<bos>", eos="<eos>", pad="<pad>", unk="<unk>"),
+    "llama3-8b": SpecialTokens(bos="<|begin_of_text|>", eos="<|end_of_text|>",
+                               pad="<|finetune_right_pad_id|>"),
+}
+DEFAULT_SPECIAL_TOKENS = SpecialTokens(bos="<s>", eos="</s>", pad="<pad>", unk="<unk>")
+
+# Config fields of the published checkpoints that the Architecture does not carry.
+REAL_CONFIG_EXTRAS: dict[str, dict[str, Any]] = {
+    "granite-7b": {"max_position_embeddings": 4096, "rms_norm_eps": 1e-5},
+    "gemma-7b": {"max_position_embeddings": 8192, "rms_norm_eps": 1e-6},
+    "llama3-8b": {"max_position_embeddings": 131072, "rms_norm_eps": 1e-5,
+                  "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                   "high_freq_factor": 4.0,
+                                   "original_max_position_embeddings": 8192}},
+}
+
+
+class HubDownloadError(RuntimeError):
+    """A download that failed, with a one-line reason fit for the console."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one model in a run of download_models.py."""
+
+    alias: str
+    status: str  # "downloaded", "built", "skipped" or "failed"
+    detail: str = ""
+
+
+# --- transformers version differences ----------------------------------------------------------
+
+def dtype_kwargs(dtype: torch.dtype | None) -> dict[str, Any]:
+    """``{"dtype": ...}`` for transformers >= 4.56, ``{"torch_dtype": ...}`` before."""
+    if dtype is None:
+        return {}
+    key = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+    return {key: dtype}
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Within: no transformers progress bars ("Loading weights", "Writing model shards") and
+    only its errors logged, so loads do not fill a server's log; the settings come back after."""
+    tf_logging = transformers.utils.logging
+    bars_on, verbosity = tf_logging.is_progress_bar_enabled(), tf_logging.get_verbosity()
+    tf_logging.disable_progress_bar()
+    tf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        tf_logging.set_verbosity(verbosity)
+        if bars_on:
+            tf_logging.enable_progress_bar()
+
+
+# --- tokenizers -------------------------------------------------------------------------------
+
+def tokenizer_corpus(seed: int = 0, prompts: int = TOKENIZER_CORPUS_PROMPTS) -> list[str]:
+    """The text the tiny tokenizers are trained on: the project's own synthetic prompts."""
+    return synthetic_prompts(prompts, seed=seed)
+
+
+def train_tokenizer(vocab_size: int, special: SpecialTokens, corpus: Iterable[str],
+                    model_max_length: int) -> transformers.PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained locally, which adds BOS like the real ones."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=special.ordered(), show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(corpus, trainer)
+    bos_id = tokenizer.token_to_id(special.bos)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{special.bos} $A", pair=f"{special.bos} $A {special.bos} $B",
+        special_tokens=[(special.bos, bos_id)])
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token=special.bos, eos_token=special.eos,
+        pad_token=special.pad, unk_token=special.unk, model_max_length=model_max_length)
+
+
+def save_tokenizer(tokenizer: transformers.PreTrainedTokenizerBase, folder: Path) -> None:
+    """Save so that both transformers 4.x and 5.x ``AutoTokenizer`` can load it."""
+    tokenizer.save_pretrained(folder)
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"  # 5.x writes its "TokenizersBackend"
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+# --- configs and random weights ---------------------------------------------------------------
+
+def build_config(alias: str, arch: Architecture, vocab_size: int,
+                 token_ids: Mapping[str, int]) -> transformers.PretrainedConfig:
+    """The transformers config of an architecture, with the given vocab and special-token ids."""
+    extras = dict(REAL_CONFIG_EXTRAS.get(alias, {}))
+    common = {
+        "vocab_size": vocab_size, "hidden_size": arch.hidden_size,
+        "intermediate_size": arch.intermediate_size, "num_hidden_layers": arch.num_layers,
+        "num_attention_heads": arch.num_heads, "num_key_value_heads": arch.num_kv_heads,
+        "head_dim": arch.head_dim, "rope_theta": arch.rope_theta,
+        "tie_word_embeddings": arch.tie_embeddings, "initializer_range": INIT_STD,
+        "bos_token_id": token_ids["bos"], "eos_token_id": token_ids["eos"],
+        "pad_token_id": token_ids["pad"], **extras,
+    }
+    if arch.family == "llama":
+        return transformers.LlamaConfig(**common)
+    if arch.family == "gemma":
+        return transformers.GemmaConfig(**common)
+    raise ValueError(f"unknown family {arch.family!r} for {alias}")
+
+
+def meta_model(config: transformers.PretrainedConfig,
+               dtype: torch.dtype = torch.bfloat16) -> torch.nn.Module:
+    """The model skeleton on the meta device: shapes and parameter count, no memory."""
+    with torch.device("meta"):
+        return transformers.AutoModelForCausalLM.from_config(config, **dtype_kwargs(dtype))
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Distinct weights (a tied embedding and head count once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def init_random_weights_(model: torch.nn.Module, family: str, seed: int,
+                         std: float = INIT_STD) -> None:
+    """Fill every weight in place: matrices ~ N(0, std), norms at their identity value."""
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    for name, param in model.named_parameters():
+        with torch.no_grad():
+            if param.dim() == 1:
+                # RMSNorm: llama scales by w (identity at 1), gemma by 1 + w (identity at 0).
+                is_norm = "norm" in name
+                param.fill_(1.0 if is_norm and family != "gemma" else 0.0)
+                continue
+            flat = param.view(-1)
+            for start in range(0, flat.numel(), INIT_CHUNK_ELEMENTS):
+                flat[start:start + INIT_CHUNK_ELEMENTS].normal_(0.0, std, generator=generator)
+
+
+def random_model(config: transformers.PretrainedConfig, family: str, dtype: torch.dtype,
+                 device: str, seed: int) -> torch.nn.Module:
+    """A random-weight model allocated once, directly in ``dtype`` on ``device``."""
+    model = meta_model(config, dtype)
+    model.to_empty(device=device)
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()  # to_empty may give a tied head its own storage
+    init_random_weights_(model, family, seed)
+    return model
+
+
+def _special_ids(tokenizer: transformers.PreTrainedTokenizerBase) -> dict[str, int]:
+    return {"bos": tokenizer.bos_token_id, "eos": tokenizer.eos_token_id,
+            "pad": tokenizer.pad_token_id}
+
+
+def _set_generation_ids(model: torch.nn.Module, ids: Mapping[str, int]) -> None:
+    generation = model.generation_config
+    generation.bos_token_id, generation.eos_token_id = ids["bos"], ids["eos"]
+    generation.pad_token_id = ids["pad"]
+
+
+def build_random_model(alias: str, folder: Path, seed: int, tiny: bool,
+                       corpus: Sequence[str] | None = None,
+                       device: str | None = None) -> None:
+    """Write a random-weight model of ``alias``'s architecture, with a locally trained tokenizer.
+
+    Tiny models are float32 with the tokenizer's vocab; full-size ones are bfloat16 with the real
+    vocab, built on the GPU when there is one (seconds) or on the CPU (about a minute a model).
+    """
+    table = TINY if tiny else FULL_SIZE
+    if alias not in table:
+        raise KeyError(f"no {'tiny' if tiny else 'full-size'} architecture for {alias!r}; "
+                       f"known: {', '.join(table)}")
+    arch = table[alias]
+    special = SPECIAL_TOKENS.get(alias, DEFAULT_SPECIAL_TOKENS)
+    extras = REAL_CONFIG_EXTRAS.get(alias, {})
+    max_positions = int(extras.get("max_position_embeddings", 4096))
+    tokenizer_vocab = arch.vocab_size if tiny else FULL_SIZE_TOKENIZER_VOCAB
+    corpus = corpus if corpus is not None else tokenizer_corpus(seed)
+    tokenizer = train_tokenizer(tokenizer_vocab, special, corpus, max_positions)
+    ids = _special_ids(tokenizer)
+    vocab = len(tokenizer) if tiny else arch.vocab_size
+    config = build_config(alias, arch, vocab, ids)
+    dtype = torch.float32 if tiny else torch.bfloat16
+    device = device or ("cuda" if torch.cuda.is_available() and not tiny else "cpu")
+    model = random_model(config, arch.family, dtype, device, seed)
+    _set_generation_ids(model, ids)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_tokenizer(tokenizer, folder)
+    with quiet_transformers():
+        model.save_pretrained(folder, max_shard_size=SAVE_SHARD_SIZE)
+    del model
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+
+
+# --- the Hub ------------------------------------------------------------------------------------
+
+def _status_code(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def describe_hub_error(exc: BaseException, hub_id: str, token_given: bool) -> str:
+    """One line saying why a download failed and what to do, without a traceback."""
+    page = f"https://huggingface.co/{hub_id}"
+    if isinstance(exc, GatedRepoError):
+        if not token_given:
+            return (f"gated model and HF_TOKEN is not set: accept the licence at {page} and "
+                    f"export HF_TOKEN=<your token>")
+        return f"access refused to the gated model: request access at {page} for this token"
+    if isinstance(exc, RepositoryNotFoundError):
+        hint = "" if token_given else " (or private/gated and HF_TOKEN is not set)"
+        return f"repository not found{hint}: check the hub id {hub_id}"
+    if isinstance(exc, OfflineModeIsEnabled):
+        return "HF_HUB_OFFLINE is set, so the Hub is not contacted; unset it to download"
+    if isinstance(exc, LocalEntryNotFoundError) or "Connect" in type(exc).__name__ \
+            or "Timeout" in type(exc).__name__ or isinstance(exc, ConnectionError):
+        return ("the Hugging Face Hub cannot be reached (no network, proxy or DNS); "
+                "use --random to build models offline")
+    if isinstance(exc, HfHubHTTPError):
+        status = _status_code(exc)
+        if status == 401:
+            return "token rejected (HTTP 401): check HF_TOKEN" if token_given else (
+                "authentication required (HTTP 401): export HF_TOKEN=<your token>")
+        if status == 403:
+            return f"access refused (HTTP 403): request access at {page}"
+        return f"the Hub answered HTTP {status}"
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first_line}"[:300]
+
+
+def download_from_hub(hub_id: str, folder: Path, token: str | None) -> None:
+    """Fetch a model's safetensors, configs and tokenizer files into ``folder`` (resumable)."""
+    try:
+        snapshot_download(hub_id, local_dir=folder, allow_patterns=HUB_ALLOW_PATTERNS,
+                          ignore_patterns=HUB_IGNORE_PATTERNS, token=token)
+    except Exception as exc:  # the hub call boundary: every failure becomes one line
+        raise HubDownloadError(describe_hub_error(exc, hub_id, token is not None)) from None
+    if not list(folder.glob("*.safetensors")):
+        raise HubDownloadError(f"{hub_id} has no safetensors weights; only those are used")
+
+
+# --- folders, markers and the manifest ------------------------------------------------------
+
+def read_marker(folder: Path) -> dict[str, Any] | None:
+    """The ``sincere_model.json`` a finished folder carries, or None."""
+    path = folder / MARKER_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def _weights_complete(folder: Path) -> bool:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
+        return bool(shards) and all((folder / shard).is_file() for shard in shards)
+    return (folder / "model.safetensors").is_file()
+
+
+def is_complete(folder: Path) -> bool:
+    """True when the folder holds config, weights, tokenizer and the completion marker."""
+    has_tokenizer = (folder / "tokenizer.json").is_file() or (folder / "tokenizer.model").is_file()
+    return ((folder / "config.json").is_file() and has_tokenizer and _weights_complete(folder)
+            and read_marker(folder) is not None)
+
+
+def write_marker(folder: Path, alias: str, hub_id: str, kind: str, family: str) -> None:
+    """Record what the folder is; written last, so its presence means the folder is complete."""
+    marker = {"alias": alias, "hub_id": hub_id, "kind": kind, "family": family,
+              "created_epoch_s": round(time.time(), 3)}
+    (folder / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
+
+
+_SAFETENSORS_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float64",
+                       "I64": "int64", "I32": "int32", "U8": "uint8", "I8": "int8",
+                       "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
+
+
+def safetensors_summary(folder: Path) -> tuple[int, int, str]:
+    """(parameters, weight bytes, main dtype) from the safetensors headers, reading no weights."""
+    params = weight_bytes = 0
+    dtypes: Counter[str] = Counter()
+    for path in sorted(folder.glob("*.safetensors")):
+        with path.open("rb") as handle:
+            (header_len,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(header_len))
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            numel = 1
+            for dim in info["shape"]:
+                numel *= dim
+            start, end = info["data_offsets"]
+            params += numel
+            weight_bytes += end - start
+            dtypes[info["dtype"]] += numel
+    main = dtypes.most_common(1)[0][0] if dtypes else ""
+    return params, weight_bytes, _SAFETENSORS_DTYPES.get(main, main.lower())
+
+
+def scan_models(models_dir: Path) -> list[dict[str, Any]]:
+    """One manifest row per model folder (one with a config.json) in ``models_dir``."""
+    rows: list[dict[str, Any]] = []
+    if not models_dir.is_dir():
+        return rows
+    for folder in sorted(p for p in models_dir.iterdir() if p.is_dir()):
+        if folder.name.startswith(".") or not (folder / "config.json").is_file():
+            continue
+        marker = read_marker(folder) or {}
+        config = json.loads((folder / "config.json").read_text())
+        params, weight_bytes, dtype = safetensors_summary(folder)
+        rows.append({
+            "alias": folder.name,
+            "hub_id": marker.get("hub_id", HUB_IDS.get(folder.name, "")),
+            "kind": marker.get("kind", "unknown"),
+            "family": config.get("model_type", marker.get("family", "")),
+            "params": params,
+            "size_gb": round(weight_bytes / 1e9, 4),
+            "dtype": dtype,
+            "path": str(folder),
+            "created_epoch_s": marker.get("created_epoch_s", round(folder.stat().st_mtime, 3)),
+        })
+    return rows
+
+
+def write_manifest(models_dir: Path) -> Path:
+    """Rewrite ``manifest.csv`` from what is actually in ``models_dir``."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    path = models_dir / MANIFEST_FILE
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
+        writer.writeheader()
+        writer.writerows(scan_models(models_dir))
+    return path
+
+
+# --- one run of download_models.py --------------------------------------------------------------
+
+def _replace(partial: Path, final: Path) -> None:
+    if final.exists():
+        shutil.rmtree(final)
+    partial.rename(final)
+
+
+def prepare_model(alias: str, hub_id: str, models_dir: Path, kind: str, seed: int = 0,
+                  overwrite: bool = False, token: str | None = None,
+                  corpus: Sequence[str] | None = None) -> Outcome:
+    """Download or build one model into ``models_dir/alias`` unless a complete one is there."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    final = models_dir / alias
+    if is_complete(final) and not overwrite:
+        existing = (read_marker(final) or {}).get("kind", "unknown")
+        note = "" if existing == kind else f" (it is a {existing} model; --overwrite replaces it)"
+        return Outcome(alias, "skipped", f"already complete{note}")
+    partial = models_dir / f".{alias}.partial"
+    models_dir.mkdir(parents=True, exist_ok=True)
+    started_s = time.perf_counter()
+    if kind == "hub":
+        try:
+            download_from_hub(hub_id, partial, token)
+        except HubDownloadError as exc:
+            return Outcome(alias, "failed", str(exc))  # partial stays: a rerun resumes
+        family = json.loads((partial / "config.json").read_text()).get("model_type", "")
+    else:
+        if partial.exists():
+            shutil.rmtree(partial)
+        try:
+            build_random_model(alias, partial, seed, tiny=(kind == "tiny"), corpus=corpus)
+        except (KeyError, ValueError) as exc:
+            shutil.rmtree(partial, ignore_errors=True)
+            return Outcome(alias, "failed", str(exc).strip("'\""))
+        family = (TINY if kind == "tiny" else FULL_SIZE)[alias].family
+    write_marker(partial, alias, hub_id, kind, family)
+    _replace(partial, final)
+    elapsed_s = time.perf_counter() - started_s
+    verb = "downloaded" if kind == "hub" else "built"
+    return Outcome(alias, verb, f"{kind} model in {elapsed_s:.1f} s")
+
+
+def prepare_models(models: Mapping[str, str], models_dir: Path, kind: str, seed: int = 0,
+                   overwrite: bool = False, token: str | None = None) -> list[Outcome]:
+    """Prepare every model of ``{alias: hub_id}``, then rewrite the manifest."""
+    corpus = tokenizer_corpus(seed) if kind != "hub" else None  # one corpus for all tokenizers
+    outcomes = [prepare_model(alias, hub_id, models_dir, kind, seed, overwrite, token, corpus)
+                for alias, hub_id in models.items()]
+    write_manifest(models_dir)
+    return outcomes

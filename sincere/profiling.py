@@ -1,0 +1,442 @@
+"""What the profilers share: file names, row-at-a-time CSVs, the load-time loop, one measured
+batch, the batch-size sweep and the best-batch summary (SPEC section 3).
+
+``profiling_models.py`` times loads and unloads; ``profiling_batch_flask.py`` measures batches
+that ``profiling_batch_calls.py`` asks for; ``benchmarks/gpu_profile_check.py`` does both in one
+process. They write the same files, which ``sincere.profiles.load_profiles`` reads. Only counts,
+lengths and times are ever recorded: never prompt or generated text.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any, Protocol, Self
+
+from sincere.schemas import BATCH_PROFILE_COLUMNS, LOADING_PROFILE_COLUMNS
+
+STAMP_FORMAT = "%Y%m%d-%H%M%S"
+
+# Loading profile columns beyond SPEC's: the path the server's loads take (load_mean_s is that
+# path), and each path's own figures.
+LOADING_EXTRA_COLUMNS = ["load_path", "disk_load_mean_s", "disk_load_std_s", "cache_load_mean_s",
+                         "cache_load_std_s", "source"]
+LOADING_COLUMNS = LOADING_PROFILE_COLUMNS + LOADING_EXTRA_COLUMNS
+
+# Monitor column -> the mean reading over a batch, as the batch profile names it.
+MONITOR_MEAN_COLUMNS = {"gpu_util_pct": "gpu_util_mean_pct",
+                        "gpu_mem_util_pct": "gpu_mem_util_mean_pct",
+                        "gpu_power_w": "gpu_power_mean_w", "cpu_pct": "cpu_mean_pct"}
+BATCH_EXTRA_COLUMNS = [*MONITOR_MEAN_COLUMNS.values(), "retries", "failed", "source"]
+BATCH_COLUMNS = BATCH_PROFILE_COLUMNS + BATCH_EXTRA_COLUMNS
+
+BEST_BATCH_COLUMNS = ["model", "best_batch", "best_throughput_rps", "largest_batch",
+                      "oom_batch", "max_new_tokens"]
+
+# The original study's batch sizes: powers of two and primes up to 2048.
+ORIGINAL_BATCH_SIZES = [1, 2, 3, 4, 5, 7, 8, 11, 13, 16, 19, 23, 29, 32, 36, 41, 48, 53, 56, 60,
+                        64, 68, 72, 79, 83, 86, 89, 94, 100, 105, 109, 112, 120, 128, 136, 149,
+                        167, 191, 211, 233, 256, 307, 353, 409, 457, 512, 1024, 2048]
+
+_VENDOR_WORDS = {"nvidia", "geforce", "tesla", "quadro"}
+
+
+# --- names ----------------------------------------------------------------------------------
+
+def device_slug(gpu_name: str | None) -> str:
+    """A short file-name slug of a GPU's name (``NVIDIA H100 80GB HBM3`` -> ``h100``); ``cpu``
+    when there is none."""
+    if not gpu_name:
+        return "cpu"
+    words = [w for w in re.split(r"[^a-z0-9]+", gpu_name.lower()) if w and w not in _VENDOR_WORDS]
+    if not words:
+        return "gpu"
+    if words[0].isalpha() and len(words) > 1:  # "RTX 4090" -> rtx4090, "RTX A6000" -> rtxa6000
+        return words[0] + words[1]
+    return words[0]
+
+
+def cc_label(cc_mode: str) -> str:
+    """``cc`` when CC is on; ``noncc`` for off and for unknown (the column keeps the truth)."""
+    return "cc" if cc_mode == "on" else "noncc"
+
+
+def timestamp(now: datetime | None = None) -> str:
+    """The stamp that ends a profile's file name; newer stamps sort later."""
+    return (now or datetime.now()).strftime(STAMP_FORMAT)
+
+
+def profile_path(profiles_dir: Path, kind: str, device: str, cc_mode: str, stamp: str) -> Path:
+    """``<dir>/<kind>_<device>_<cc|noncc>_<stamp>.csv``; kind is model_loading_times,
+    batch_profiling or best_batch."""
+    return Path(profiles_dir) / f"{kind}_{device}_{cc_label(cc_mode)}_{stamp}.csv"
+
+
+def hardware_name(environment: Mapping[str, Any]) -> str:
+    """The GPU's name, else the CPU's, from an environment block (sincere.monitor)."""
+    return str(environment.get("gpu_name") or environment.get("cpu_model") or "unknown device")
+
+
+def device_name(environment: Mapping[str, Any], device: str) -> str:
+    """The profile's device slug: ``cpu`` for a CPU engine, else the GPU's slug."""
+    return "cpu" if device == "cpu" else device_slug(environment.get("gpu_name") or "gpu")
+
+
+def measured_source(hardware: str, day: datetime | None = None) -> str:
+    """The ``source`` column of a measured profile row."""
+    return f"measured: {hardware}, {(day or datetime.now()).strftime('%Y-%m-%d')}"
+
+
+# --- CSV ------------------------------------------------------------------------------------
+
+class RowWriter:
+    """A CSV written one flushed row at a time, so a crash keeps every row measured so far."""
+
+    def __init__(self, path: Path, columns: Sequence[str]) -> None:
+        self.path = Path(path)
+        self.columns = list(columns)
+        self.rows_written = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: IO[str] = self.path.open("w", newline="")
+        self._writer = csv.DictWriter(self._file, fieldnames=self.columns, extrasaction="ignore")
+        self._writer.writeheader()
+        self._file.flush()
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        """Append one row (missing columns empty, None as empty, floats rounded) and flush."""
+        self._writer.writerow({c: _cell(row.get(c)) for c in self.columns})
+        self._file.flush()
+        self.rows_written += 1
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return round(value, 6) if math.isfinite(value) else ""
+    return value
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """A plain fixed-width text table, for the console."""
+    cells = [[str(_cell(row.get(c))) for c in columns] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for fewer than two values)."""
+    if not values:
+        return math.nan, math.nan
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+# --- load and unload times ------------------------------------------------------------------
+
+class LoadingEngine(Protocol):
+    """What the load-time loop needs of ``sincere.engine.Engine``."""
+
+    host_cache: bool
+
+    def load(self, alias: str) -> Any: ...
+    def unload(self) -> float: ...
+    def prefetch(self, alias: str) -> float: ...
+    def evict(self, alias: str) -> None: ...
+
+
+@dataclass
+class LoadTimings:
+    """Seconds of each load path and of the unloads that followed, for one model."""
+
+    alias: str
+    size_gb: float = 0.0
+    disk_s: list[float] = field(default_factory=list)
+    cache_s: list[float] = field(default_factory=list)
+    disk_unload_s: list[float] = field(default_factory=list)
+    cache_unload_s: list[float] = field(default_factory=list)
+
+
+def time_loading(disk_engine: LoadingEngine, cache_engine: LoadingEngine, alias: str,
+                 iterations: int, warmup: int = 1,
+                 log: Callable[[str], None] = print) -> LoadTimings:
+    """Time ``iterations`` loads of ``alias`` from disk and from the host cache, alternating.
+
+    ``disk_engine`` keeps no host cache (a load is ``from_pretrained`` then a copy to the
+    device, as the original study's server did); ``cache_engine`` keeps one (a load is a copy
+    from host RAM, the swap the server makes). Each load is followed by an unload, so one model
+    is on the device at a time. ``warmup`` rounds go first, unrecorded; the host copy is evicted
+    at the end.
+    """
+    if disk_engine.host_cache or not cache_engine.host_cache:
+        raise ValueError("time_loading needs a disk engine without and a cache engine with a "
+                         "host cache")
+    timings = LoadTimings(alias)
+    cache_engine.prefetch(alias)
+    for round_number in range(warmup + iterations):
+        recorded = round_number >= warmup
+        disk = disk_engine.load(alias)
+        disk_unload_s = disk_engine.unload()
+        cached = cache_engine.load(alias)
+        cache_unload_s = cache_engine.unload()
+        if cached.path != "host_cache":
+            raise RuntimeError(f"{alias}: expected a load from the host cache, got {cached.path}")
+        timings.size_gb = float(cached.size_gb)
+        if recorded:
+            timings.disk_s.append(disk.seconds)
+            timings.cache_s.append(cached.seconds)
+            timings.disk_unload_s.append(disk_unload_s)
+            timings.cache_unload_s.append(cache_unload_s)
+        label = f"round {round_number - warmup + 1}" if recorded else "warm-up"
+        log(f"  {alias} {label}: disk {disk.seconds:.3f} s, host cache {cached.seconds:.3f} s, "
+            f"unload {cache_unload_s:.3f} s")
+    cache_engine.evict(alias)
+    return timings
+
+
+def cache_path_name(device: str, pin_memory: bool) -> str:
+    """The name of the host-cache load path: pinned or pageable host memory on a GPU."""
+    if device == "cpu":
+        return "host_cache"
+    return "host_cache_pinned" if pin_memory else "host_cache_pageable"
+
+
+def loading_row(timings: LoadTimings, *, dtype: str, device: str, cc_mode: str,
+                server_path: str, source: str) -> dict[str, Any]:
+    """One model_loading_times row; ``load_mean_s`` is ``server_path``'s (a host_cache* path, or
+    ``disk_from_pretrained``)."""
+    disk_mean, disk_std = mean_std(timings.disk_s)
+    cache_mean, cache_std = mean_std(timings.cache_s)
+    from_cache = server_path.startswith("host_cache")
+    unloads = timings.cache_unload_s if from_cache else timings.disk_unload_s
+    unload_mean, unload_std = mean_std(unloads)
+    return {
+        "model": timings.alias, "size_gb": round(timings.size_gb, 4), "dtype": dtype,
+        "load_mean_s": cache_mean if from_cache else disk_mean,
+        "load_std_s": cache_std if from_cache else disk_std,
+        "unload_mean_s": unload_mean, "unload_std_s": unload_std,
+        "iterations": len(timings.cache_s), "device": device, "cc_mode": cc_mode,
+        "load_path": server_path, "disk_load_mean_s": disk_mean, "disk_load_std_s": disk_std,
+        "cache_load_mean_s": cache_mean, "cache_load_std_s": cache_std, "source": source,
+    }
+
+
+# --- one batch ------------------------------------------------------------------------------
+
+class BatchFailed(RuntimeError):
+    """A profiled batch lost prompts to something other than out-of-memory (class names only)."""
+
+
+class BatchEngine(Protocol):
+    """What a measured batch needs of ``sincere.engine.Engine``."""
+
+    def generate(self, prompts: list[str], max_new_tokens: int | None = None) -> Any: ...
+
+
+class Sampler(Protocol):
+    """What a measured batch needs of ``sincere.monitor.Monitor``."""
+
+    def sample_once(self) -> dict[str, Any]: ...
+    def means(self, since_t_s: float | None = None,
+              until_t_s: float | None = None) -> dict[str, float | None]: ...
+
+
+def measure_batch(engine: BatchEngine, prompts: list[str], max_new_tokens: int,
+                  monitor: Sampler | None = None) -> dict[str, Any]:
+    """Run one batch and return its figures (no text): time, throughput, tokens, peak memory,
+    whether it hit out-of-memory at full size, and the monitor's means during it.
+
+    Raises BatchFailed when prompts failed for another reason than out-of-memory: such a batch
+    measures nothing, and a sweep must not mistake it for the memory limit.
+    """
+    first = monitor.sample_once() if monitor is not None else None
+    result = engine.generate(prompts, max_new_tokens=max_new_tokens)
+    last = monitor.sample_once() if monitor is not None else None
+    other_errors = result.other_errors
+    if other_errors:
+        raise BatchFailed(f"{len(result.failed)} of {len(prompts)} prompts failed: "
+                          f"{', '.join(other_errors)}")
+    seconds = float(result.seconds)
+    completed = len(prompts) - len(result.failed)
+    measurement: dict[str, Any] = {
+        "batch_size": len(prompts),
+        "max_new_tokens": max_new_tokens,
+        "processing_time_s": seconds,
+        "throughput_rps": completed / seconds if seconds > 0 else None,
+        "output_tokens_per_s": sum(result.output_tokens) / seconds if seconds > 0 else None,
+        "prompt_tokens_mean": (sum(result.prompt_tokens) / len(result.prompt_tokens)
+                               if result.prompt_tokens else None),
+        "peak_gpu_mem_gib": result.peak_mem_gib,
+        "oom": bool(result.out_of_memory),
+        "retries": int(result.retries),
+        "failed": len(result.failed),
+        "errors": sorted(set(result.errors)),
+    }
+    means = monitor.means(first["t_s"], last["t_s"]) if monitor is not None else {}
+    for column, mean_column in MONITOR_MEAN_COLUMNS.items():
+        measurement[mean_column] = means.get(column)
+    return measurement
+
+
+# --- the batch-size sweep -------------------------------------------------------------------
+
+ProfileFn = Callable[[str, int, int], Mapping[str, Any]]  # (model, batch size, run) -> figures
+
+
+@dataclass
+class SweepOutcome:
+    """How one model's sweep ended."""
+
+    model: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    stopped_by: str = "sizes"  # sizes, max_batch, oom, time_limit or error
+    error: str = ""
+
+
+def sweep_sizes(batch_sizes: Iterable[int], max_batch: int) -> list[int]:
+    """The batch sizes to try, ascending, up to ``max_batch`` (0 = no bound)."""
+    sizes = sorted({int(b) for b in batch_sizes if int(b) >= 1})
+    return [b for b in sizes if max_batch <= 0 or b <= max_batch]
+
+
+def sweep_model(profile: ProfileFn, model: str, sizes: Sequence[int], runs: int,
+                max_new_tokens: int, source: str, on_row: Callable[[dict[str, Any]], None],
+                deadline: float | None = None, warmup: int = 1,
+                clock: Callable[[], float] = time.monotonic,
+                log: Callable[[str], None] = print) -> SweepOutcome:
+    """Profile ``model`` at each size in ascending order, ``runs`` runs each.
+
+    The sweep stops at the first run that hits out-of-memory (its row is kept, with oom true),
+    after the last size, or, before starting a new size, once ``deadline`` (on ``clock``) has
+    passed. ``warmup`` unrecorded batches at the smallest size go first. Each row goes to
+    ``on_row`` as soon as it is measured. An exception from ``profile`` ends the sweep with
+    ``stopped_by = "error"``.
+    """
+    outcome = SweepOutcome(model)
+    try:
+        for _ in range(warmup if sizes else 0):
+            profile(model, sizes[0], 0)
+        for size in sizes:
+            if deadline is not None and outcome.rows and clock() >= deadline:
+                outcome.stopped_by = "time_limit"
+                return outcome
+            for run in range(1, runs + 1):
+                figures = profile(model, size, run)
+                row = {**figures, "model": model, "batch_size": size, "run": run,
+                       "max_new_tokens": figures.get("max_new_tokens", max_new_tokens),
+                       "source": source}
+                outcome.rows.append(row)
+                on_row(row)
+                log(f"  {model} batch {size:>5} run {run}: {_cell(row['processing_time_s'])} s, "
+                    f"{_cell(row['throughput_rps'])} req/s"
+                    + ("  OUT OF MEMORY" if row["oom"] else ""))
+                if row["oom"]:
+                    outcome.stopped_by = "oom"
+                    return outcome
+    except Exception as exc:  # noqa: BLE001 - the caller reports it and goes on to the next model
+        outcome.stopped_by = "error"
+        outcome.error = f"{type(exc).__name__}: {exc}"[:300]
+    return outcome
+
+
+def run_sweeps(profile: ProfileFn, models: Sequence[str], sizes: Sequence[int], runs: int,
+               max_new_tokens: int, source: str, batch_path: Path, best_path: Path,
+               time_limit_s: float = 0.0, warmup: int = 1,
+               clock: Callable[[], float] = time.monotonic,
+               log: Callable[[str], None] = print) -> tuple[list[SweepOutcome], list[dict]]:
+    """Sweep each model in turn: rows go to ``batch_path`` as they are measured, and the
+    best-batch summary to ``best_path`` at the end (also when interrupted). Each model gets an
+    equal share of what is left of ``time_limit_s`` (0 = no limit), and at least one size."""
+    end = clock() + time_limit_s if time_limit_s > 0 else None
+    outcomes: list[SweepOutcome] = []
+    summary: list[dict[str, Any]] = []
+    with RowWriter(batch_path, BATCH_COLUMNS) as writer:
+        try:
+            for index, model in enumerate(models):
+                deadline = (None if end is None else
+                            clock() + (end - clock()) / (len(models) - index))
+                outcome = sweep_model(profile, model, sizes, runs, max_new_tokens, source,
+                                      writer.write, deadline=deadline, warmup=warmup,
+                                      clock=clock, log=log)
+                outcomes.append(outcome)
+                log(f"  {model}: stopped by an error: {outcome.error}"
+                    if outcome.stopped_by == "error" else
+                    f"  {model}: {len(outcome.rows)} rows, stopped by {outcome.stopped_by}")
+        finally:
+            summary = best_batches([row for o in outcomes for row in o.rows])
+            with RowWriter(best_path, BEST_BATCH_COLUMNS) as best_writer:
+                for entry in summary:
+                    best_writer.write(entry)
+    return outcomes, summary
+
+
+def report_sweeps(outcomes: Iterable[SweepOutcome], summary: Sequence[Mapping[str, Any]],
+                  log: Callable[[str], None] = print) -> int:
+    """Log the best-batch table; the exit status: 1 (naming them on stderr) when a model's
+    sweep ended in an error or left no batch that fit in memory, else 0."""
+    log(format_table(summary, BEST_BATCH_COLUMNS))
+    fitted = {entry["model"] for entry in summary if entry["largest_batch"] is not None}
+    failed = [o.model for o in outcomes if o.stopped_by == "error" or o.model not in fitted]
+    if failed:
+        print(f"no usable profile for: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def draw_prompt_ids(all_ids: Sequence[str], batch_size: int, seed: int) -> list[str]:
+    """``batch_size`` prompt ids drawn from ``all_ids`` (without replacement while they last);
+    the same (seed, batch size) draws the same prompts."""
+    import numpy as np
+
+    rng = np.random.default_rng([seed, batch_size])
+    picks = rng.choice(len(all_ids), size=batch_size, replace=batch_size > len(all_ids))
+    return [all_ids[i] for i in picks]
+
+
+def best_batches(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per model and max_new_tokens: the batch size of highest mean throughput, the largest size
+    that fit, and the first size that hit out-of-memory (empty if none did)."""
+    fitted: dict[tuple[str, int], dict[int, list[float]]] = {}
+    oom_at: dict[tuple[str, int], int] = {}
+    for row in rows:
+        key = (str(row["model"]), int(row["max_new_tokens"]))
+        by_size = fitted.setdefault(key, {})
+        size = int(row["batch_size"])
+        if _truthy(row.get("oom")):
+            oom_at[key] = min(oom_at.get(key, size), size)
+        else:
+            by_size.setdefault(size, []).append(float(row["throughput_rps"]))
+    summary = []
+    for (model, tokens), by_size in fitted.items():
+        mean_rps = {b: sum(v) / len(v) for b, v in by_size.items()}
+        best = min(mean_rps, key=lambda b: (-mean_rps[b], b)) if mean_rps else None
+        summary.append({
+            "model": model, "best_batch": best,
+            "best_throughput_rps": round(mean_rps[best], 4) if best is not None else None,
+            "largest_batch": max(mean_rps) if mean_rps else None,
+            "oom_batch": oom_at.get((model, tokens)), "max_new_tokens": tokens})
+    return summary
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or str(value).strip().lower() in {"true", "1", "yes"}
