@@ -115,6 +115,10 @@ class CsvLog:
         self._writer.writerows([_cell(row.get(c)) for c in self.columns] for row in rows)
         self._file.flush()
 
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
+
     def close(self) -> None:
         if not self._file.closed:
             self._file.close()

@@ -1,0 +1,127 @@
+"""The experiment server: a Flask inference server that batches requests by a scheduling strategy.
+
+    python api_scheduler_experiments.py --mode BestBatch+Timer --sla 40
+    curl -s localhost:5000/inference -H 'Content-Type: application/json' \\
+         -d '{"prompt": "Hello", "model_alias": "llama3-8b"}'
+
+One run per process: requests wait in per-model queues; one scheduler thread asks the strategy
+(MODE, the same objects the simulator uses) which batch to run, swaps models (one on the GPU at a
+time, the others kept in host RAM) and answers each request when its batch is done. POST /stop
+(api_calls.py sends it) drains the queues and writes the run directory: requests.csv,
+batches.csv, monitor.csv and run.json. See sincere/server_app.py for every endpoint.
+"""
+
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from sincere.cli import parse_constants
+
+MODE = "BestBatch+Timer"  # scheduling strategy, as typed (BestBatch, SelectBatch+Timer, ...)
+SLA = 40.0  # SLA, seconds from arrival to completion
+PROFILES = "auto"  # profile set (<device>_<cc|noncc>); auto: this device and CC mode's newest
+PROFILES_DIR = "profiling_results"  # folder of model_loading_times_*.csv / batch_profiling_*.csv
+MODELS_DIR = "models"  # folder of model subfolders (download_models.py)
+MODELS = []  # aliases to serve (empty: every model folder that has a profile)
+MAX_NEW_TOKENS = 50  # new tokens per request
+RESULTS_DIR = "results"  # the run directory goes under here...
+RUN_ID = ""  # ...with this name ("" = <strategy>__sla<SLA>__<date-time>)
+RUN_DIR = ""  # or exactly here (overrides RESULTS_DIR and RUN_ID; run_experiments.py sets it)
+HOST = "127.0.0.1"  # address to listen on (0.0.0.0 to serve other machines)
+PORT = 5000  # port to listen on
+DRAIN_TIMEOUT_S = 600.0  # after /stop, serve the queues for at most this long
+MAX_QUEUE = 10000  # queued requests beyond this are refused with 429 and Retry-After
+MAX_PROMPT_CHARS = 32000  # longer prompts are refused (413)
+MAX_BODY_BYTES = 262144  # larger request bodies are refused (413)
+STD_FACTOR = 1.0  # k: the scheduler plans load time as mean + k * std
+MARGIN_S = 1.0  # safety margin of the timers, seconds
+MAX_QUEUE_DELAY_S = 1.0  # Dynamic+Delay: longest wait of the oldest request, seconds
+RATE_WINDOW_S = 60.0  # SelectBatch+Timer: window of the arrival-rate estimate, seconds
+HOST_CACHE = True  # keep every served model's weights in host RAM: a swap is a copy to the GPU
+DEVICE = ""  # torch device ("" = cuda when there is one, else cpu)
+CPU_THREADS = 0  # torch threads on a CPU device (0 = all cores but one, at least one)
+MONITOR_PERIOD_S = 0.5  # CPU/GPU sampling period of monitor.csv, seconds
+EXIT_AFTER_STOP = True  # exit once /stop has drained the queues and written the run
+OOM_BATCH_LIMIT = 0  # testing knob: batches larger than this raise out-of-memory (0 = none)
+
+log = logging.getLogger("api_scheduler_experiments")
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_constants(globals(), argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from sincere.engine import Engine, set_cpu_threads
+    from sincere.experiment import (
+        build_server,
+        make_http_server,
+        resolve_models,
+        resolve_profiles,
+        run_directory,
+    )
+    from sincere.monitor import environment_block, format_environment
+    from sincere.server_app import Limits, create_app
+
+    env = environment_block()
+    print(format_environment(env), flush=True)
+    engine = Engine(Path(cfg.MODELS_DIR), device=cfg.DEVICE or None, host_cache=cfg.HOST_CACHE,
+                    cc_mode=env["cc_mode"], oom_batch_limit=cfg.OOM_BATCH_LIMIT or None,
+                    max_new_tokens=cfg.MAX_NEW_TOKENS)
+    if engine.device.type == "cpu":
+        set_cpu_threads(cfg.CPU_THREADS)
+    try:
+        profiles = resolve_profiles(cfg.PROFILES, Path(cfg.PROFILES_DIR), env,
+                                    engine.device.type, cfg.STD_FACTOR)
+        models = resolve_models(cfg.MODELS, engine, profiles)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for model in models if cfg.HOST_CACHE else []:
+        print(f"host cache: {model} read in {engine.prefetch(model):.2f} s", flush=True)
+    run_dir = run_directory(cfg.RUN_DIR, cfg.RESULTS_DIR, cfg.RUN_ID, cfg.MODE, cfg.SLA)
+    server = build_server(cfg, engine, profiles, models, run_dir, env)
+    app = create_app(server, Limits(cfg.MAX_PROMPT_CHARS, cfg.MAX_BODY_BYTES),
+                     info={"cc_mode": env["cc_mode"], "device": engine.device.type,
+                           "profiles": Path(profiles.loading_file).name})
+    httpd = make_http_server(cfg.HOST, cfg.PORT, app)
+    server.start()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if server.finished or getattr(on_signal, "seen", False):
+            sys.exit(128 + signum)  # a second signal: leave now
+        on_signal.seen = True  # type: ignore[attr-defined]
+        print(f"signal {signum}: ending the run after the running batch", flush=True)
+        server.abort("interrupted")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def shut_down_when_finished() -> None:
+        server.wait_finished()
+        app.extensions["sincere_in_flight"].wait_zero(30.0)  # let the last answers go out
+        time.sleep(0.1)
+        httpd.shutdown()
+
+    if cfg.EXIT_AFTER_STOP:
+        threading.Thread(target=shut_down_when_finished, name="shutdown", daemon=True).start()
+    print(f"serving {', '.join(models)} with {cfg.MODE}, SLA {cfg.SLA:g} s, profiles "
+          f"{Path(profiles.loading_file).name} on http://{cfg.HOST}:{httpd.server_port} "
+          f"-> {run_dir}", flush=True)
+    try:
+        httpd.serve_forever(poll_interval=0.2)
+    finally:
+        httpd.server_close()
+        if not server.finished:
+            server.abort("interrupted")
+            server.wait_finished(60.0)
+        engine.unload()
+    run = server.run_json or {}
+    print(f"run {run.get('status', 'unfinished')}: {run.get('accounting')} -> {run_dir}",
+          flush=True)
+    return 0 if run.get("status") == "complete" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# The whole pipeline in one command, each stage skipped when its output is already there:
+#   1. models       download_models.py        (tiny random models by default: no GPU, no Hub)
+#   2. prompts      generate_workloads_jsonl.py (synthetic by default: no InstructLab)
+#   3. profiles     run_profiling.sh          (load times and batch sweep on this machine)
+#   4. experiments  run_experiments.py        (a short grid: real server, real traffic)
+#   5. simulation   simulate_experiments.py   (the same grid replayed from the measured profile)
+#   6. report       process_results.py        (tables, figures, RESULTS_DIR/report/report.html)
+#
+#   bash run_pipeline.sh                                   # the CPU demo, about 7 minutes
+#   MODEL_KIND=hub MAX_BATCH=0 STRATEGIES="BestBatch BestBatch+Timer" DURATION_S=1200 \
+#       MEANS="4 8 12" SLAS="40 60 80" bash run_pipeline.sh  # on the GPU VM (export HF_TOKEN)
+#
+# Each constant below can be edited here or set in the environment. Rerunning goes on where it
+# stopped: finished runs are kept (run_experiments.py resumes), existing models, prompts and
+# profiles are reused (FORCE_PROFILE=1 measures the profiles again).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+MODEL_KIND=${MODEL_KIND:-tiny}              # tiny (CPU demo), random (full-size, random weights) or hub
+MODELS_DIR=${MODELS_DIR:-models}            # model folders
+PROMPTS=${PROMPTS:-500}                     # synthetic prompts to make (0 = read INSTRUCTLAB_DIR)
+INSTRUCTLAB_DIR=${INSTRUCTLAB_DIR:-instructlab_output}  # InstructLab JSONL, when PROMPTS=0
+WORKLOADS_DIR=${WORKLOADS_DIR:-workloads}   # prompt files
+PROFILES_DIR=${PROFILES_DIR:-profiling_results}  # profile CSVs (measured ones are added here)
+FORCE_PROFILE=${FORCE_PROFILE:-0}           # 1: profile again even if this machine has a profile
+MAX_BATCH=${MAX_BATCH:-16}                  # profiling: largest batch size (0 = until out-of-memory)
+PROFILE_TIME_LIMIT_S=${PROFILE_TIME_LIMIT_S:-150}  # profiling: time limit of run_profiling.sh
+RESULTS_DIR=${RESULTS_DIR:-results}         # run directories and report/
+STRATEGIES=${STRATEGIES:-"BestBatch+Timer SelectBatch+Timer Immediate"}  # strategies to run
+PATTERNS=${PATTERNS:-"gamma bursty"}        # traffic patterns
+MEANS=${MEANS:-"6"}                         # mean request rates, requests per second
+SLAS=${SLAS:-"4"}                           # SLAs, seconds
+REPEATS=${REPEATS:-1}                       # runs per grid cell
+DURATION_S=${DURATION_S:-30}                # seconds of traffic per run
+MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-50}        # new tokens per request
+if [[ -z "${PYTHON:-}" ]]; then             # the interpreter: the active venv, ./.venv, python3
+    if [[ -n "${VIRTUAL_ENV:-}" ]]; then PYTHON=$VIRTUAL_ENV/bin/python
+    elif [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python
+    else PYTHON=python3; fi
+fi
+
+stage() { echo; echo "== pipeline: $* ($SECONDS s)"; }
+read -r -a strategies <<< "$STRATEGIES"
+read -r -a patterns <<< "$PATTERNS"
+read -r -a means <<< "$MEANS"
+read -r -a slas <<< "$SLAS"
+grid=(--strategies "${strategies[@]}" --patterns "${patterns[@]}" --means "${means[@]}"
+      --slas "${slas[@]}" --repeats "$REPEATS" --duration-s "$DURATION_S"
+      --max-new-tokens "$MAX_NEW_TOKENS")
+
+stage "1/6 models ($MODEL_KIND) in $MODELS_DIR"
+case "$MODEL_KIND" in
+    tiny) "$PYTHON" download_models.py --models-dir "$MODELS_DIR" --random --tiny ;;
+    random) "$PYTHON" download_models.py --models-dir "$MODELS_DIR" --random ;;
+    hub) "$PYTHON" download_models.py --models-dir "$MODELS_DIR" ;;
+    *) echo "pipeline: MODEL_KIND must be tiny, random or hub, not $MODEL_KIND" >&2; exit 2 ;;
+esac
+
+stage "2/6 prompts in $WORKLOADS_DIR"
+if compgen -G "$WORKLOADS_DIR/*.json" > /dev/null; then
+    echo "pipeline: $WORKLOADS_DIR already holds prompts; kept"
+elif (( PROMPTS > 0 )); then
+    "$PYTHON" generate_workloads_jsonl.py --workloads-dir "$WORKLOADS_DIR" --synthetic "$PROMPTS"
+else
+    "$PYTHON" generate_workloads_jsonl.py --workloads-dir "$WORKLOADS_DIR" \
+        --input-dir "$INSTRUCTLAB_DIR"
+fi
+
+stage "3/6 profiles of this machine in $PROFILES_DIR"
+profile_set=$("$PYTHON" -m sincere.experiment --profile-name)
+if [[ "$FORCE_PROFILE" != 1 ]] && compgen -G "$PROFILES_DIR/batch_profiling_${profile_set}_[0-9]*.csv" > /dev/null \
+        && compgen -G "$PROFILES_DIR/model_loading_times_${profile_set}_[0-9]*.csv" > /dev/null; then
+    echo "pipeline: $PROFILES_DIR already holds a measured $profile_set profile; kept" \
+         "(FORCE_PROFILE=1 to measure again)"
+else
+    MODELS_DIR=$MODELS_DIR WORKLOADS_DIR=$WORKLOADS_DIR PROFILES_DIR=$PROFILES_DIR \
+        MAX_BATCH=$MAX_BATCH MAX_NEW_TOKENS=$MAX_NEW_TOKENS TIME_LIMIT_S=$PROFILE_TIME_LIMIT_S \
+        PYTHON=$PYTHON bash run_profiling.sh
+fi
+
+stage "4/6 experiments -> $RESULTS_DIR"
+status=0
+"$PYTHON" run_experiments.py --results-dir "$RESULTS_DIR" --models-dir "$MODELS_DIR" \
+    --workloads-dir "$WORKLOADS_DIR" --profiles "$profile_set" --profiles-dir "$PROFILES_DIR" \
+    "${grid[@]}" || status=$?
+if (( status != 0 && status != 1 )); then exit "$status"; fi  # 1: some runs failed; go on
+
+stage "5/6 the same grid simulated from the $profile_set profile -> $RESULTS_DIR/sim"
+"$PYTHON" simulate_experiments.py --results-dir "$RESULTS_DIR/sim" --profiles "$profile_set" \
+    --profiles-dir "$PROFILES_DIR" "${grid[@]}"
+
+stage "6/6 report"
+"$PYTHON" process_results.py "$RESULTS_DIR"
+echo
+echo "pipeline: done in $SECONDS s; open $RESULTS_DIR/report/report.html"
+exit "$status"

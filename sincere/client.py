@@ -1,0 +1,182 @@
+"""The open-loop traffic generator's engine: send a schedule to the server, record client.csv.
+
+Each request leaves at its scheduled time whatever happened to the earlier ones (open loop): a
+dispatcher sleeps until each time and hands the request to a pool of threads large enough for
+every request in flight. A request's row records when it was scheduled, sent and answered,
+the HTTP status and, for a failure, a short error (the server's message, ``timeout`` or
+``connection: ...``). The generated text is read off the wire and dropped; no prompt or text is
+written anywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from sincere.records import CsvLog
+from sincere.schemas import CLIENT_COLUMNS
+from sincere.traffic import Schedule
+
+log = logging.getLogger("sincere.client")
+
+CONNECT_TIMEOUT_S = 10.0
+ERROR_CHARS = 200  # client.csv keeps at most this much of an error message
+
+
+class ServerUnavailable(RuntimeError):
+    """The server did not answer /health in time."""
+
+
+def wait_for_server(url: str, timeout_s: float, poll_s: float = 0.25,
+                    is_alive: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Poll ``url``/health until it answers 200 (its JSON) or ``timeout_s`` passes.
+
+    ``is_alive`` (e.g. a subprocess's ``poll() is None``) ends the wait early when it says no.
+    """
+    deadline = time.monotonic() + timeout_s
+    last_error = "no answer"
+    while time.monotonic() < deadline:
+        if is_alive is not None and not is_alive():
+            raise ServerUnavailable(f"{url}: the server process exited while starting")
+        try:
+            response = requests.get(f"{url}/health", timeout=2.0)
+            if response.status_code == 200:
+                return response.json()
+            last_error = f"HTTP {response.status_code}"
+        except requests.RequestException as exc:
+            last_error = type(exc).__name__
+        time.sleep(poll_s)
+    raise ServerUnavailable(f"{url}/health did not answer within {timeout_s:g} s ({last_error})")
+
+
+@dataclass
+class SendResult:
+    """What the generator did: rows by request, and how late the dispatcher ran."""
+
+    rows: list[dict[str, Any]]
+    max_send_lateness_s: float
+    stop_answer: dict[str, Any] | None
+
+
+class _Sender:
+    """Posts one request per call, each thread with its own HTTP session."""
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        self.url = f"{url}/inference"
+        self.timeout = (min(CONNECT_TIMEOUT_S, timeout_s), timeout_s)
+        self._local = threading.local()
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session
+
+    def post(self, body: dict[str, str]) -> tuple[int | None, str]:
+        """(HTTP status or None, error text or "") for one request."""
+        try:
+            response = self._session().post(self.url, json=body, timeout=self.timeout)
+        except requests.Timeout:
+            return None, "timeout"
+        except requests.ConnectionError as exc:
+            return None, f"connection: {type(exc).__name__}"
+        except requests.RequestException as exc:
+            return None, f"request: {type(exc).__name__}"
+        if response.status_code == 200:
+            return 200, ""
+        try:
+            message = str(response.json().get("error", ""))
+        except ValueError:
+            message = f"HTTP {response.status_code} without a JSON body"
+        return response.status_code, message[:ERROR_CHARS]
+
+
+def send_schedule(url: str, schedule: Schedule, prompts: Mapping[str, str], *,
+                  client_csv: Path | None, timeout_s: float = 1800.0,
+                  max_in_flight: int = 4096, start_params: dict[str, Any] | None = None,
+                  stop: bool = True, stop_params: dict[str, Any] | None = None,
+                  stop_timeout_s: float = 3600.0) -> SendResult:
+    """Send every request of ``schedule`` open-loop; rows go to ``client_csv`` as they come.
+
+    Before the first request, ``POST /start`` starts the server's run clock (with
+    ``start_params`` for its run.json); after the last has been sent, ``POST /stop`` (when
+    ``stop``) tells it how many were issued, and waits for the drain. Returns once every
+    request has been answered or has timed out.
+    """
+    url = url.rstrip("/")
+    ids = schedule.request_ids()
+    times_s = schedule.scheduled_s.tolist()
+    if any(not schedule.prompt_ids[i] or schedule.prompt_ids[i] not in prompts
+           for i in range(len(schedule))):
+        raise ValueError("every scheduled request needs a prompt id from the workloads folder")
+    sender = _Sender(url, timeout_s)
+    log_file = CsvLog(client_csv, CLIENT_COLUMNS) if client_csv is not None else None
+    rows: list[dict[str, Any]] = []
+    rows_lock = threading.Lock()
+    lateness_s = 0.0
+
+    requests.post(f"{url}/start", json={"params": start_params or {}},
+                  timeout=CONNECT_TIMEOUT_S).raise_for_status()
+    origin = time.monotonic()
+
+    def send(i: int) -> None:
+        body = {"prompt": prompts[schedule.prompt_ids[i]], "model_alias": schedule.models[i],
+                "request_id": ids[i]}
+        sent_s = time.monotonic() - origin
+        http_status, error = sender.post(body)
+        received_s = time.monotonic() - origin
+        row = {"request_id": ids[i], "model": schedule.models[i], "scheduled_s": times_s[i],
+               "sent_s": sent_s, "received_s": received_s,
+               "client_latency_s": received_s - sent_s, "http_status": http_status,
+               "error": error}
+        with rows_lock:
+            rows.append(row)
+            if log_file is not None and not log_file.closed:
+                log_file.write(row)
+
+    pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="send")
+    stop_answer = None
+    try:
+        for i, due_s in enumerate(times_s):
+            wait_s = origin + due_s - time.monotonic()
+            if wait_s > 0:
+                time.sleep(wait_s)
+            else:
+                lateness_s = max(lateness_s, -wait_s)
+            pool.submit(send, i)
+        if stop:
+            # The traffic window is [0, duration): the stop goes at its end, as in the simulator.
+            duration_s = schedule.params.get("duration_s")
+            if duration_s is not None:
+                time.sleep(max(0.0, origin + duration_s - time.monotonic()))
+            answer = requests.post(f"{url}/stop", json={
+                "issued": len(schedule), "params": stop_params or {}, "wait": True},
+                timeout=(CONNECT_TIMEOUT_S, stop_timeout_s))
+            stop_answer = answer.json() if answer.headers.get(
+                "Content-Type", "").startswith("application/json") else None
+    except BaseException:  # Ctrl-C or a failed /stop: do not wait for answers that may not come
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    else:
+        pool.shutdown(wait=True)
+    finally:
+        if log_file is not None:
+            with rows_lock:
+                log_file.close()
+    rows.sort(key=lambda r: r["request_id"])
+    return SendResult(rows, lateness_s, stop_answer)
+
+
+def write_client_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """client.csv in request order (send_schedule writes it in completion order as it goes)."""
+    log_file = CsvLog(path, CLIENT_COLUMNS, flush_each_row=False)
+    log_file.write_many(sorted(rows, key=lambda r: r["request_id"]))
+    log_file.close()

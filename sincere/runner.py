@@ -1,0 +1,248 @@
+"""Run one grid point for real: server and generator as subprocesses, then check and keep the run.
+
+Each run is staged in ``RESULTS_DIR/.partial/<run_id>`` and moved to ``RESULTS_DIR/<run_id>``
+once it has ended, complete or failed, so a folder under RESULTS_DIR is always a finished
+attempt and an interrupted one never looks finished. Children run in their own process groups
+and are always stopped (SIGTERM, then SIGKILL) before ``run_point`` returns or raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sincere.client import ServerUnavailable, wait_for_server
+from sincere.grid import GridPoint
+from sincere.records import write_json_atomic
+from sincere.schemas import REQUEST_STATUSES
+
+ROOT = Path(__file__).resolve().parent.parent  # where the scripts are
+PARTIAL_DIR = ".partial"
+STOP_GRACE_S = 15.0  # after SIGTERM, how long a child may take to write its files
+
+
+@dataclass
+class Child:
+    """A subprocess in its own process group, with its output in a log file."""
+
+    name: str
+    process: subprocess.Popen
+    log_path: Path
+
+    @classmethod
+    def start(cls, name: str, argv: Sequence[str], log_path: Path) -> Child:
+        with log_path.open("ab") as log_file:
+            process = subprocess.Popen(list(argv), cwd=ROOT, stdout=log_file,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       start_new_session=True)
+        return cls(name, process, log_path)
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> int | None:
+        """SIGTERM the group, SIGKILL it after ``grace_s``; the exit code (None if unknown)."""
+        for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+            if not self.alive:
+                break
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(wait_s)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # anything the child left behind
+        return self.process.poll()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free at this moment."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def flag_args(options: dict[str, Any]) -> list[str]:
+    """``{"MEAN": 4.0, "MODEL_MIX": {...}}`` -> ``["--mean", "4.0", "--model-mix", "a=0.1"]``."""
+    argv: list[str] = []
+    for name, value in options.items():
+        argv.append("--" + name.lower().replace("_", "-"))
+        if isinstance(value, dict):
+            argv.extend(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, (list, tuple)):
+            argv.extend(str(v) for v in value)
+        else:
+            argv.append(str(value))
+    return argv
+
+
+@dataclass
+class RunSpec:
+    """What one real run needs besides its grid point."""
+
+    results_dir: Path
+    server_options: dict[str, Any]  # api_scheduler_experiments.py constants
+    generator_options: dict[str, Any]  # api_calls.py constants
+    duration_s: float
+    drain_timeout_s: float
+    base_seed: int
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: a free port for each run
+    start_timeout_s: float = 600.0
+    run_timeout_s: float = 0.0  # 0: duration + drain timeout + 300 s
+    extra_params: dict[str, Any] = field(default_factory=dict)
+
+    def limit_s(self) -> float:
+        """How long the whole run may take."""
+        return self.run_timeout_s or self.duration_s + self.drain_timeout_s + 300.0
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def check_accounting(run_dir: Path) -> dict[str, Any]:
+    """Every issued request in requests.csv exactly once with a status, and the counts add up:
+    issued = received = ok + rejected + failed + unserved."""
+    issued_ids = [r["request_id"] for r in read_rows(run_dir / "schedule.csv")]
+    client_ids = [r["request_id"] for r in read_rows(run_dir / "client.csv")]
+    server_rows = read_rows(run_dir / "requests.csv")
+    statuses = Counter(r.get("status", "") for r in server_rows)
+    per_id = Counter(r["request_id"] for r in server_rows)
+    problems = []
+    missing = [i for i in issued_ids if per_id[i] == 0]
+    if missing:
+        problems.append(f"{len(missing)} issued requests not in requests.csv (e.g. {missing[0]})")
+    doubled = [i for i, n in per_id.items() if n > 1]
+    if doubled:
+        problems.append(f"{len(doubled)} request ids more than once in requests.csv")
+    unanswered = sorted(set(issued_ids) - set(client_ids))
+    if unanswered:
+        problems.append(f"{len(unanswered)} issued requests not in client.csv")
+    strangers = sorted(set(per_id) - set(issued_ids))
+    if strangers:
+        problems.append(f"{len(strangers)} requests in requests.csv that were not issued")
+    bad = sorted(s for s in statuses if s not in REQUEST_STATUSES)
+    if bad:
+        problems.append(f"unknown status(es) in requests.csv: {', '.join(bad)}")
+    counts = {"issued": len(issued_ids), "received": len(server_rows),
+              "completed": statuses["ok"], "rejected": statuses["rejected"],
+              "failed": statuses["failed"], "unserved": statuses["unserved"]}
+    if counts["issued"] != counts["received"]:
+        problems.append(f"issued {counts['issued']} != received {counts['received']}")
+    return {"ok": not problems, "counts": counts, "problems": problems}
+
+
+def _failed_run_json(run_dir: Path, point: GridPoint, spec: RunSpec, reason: str,
+                     check: dict[str, Any]) -> dict[str, Any]:
+    """run.json of a run that did not finish: the server's if it wrote one, else the grid's
+    parameters, with the failure and the accounting of the rows that were flushed."""
+    try:
+        run = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        run = {"run_id": point.run_id, "params": {
+            "strategy": point.strategy, "pattern": point.pattern, "mean_rps": point.mean_rps,
+            "sla_s": point.sla_s, "duration_s": spec.duration_s,
+            "seed": point.seed(spec.base_seed), "repeat": point.repeat, "engine": "hf",
+            **spec.extra_params}, "environment": {}}
+    run["status"] = "failed"
+    run["failure"] = reason
+    run["accounting"] = check["counts"]
+    return run
+
+
+def run_point(point: GridPoint, spec: RunSpec, log=print) -> dict[str, Any]:
+    """Run one grid point; returns its run.json (status complete or failed). KeyboardInterrupt
+    stops both children and leaves the staged run to be redone."""
+    staging = spec.results_dir / PARTIAL_DIR / point.run_id
+    final = spec.results_dir / point.run_id
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    port = spec.port or free_port(spec.host)
+    url = f"http://{spec.host}:{port}"
+    python = sys.executable
+    server_argv = [python, str(ROOT / "api_scheduler_experiments.py"), *flag_args({
+        **spec.server_options, "MODE": point.strategy, "SLA": point.sla_s,
+        "RUN_DIR": staging, "HOST": spec.host, "PORT": port,
+        "DRAIN_TIMEOUT_S": spec.drain_timeout_s})]
+    generator_argv = [python, str(ROOT / "api_calls.py"), *flag_args({
+        **spec.generator_options, "URL": url, "PATTERN": point.pattern, "MEAN": point.mean_rps,
+        "DURATION_S": spec.duration_s, "SEED": point.seed(spec.base_seed),
+        "REPEAT": point.repeat, "RUN_DIR": staging})]
+    children: list[Child] = []
+    reason = ""
+    started = time.monotonic()
+    try:
+        server = Child.start("server", server_argv, staging / "server.log")
+        children.append(server)
+        try:
+            wait_for_server(url, spec.start_timeout_s, is_alive=lambda: server.alive)
+        except ServerUnavailable as exc:
+            reason = f"server did not start: {exc}"
+        if not reason:
+            generator = Child.start("generator", generator_argv, staging / "generator.log")
+            children.append(generator)
+            reason = _wait(generator, server, started + spec.limit_s())
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        reason = f"runner error: {type(exc).__name__}: {exc}"
+    finally:
+        for child in reversed(children):
+            child.stop()
+    check = check_accounting(staging)
+    if not reason:
+        try:
+            run = json.loads((staging / "run.json").read_text())
+        except (OSError, ValueError) as exc:
+            run, reason = {}, f"the server wrote no readable run.json ({type(exc).__name__})"
+        if not reason and run.get("status") != "complete":
+            reason = f"server ended the run as {run.get('status')!r}"
+    if reason:
+        run = _failed_run_json(staging, point, spec, reason, check)
+        log(f"  {point.run_id}: FAILED: {reason}; see {final}/server.log")
+    run["accounting_check"] = check
+    run.setdefault("params", {}).update(
+        {k: v for k, v in spec.extra_params.items() if k not in run["params"]})
+    run["wall_time_s"] = round(time.monotonic() - started, 3)
+    write_json_atomic(staging / "run.json", run)
+    if final.exists():
+        shutil.rmtree(final)
+    staging.rename(final)
+    with contextlib.suppress(OSError):
+        staging.parent.rmdir()  # .partial, when nothing else is staged
+    return run
+
+
+def _wait(generator: Child, server: Child, deadline: float) -> str:
+    """Wait for the generator, then for the server to exit after its /stop; the failure, or ""."""
+    while generator.alive:
+        if time.monotonic() > deadline:
+            return "the run took longer than its time limit"
+        if not server.alive:
+            # The server died mid-run: give the generator a moment to record the errors.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                generator.process.wait(30.0)
+            return f"the server exited mid-run (exit code {server.process.returncode})"
+        time.sleep(0.2)
+    if generator.process.returncode != 0:
+        return f"the generator failed (exit code {generator.process.returncode})"
+    try:
+        code = server.process.wait(max(1.0, min(120.0, deadline - time.monotonic())))
+    except subprocess.TimeoutExpired:
+        return "the server did not exit after /stop"
+    return "" if code == 0 else f"the server exited with code {code}"

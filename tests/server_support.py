@@ -1,0 +1,124 @@
+"""Helpers for the experiment-server tests: a profile measured here, and in-process runs.
+
+A run goes through the real pieces: the Flask app and threaded HTTP server, the scheduler
+thread, the engine on the tiny models, the generator's open-loop sender. Only the processes
+differ from run_experiments.py (one process, so torch is imported once).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sincere.client import send_schedule
+from sincere.engine import Engine
+from sincere.experiment import serving
+from sincere.profiles import ProfileSet, load_profiles
+from sincere.profiling import (
+    BATCH_COLUMNS,
+    LOADING_COLUMNS,
+    RowWriter,
+    loading_row,
+    measure_batch,
+    profile_path,
+    sweep_model,
+    time_loading,
+)
+from sincere.server import ExperimentServer
+from sincere.server_app import Limits, create_app
+from sincere.strategies import make_strategy
+from sincere.traffic import Schedule, build_schedule
+from sincere.workloads import read_workloads
+
+MODELS = ("granite-7b", "gemma-7b", "llama3-8b")
+MIX = {"granite-7b": 0.2, "gemma-7b": 0.3, "llama3-8b": 0.5}
+SIZES = (1, 2, 4, 8)
+
+
+def one_cpu_thread() -> None:
+    """One torch thread: the server tests run HTTP, generator and scheduler threads in the
+    same process on two cores, and a second OpenMP thread that has to wait for a core makes
+    batch times erratic (seen here: 0.06 s batches taking 0.3 to 2 s)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def measure_profile(models_dir: Path, prompts: list[str], out_dir: Path,
+                    max_new_tokens: int) -> ProfileSet:
+    """Profile the tiny models on this machine, in-process, as run_profiling.sh would (fewer
+    sizes and rounds), and read the result back as the scheduler does."""
+    disk = Engine(models_dir, host_cache=False)
+    cache = Engine(models_dir, host_cache=True)
+    stamp = "20000101-000000"
+    source = "measured: tests"
+    with RowWriter(profile_path(out_dir, "model_loading_times", "cpu", "off", stamp),
+                   LOADING_COLUMNS) as writer:
+        for alias in MODELS:
+            timings = time_loading(disk, cache, alias, 2, log=lambda _line: None)
+            writer.write(loading_row(timings, dtype="float32", device="cpu", cc_mode="off",
+                                     server_path="host_cache", source=source))
+    with RowWriter(profile_path(out_dir, "batch_profiling", "cpu", "off", stamp),
+                   BATCH_COLUMNS) as writer:
+        for alias in MODELS:
+            cache.load(alias)
+
+            def profile(model: str, size: int, run: int) -> dict[str, Any]:
+                start = (run * size) % max(1, len(prompts) - size)
+                return measure_batch(cache, prompts[start:start + size], max_new_tokens)
+
+            sweep_model(profile, alias, SIZES, 2, max_new_tokens, source, writer.write,
+                        log=lambda _line: None)
+            cache.unload()
+    return load_profiles("cpu_noncc", out_dir)
+
+
+@dataclass
+class RunOutput:
+    run_dir: Path
+    run: dict[str, Any]
+    client: list[dict[str, Any]]
+    requests: pd.DataFrame
+    batches: pd.DataFrame
+    server: ExperimentServer
+
+
+def run_in_process(engine: Engine, profiles: ProfileSet, workloads_dir: Path, run_dir: Path,
+                   strategy: str, schedule: Schedule, sla_s: float, max_new_tokens: int,
+                   drain_timeout_s: float = 60.0, models: tuple[str, ...] = MODELS,
+                   during: Any = None, **server_options: Any) -> RunOutput:
+    """One run through the HTTP server; ``during(server, url)`` runs while traffic flows."""
+    prompts = read_workloads(workloads_dir)
+    server = ExperimentServer(engine, profiles, make_strategy(strategy), sla_s, max_new_tokens,
+                              run_dir, list(models), drain_timeout_s=drain_timeout_s,
+                              **server_options).start()
+    app = create_app(server, Limits())
+    try:
+        with serving(app) as url:
+            if during is not None:
+                import threading
+
+                threading.Thread(target=during, args=(server, url), daemon=True).start()
+            result = send_schedule(url, schedule, prompts, client_csv=run_dir / "client.csv",
+                                   timeout_s=120.0, start_params={"pattern": "test"})
+            schedule.write_csv(run_dir / "schedule.csv")
+    finally:
+        server.abort("interrupted")  # no-op once the run has finished
+        server.wait_finished(60.0)
+        engine.unload()
+    return RunOutput(run_dir, json.loads((run_dir / "run.json").read_text()), result.rows,
+                     pd.read_csv(run_dir / "requests.csv", keep_default_na=False,
+                                 na_values=[""]),
+                     pd.read_csv(run_dir / "batches.csv", keep_default_na=False,
+                                 na_values=[""]), server)
+
+
+def schedule_for(workloads_dir: Path, mean_rps: float, duration_s: float, seed: int = 0,
+                 pattern: str = "gamma", mix: dict[str, float] | None = None) -> Schedule:
+    prompts = read_workloads(workloads_dir)
+    return build_schedule(pattern, mean_rps, duration_s, seed, mix or MIX,
+                          prompt_ids=sorted(prompts))

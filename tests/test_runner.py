@@ -1,0 +1,81 @@
+"""run_experiments.py for real (server and generator subprocesses): kept runs, resume, books."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from sincere.runner import ROOT, check_accounting, flag_args
+
+
+def run_grid(results: Path, tiny_models: Path, server_workloads: Path, tiny_profile,
+             strategies: list[str]) -> subprocess.CompletedProcess:
+    argv = [sys.executable, str(ROOT / "run_experiments.py"), *flag_args({
+        "RESULTS_DIR": results, "MODELS_DIR": tiny_models, "WORKLOADS_DIR": server_workloads,
+        "PROFILES": "cpu_noncc", "PROFILES_DIR": Path(tiny_profile.loading_file).parent,
+        "STRATEGIES": strategies, "PATTERNS": ["constant"], "MEANS": [3.0], "SLAS": [5.0],
+        "DURATION_S": 2.0, "DRAIN_TIMEOUT_S": 20.0, "MAX_NEW_TOKENS": 4,
+        "MONITOR_PERIOD_S": 0.2})]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=300)
+
+
+def test_runs_are_kept_checked_and_resumed(tmp_path: Path, tiny_models, server_workloads,
+                                           tiny_profile) -> None:
+    results = tmp_path / "results"
+    first = run_grid(results, tiny_models, server_workloads, tiny_profile, ["Immediate"])
+    assert first.returncode == 0, first.stdout + first.stderr
+    done = results / "immediate__constant__rate3__sla5__rep0"
+    run = json.loads((done / "run.json").read_text())
+    assert run["status"] == "complete"
+    assert run["accounting_check"]["ok"], run["accounting_check"]
+    assert run["accounting"]["issued"] == run["accounting"]["received"] == 6
+    assert run["params"]["pattern"] == "constant" and run["params"]["mean_rps"] == 3.0
+    for name in ("requests.csv", "batches.csv", "client.csv", "schedule.csv", "monitor.csv",
+                 "server.log", "generator.log"):
+        assert (done / name).is_file(), name
+    assert "accounting ok" in first.stdout
+    assert not (results / ".partial").exists()
+
+    # A run that failed earlier and a half-staged one left by a killed runner: the rerun
+    # skips the finished run, redoes the failed one and clears the staging area.
+    failed = results / "bestbatch-timer__constant__rate3__sla5__rep0"
+    failed.mkdir()
+    (failed / "run.json").write_text(json.dumps({"status": "failed"}))
+    stale = results / ".partial" / "dynamic-delay__constant__rate3__sla5__rep0"
+    stale.mkdir(parents=True)
+    (stale / "requests.csv").write_text("half a file")
+    kept_mtime = (done / "run.json").stat().st_mtime_ns
+    second = run_grid(results, tiny_models, server_workloads, tiny_profile,
+                      ["Immediate", "BestBatch+Timer", "Dynamic+Delay"])
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "3 runs (1 already done)" in second.stdout
+    assert (done / "run.json").stat().st_mtime_ns == kept_mtime
+    for name in ("bestbatch-timer", "dynamic-delay"):
+        run = json.loads((results / f"{name}__constant__rate3__sla5__rep0" / "run.json")
+                         .read_text())
+        assert run["status"] == "complete" and run["accounting_check"]["ok"]
+    assert not (results / ".partial").exists()
+
+
+def test_accounting_check_names_what_is_missing(tmp_path: Path) -> None:
+    (tmp_path / "schedule.csv").write_text(
+        "request_id,scheduled_s,model,prompt_id,prompt_tokens\n"
+        "r000000,0.0,a,p,\nr000001,0.5,a,p,\nr000002,1.0,a,p,\n")
+    (tmp_path / "client.csv").write_text(
+        "request_id,model,scheduled_s,sent_s,received_s,client_latency_s,http_status,error\n"
+        "r000000,a,0,0,1,1,200,\nr000001,a,0.5,0.5,1,0.5,200,\n")
+    header = ("request_id,model,arrival_s,dispatch_s,start_s,end_s,batch_id,batch_size,"
+              "queue_wait_s,swap_wait_s,processing_s,latency_s,sla_s,sla_met,status,"
+              "prompt_tokens,output_tokens\n")
+    (tmp_path / "requests.csv").write_text(
+        header + "r000000,a,0,,,,,,,,,,5,False,unserved,,\n"
+        "r000001,a,0.5,,,,,,,,,,5,False,rejected,,\n")
+    check = check_accounting(tmp_path)
+    assert not check["ok"]
+    assert check["counts"] == {"issued": 3, "received": 2, "completed": 0, "rejected": 1,
+                               "failed": 0, "unserved": 1}
+    assert "1 issued requests not in requests.csv (e.g. r000002)" in check["problems"]
+    assert "1 issued requests not in client.csv" in check["problems"]
+    assert "issued 3 != received 2" in check["problems"]

@@ -1,0 +1,177 @@
+"""The experiment server end to end on the tiny models: every strategy, every request accounted.
+
+Each run goes through HTTP, the scheduler thread and the real engine (tests/server_support.py).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from sincere.strategies import STRATEGIES
+from tests.conftest import SERVER_TEST_NEW_TOKENS as MAX_NEW_TOKENS
+from tests.server_support import MODELS, run_in_process, schedule_for
+
+
+def assert_accounted(out, issued: int) -> None:
+    """issued = received = ok + rejected + failed + unserved, each request once, both sides."""
+    accounting = out.run["accounting"]
+    assert accounting["issued"] == issued
+    assert accounting["received"] == issued == len(out.requests)
+    assert sum(accounting[k] for k in ("completed", "rejected", "failed", "unserved")) == issued
+    assert sorted(out.requests["request_id"]) == [f"r{i:06d}" for i in range(issued)]
+    assert len(out.client) == issued
+    assert set(out.requests["status"]) <= {"ok", "rejected", "failed", "unserved"}
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
+def test_a_short_run_of_each_strategy(strategy: str, engine, tiny_profile,
+                                      server_workloads: Path, tmp_path: Path) -> None:
+    schedule = schedule_for(server_workloads, mean_rps=6.0, duration_s=4.0, seed=1)
+    out = run_in_process(engine, tiny_profile, server_workloads, tmp_path / "run", strategy,
+                         schedule, sla_s=8.0, max_new_tokens=MAX_NEW_TOKENS)
+    assert_accounted(out, len(schedule))
+    assert out.run["status"] == "complete"
+    assert (out.requests["status"] == "ok").all()
+    assert all(row["http_status"] == 200 for row in out.client)
+    # Every request ran in a batch of its own model, of the recorded size, with the
+    # tokens asked for; batch sizes never exceed the largest profiled batch.
+    batches = out.batches.set_index("batch_id")
+    for row in out.requests.itertuples():
+        batch = batches.loc[row.batch_id]
+        assert batch.model == row.model
+        assert batch.batch_size == row.batch_size
+        assert row.output_tokens == MAX_NEW_TOKENS
+        assert row.latency_s == pytest.approx(row.end_s - row.arrival_s, abs=2e-6)
+    assert out.batches["batch_size"].sum() == len(schedule)
+    assert out.batches["batch_size"].max() <= max(
+        tiny_profile[m].largest_batch(MAX_NEW_TOKENS) for m in MODELS)
+    reasons = set(out.batches["reason"])
+    expected = {"BestBatch": {"full", "drain"}, "Immediate": {"immediate", "drain"},
+                "Dynamic+Delay": {"full", "timer", "drain"}}.get(
+        strategy, {"full", "timer", "partial", "drain"})
+    assert reasons <= expected
+    # The run began with the traffic, and the generator's parameters reached run.json.
+    assert out.run["params"]["pattern"] == "test"
+    assert out.run["params"]["strategy"] == strategy
+    assert 0 <= out.requests["arrival_s"].min() < 1.0
+
+
+def test_removing_a_model_mid_run(engine, tiny_profile, server_workloads: Path,
+                                  tmp_path: Path) -> None:
+    """Its queued requests fail with 410 and a clear error, later ones are refused with 410, it
+    is never loaded again, and the other models go on being served."""
+    schedule = schedule_for(server_workloads, mean_rps=8.0, duration_s=5.0, seed=2)
+    removed_at: dict[str, float] = {}
+
+    def remove_gemma(server, url: str) -> None:
+        time.sleep(2.0)
+        answer = requests.delete(f"{url}/models/gemma-7b", timeout=10)
+        removed_at["s"] = server.now()
+        assert answer.status_code == 200
+        assert requests.delete(f"{url}/models/gemma-7b", timeout=10).status_code == 404
+
+    # BestBatch holds gemma's requests in its queue until a full batch, so some are queued.
+    out = run_in_process(engine, tiny_profile, server_workloads, tmp_path / "run", "BestBatch",
+                         schedule, sla_s=30.0, max_new_tokens=MAX_NEW_TOKENS,
+                         during=remove_gemma)
+    assert_accounted(out, len(schedule))
+    gemma = out.requests[out.requests["model"] == "gemma-7b"]
+    others = out.requests[out.requests["model"] != "gemma-7b"]
+    after = gemma[gemma["arrival_s"] > removed_at["s"]]
+    assert len(after) > 0 and (after["status"] == "rejected").all()
+    assert (gemma["status"].isin(["ok", "failed", "rejected"])).all()
+    assert (gemma["status"] != "ok").any()
+    assert (others["status"] == "ok").all()
+    gemma_batches = out.batches[out.batches["model"] == "gemma-7b"]
+    assert (gemma_batches["start_s"] < removed_at["s"]).all()  # never loaded again
+    by_id = {row["request_id"]: row for row in out.client}
+    for row in gemma.itertuples():
+        client = by_id[row.request_id]
+        if row.status == "ok":
+            assert client["http_status"] == 200
+        else:
+            assert client["http_status"] == 410
+            assert "removed" in client["error"]
+    assert out.run["params"]["removed_models"] == ["gemma-7b"]
+
+
+def test_status_and_models_endpoints(engine, tiny_profile, server_workloads: Path,
+                                     tmp_path: Path) -> None:
+    seen: dict[str, object] = {}
+
+    def look(server, url: str) -> None:
+        seen["health"] = requests.get(f"{url}/health", timeout=10).json()
+        seen["status"] = requests.get(f"{url}/status", timeout=10).json()
+        seen["models"] = requests.get(f"{url}/models", timeout=10).json()
+
+    schedule = schedule_for(server_workloads, mean_rps=4.0, duration_s=2.0, seed=3)
+    out = run_in_process(engine, tiny_profile, server_workloads, tmp_path / "run", "Immediate",
+                         schedule, sla_s=10.0, max_new_tokens=MAX_NEW_TOKENS, during=look)
+    assert_accounted(out, len(schedule))
+    assert seen["health"]["status"] == "ok" and seen["health"]["models"] == sorted(MODELS)
+    assert set(seen["status"]["queues"]) == set(MODELS)
+    assert {m["alias"] for m in seen["models"]["models"]} == set(MODELS)
+    best = {m["alias"]: m["best_batch"] for m in seen["models"]["models"]}
+    assert best == {m: tiny_profile[m].best_batch(MAX_NEW_TOKENS) for m in MODELS}
+
+
+def test_no_prompt_text_in_any_file(engine, tiny_profile, server_workloads: Path,
+                                    tmp_path: Path) -> None:
+    """The prompts of a run are nowhere in what it writes."""
+    schedule = schedule_for(server_workloads, mean_rps=6.0, duration_s=2.0, seed=4)
+    out = run_in_process(engine, tiny_profile, server_workloads, tmp_path / "run", "Immediate",
+                         schedule, sla_s=10.0, max_new_tokens=MAX_NEW_TOKENS)
+    prompts = {json.loads((server_workloads / f"{pid}.json").read_text())["prompt"]
+               for pid in schedule.prompt_ids}
+    # A distinctive piece of each prompt: its longest line.
+    pieces = {max(p.splitlines(), key=len) for p in prompts}
+    written = "".join(f.read_text() for f in out.run_dir.iterdir() if f.is_file())
+    assert not [p for p in pieces if p in written]
+
+
+def test_adding_a_model_folder_mid_run(engine, tiny_models: Path, tiny_profile,
+                                       tmp_path: Path) -> None:
+    """POST /models serves a folder from anywhere under a new alias, once it has a profile."""
+    import dataclasses
+
+    from sincere.experiment import serving
+    from sincere.server import ExperimentServer
+    from sincere.server_app import create_app
+    from sincere.strategies import make_strategy
+
+    copy = dataclasses.replace(tiny_profile["llama3-8b"], model="llama-copy")
+    profiles = dataclasses.replace(tiny_profile,
+                                   models={**tiny_profile.models, "llama-copy": copy})
+    server = ExperimentServer(engine, profiles, make_strategy("Immediate"), 30.0, 2,
+                              tmp_path / "run", ["llama3-8b"]).start()
+    body = {"prompt": "Say hello.", "model_alias": "llama-copy"}
+    try:
+        with serving(create_app(server)) as url:
+            assert requests.post(f"{url}/inference", json=body, timeout=30).status_code == 404
+            no_profile = requests.post(f"{url}/models", json={"alias": "other"}, timeout=30)
+            assert no_profile.status_code == 422 and "no profile" in no_profile.json()["error"]
+            missing = requests.post(f"{url}/models", json={
+                "alias": "llama-copy", "path": str(tmp_path / "nowhere")}, timeout=30)
+            assert missing.status_code == 422 and "no such model folder" in missing.json()[
+                "error"]
+            added = requests.post(f"{url}/models", json={
+                "alias": "llama-copy", "path": str(tiny_models / "llama3-8b")}, timeout=30)
+            assert added.status_code == 201
+            assert added.json()["models"] == ["llama-copy", "llama3-8b"]
+            again = requests.post(f"{url}/models", json={"alias": "llama-copy"}, timeout=30)
+            assert again.status_code == 409
+            answer = requests.post(f"{url}/inference", json=body, timeout=60)
+            assert answer.status_code == 200 and answer.json()["model"] == "llama-copy"
+            requests.post(f"{url}/stop", json={}, timeout=60)
+    finally:
+        server.abort()
+        server.wait_finished(30)
+        engine.evict("llama-copy")
+        engine.unload()
+    assert server.run_json["params"]["models"] == ["llama-copy", "llama3-8b"]
+
