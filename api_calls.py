@@ -30,7 +30,7 @@ MODEL_MIX = dict(architectures.DEFAULT_MODEL_MIX)  # share of each model (alias=
 WORKLOADS_DIR = "workloads"  # prompts, one JSON file each (generate_workloads_jsonl.py)
 RUN_DIR = ""  # where client.csv and schedule.csv go ("" = the server's run directory)
 TIMEOUT_S = 1800.0  # a request not answered within this is recorded as a timeout
-MAX_IN_FLIGHT = 4096  # sender threads: requests that may wait for their answer at once
+MAX_IN_FLIGHT = 4096  # sender threads = requests awaiting answers (keep above server MAX_QUEUE)
 WAIT_S = 120.0  # how long to wait for the server to answer /health
 STOP = True  # send POST /stop after the last request (ends the server's run)
 GAMMA_SHAPE = 1.0  # gamma pattern: shape k (1 = Poisson; CV = 1/sqrt(k))

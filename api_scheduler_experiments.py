@@ -33,7 +33,7 @@ RUN_DIR = ""  # or exactly here (overrides RESULTS_DIR and RUN_ID; run_experimen
 HOST = "127.0.0.1"  # address to listen on (0.0.0.0 to serve other machines)
 PORT = 5000  # port to listen on
 DRAIN_TIMEOUT_S = 600.0  # after /stop, serve the queues for at most this long
-MAX_QUEUE = 10000  # queued requests beyond this are refused with 429 and Retry-After
+MAX_QUEUE = 3000  # queued requests beyond this are refused with 429 and Retry-After
 MAX_PROMPT_CHARS = 32000  # longer prompts are refused (413)
 MAX_BODY_BYTES = 262144  # larger request bodies are refused (413)
 STD_FACTOR = 1.0  # k: the scheduler plans load time as mean + k * std
@@ -78,10 +78,18 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    unreadable = {}  # a model that cannot be read fails its requests; the others are served
     for model in models if cfg.HOST_CACHE else []:
-        print(f"host cache: {model} read in {engine.prefetch(model):.2f} s", flush=True)
+        try:
+            print(f"host cache: {model} read in {engine.prefetch(model):.2f} s", flush=True)
+        except Exception as exc:  # noqa: BLE001 - any failure to read the folder
+            unreadable[model] = type(exc).__name__
+            print(f"error: {model} could not be read ({type(exc).__name__}); its requests "
+                  "will fail", file=sys.stderr, flush=True)
     run_dir = run_directory(cfg.RUN_DIR, cfg.RESULTS_DIR, cfg.RUN_ID, cfg.MODE, cfg.SLA)
     server = build_server(cfg, engine, profiles, models, run_dir, env)
+    for model, reason in unreadable.items():
+        server.mark_broken(model, reason)
     app = create_app(server, Limits(cfg.MAX_PROMPT_CHARS, cfg.MAX_BODY_BYTES),
                      info={"cc_mode": env["cc_mode"], "device": engine.device.type,
                            "profiles": Path(profiles.loading_file).name})
@@ -116,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         if not server.finished:
             server.abort("interrupted")
             server.wait_finished(60.0)
+        server.close()
         engine.unload()
     run = server.run_json or {}
     print(f"run {run.get('status', 'unfinished')}: {run.get('accounting')} -> {run_dir}",

@@ -40,7 +40,7 @@ STD_FACTOR = 1.0  # k: the scheduler plans load time as mean + k * std
 MARGIN_S = 1.0  # safety margin of the timers, seconds
 MAX_QUEUE_DELAY_S = 1.0  # Dynamic+Delay: longest wait of the oldest request, seconds
 RATE_WINDOW_S = 60.0  # SelectBatch+Timer: window of the arrival-rate estimate, seconds
-MAX_QUEUE = 10000  # the server refuses requests beyond this many queued (429)
+MAX_QUEUE = 3000  # the server refuses requests beyond this many queued (429)
 GAMMA_SHAPE = 1.0  # gamma pattern: shape k (1 = Poisson; CV = 1/sqrt(k))
 BURST_ON_S = 2.0  # bursty pattern: mean burst duration, seconds
 BURST_OFF_S = 12.0  # bursty pattern: mean idle duration, seconds

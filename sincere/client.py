@@ -59,7 +59,8 @@ def wait_for_server(url: str, timeout_s: float, poll_s: float = 0.25,
 
 @dataclass
 class SendResult:
-    """What the generator did: rows by request, and how late the dispatcher ran."""
+    """What the generator did: rows by request, and how late the dispatcher ran (handing
+    requests to the sender threads; ``sent_s - scheduled_s`` in the rows is the full delay)."""
 
     rows: list[dict[str, Any]]
     max_send_lateness_s: float
@@ -127,10 +128,19 @@ def send_schedule(url: str, schedule: Schedule, prompts: Mapping[str, str], *,
                   timeout=CONNECT_TIMEOUT_S).raise_for_status()
     origin = time.monotonic()
 
+    sent = {"count": 0}
+    all_sent = threading.Event()
+    if not times_s:
+        all_sent.set()
+
     def send(i: int) -> None:
         body = {"prompt": prompts[schedule.prompt_ids[i]], "model_alias": schedule.models[i],
                 "request_id": ids[i]}
         sent_s = time.monotonic() - origin
+        with rows_lock:
+            sent["count"] += 1
+            if sent["count"] == len(times_s):
+                all_sent.set()
         http_status, error = sender.post(body)
         received_s = time.monotonic() - origin
         row = {"request_id": ids[i], "model": schedule.models[i], "scheduled_s": times_s[i],
@@ -153,10 +163,13 @@ def send_schedule(url: str, schedule: Schedule, prompts: Mapping[str, str], *,
                 lateness_s = max(lateness_s, -wait_s)
             pool.submit(send, i)
         if stop:
-            # The traffic window is [0, duration): the stop goes at its end, as in the simulator.
+            # The traffic window is [0, duration): the stop goes at its end, as in the simulator,
+            # and never before every request has left (with all threads waiting for answers, a
+            # request waits for a free thread: it is then late, and sent_s says by how much).
             duration_s = schedule.params.get("duration_s")
             if duration_s is not None:
                 time.sleep(max(0.0, origin + duration_s - time.monotonic()))
+            all_sent.wait()
             answer = requests.post(f"{url}/stop", json={
                 "issued": len(schedule), "params": stop_params or {}, "wait": True},
                 timeout=(CONNECT_TIMEOUT_S, stop_timeout_s))

@@ -57,7 +57,8 @@ class BatchResult:
     """One ``generate`` call: per-prompt lists in input order, plus the batch's accounting.
 
     A prompt in ``failed`` has an empty text and 0 output tokens; ``errors[i]`` is the error
-    class name of ``failed[i]``. ``retries`` counts out-of-memory splits. ``output_ids`` holds
+    class name of ``failed[i]``. ``retries`` counts the splits after a failure (out-of-memory
+    or any other error), ``oom_retries`` those after an out-of-memory. ``output_ids`` holds
     each prompt's new token ids (what the texts decode from; empty for a failed prompt).
     """
 
@@ -70,11 +71,13 @@ class BatchResult:
     failed: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     output_ids: list[list[int]] = field(default_factory=list)
+    oom_retries: int = 0
 
     @property
     def out_of_memory(self) -> bool:
-        """True when the batch did not fit whole: it was split, or a single prompt ran out."""
-        return self.retries > 0 or OOM_ERROR_NAME in self.errors
+        """True when the batch did not fit whole: it was split for memory, or a single prompt
+        ran out."""
+        return self.oom_retries > 0 or OOM_ERROR_NAME in self.errors
 
     @property
     def other_errors(self) -> list[str]:
@@ -407,7 +410,8 @@ class Engine:
             torch.cuda.empty_cache()
 
     def generate(self, prompts: list[str], max_new_tokens: int | None = None) -> BatchResult:
-        """Run a batch; on out-of-memory split it in halves and retry, down to single prompts."""
+        """Run a batch; when it fails (out of memory or any other error) split it in halves and
+        retry, down to single prompts, so that one bad prompt fails alone and nothing is lost."""
         if self._model is None:
             raise EngineError("no model is resident: load() one first")
         new_tokens = self.max_new_tokens if max_new_tokens is None else max_new_tokens
@@ -417,33 +421,30 @@ class Engine:
         output_tokens = [0] * count
         output_ids: list[list[int]] = [[] for _ in range(count)]
         errors_by_index: dict[int, str] = {}
-        retries = 0
+        retries = oom_retries = 0
         if self.is_cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
         started_s = time.perf_counter()
         pending = [list(range(count))] if count else []
         while pending:  # depth-first, so results come in order of the halves
             indices = pending.pop()
-            out_of_memory = False
+            error: str | None = None
             try:
                 batch = self._generate_batch([prompts[i] for i in indices], new_tokens)
             except Exception as exc:  # noqa: BLE001 - every failure is recorded, never lost
-                if _is_oom(exc):
-                    out_of_memory = True
-                else:
-                    log.error("batch of %d failed: %s", len(indices), type(exc).__name__)
-                    errors_by_index.update({i: type(exc).__name__ for i in indices})
-                    continue
-            if out_of_memory:  # outside the except block, so the traceback's tensors are gone
-                self._free_after_oom()
+                error = OOM_ERROR_NAME if _is_oom(exc) else type(exc).__name__
+            if error is not None:  # outside the except block, so the traceback's tensors are gone
+                if error == OOM_ERROR_NAME:
+                    self._free_after_oom()
                 if len(indices) == 1:
-                    log.error("a single prompt ran out of memory; recorded as failed")
-                    errors_by_index[indices[0]] = OOM_ERROR_NAME
+                    log.error("a single prompt failed (%s); recorded as failed", error)
+                    errors_by_index[indices[0]] = error
                     continue
                 retries += 1
+                oom_retries += error == OOM_ERROR_NAME
                 half = len(indices) // 2
-                log.warning("out of memory at batch %d: retrying as %d + %d", len(indices),
-                            half, len(indices) - half)
+                log.warning("%s at batch %d: retrying as %d + %d", error, len(indices), half,
+                            len(indices) - half)
                 pending.extend([indices[half:], indices[:half]])
                 continue
             for i, text, n_prompt, n_output, ids in zip(indices, *batch, strict=True):
@@ -458,4 +459,5 @@ class Engine:
             prompt_tokens[i] = self.count_tokens(self._resident, prompts[i])
         return BatchResult(texts=texts, prompt_tokens=prompt_tokens, output_tokens=output_tokens,
                            seconds=seconds, retries=retries, peak_mem_gib=peak, failed=failed,
-                           errors=[errors_by_index[i] for i in failed], output_ids=output_ids)
+                           errors=[errors_by_index[i] for i in failed], output_ids=output_ids,
+                           oom_retries=oom_retries)

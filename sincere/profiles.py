@@ -144,12 +144,23 @@ def _float(row: dict[str, str], column: str, where: str, default: float | None =
 def _read_rows(path: Path, required: list[str]) -> list[dict[str, str]]:
     if not path.is_file():
         raise ProfileError(f"profile file not found: {path}")
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ProfileError(f"{path}: missing columns {', '.join(missing)}")
-        rows = list(reader)
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in required if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ProfileError(f"{path}: missing columns {', '.join(missing)}")
+            rows = []
+            for row in reader:
+                # DictReader fills a short row with None and files a long row's rest under None.
+                if None in row or None in row.values():
+                    fields = (sum(v is not None for k, v in row.items() if k is not None)
+                              + len(row.get(None) or []))
+                    raise ProfileError(f"{path} line {reader.line_num}: {fields} fields "
+                                       f"where the header has {len(reader.fieldnames or [])}")
+                rows.append(row)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ProfileError(f"{path}: not a readable CSV ({exc})") from None
     if not rows:
         raise ProfileError(f"{path}: no rows")
     return rows

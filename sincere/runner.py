@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import ctypes
 import json
 import os
 import shutil
@@ -31,6 +32,7 @@ from sincere.schemas import REQUEST_STATUSES
 
 ROOT = Path(__file__).resolve().parent.parent  # where the scripts are
 PARTIAL_DIR = ".partial"
+PR_SET_PDEATHSIG = 1  # prctl option: the signal a child gets when its parent dies
 STOP_GRACE_S = 15.0  # after SIGTERM, how long a child may take to write its files
 
 
@@ -47,7 +49,7 @@ class Child:
         with log_path.open("ab") as log_file:
             process = subprocess.Popen(list(argv), cwd=ROOT, stdout=log_file,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       start_new_session=True)
+                                       start_new_session=True, preexec_fn=_die_with_parent)
         return cls(name, process, log_path)
 
     @property
@@ -66,6 +68,19 @@ class Child:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)  # anything the child left behind
         return self.process.poll()
+
+
+try:  # looked up here, in the parent: a child between fork and exec should do little
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux
+    _PRCTL = None
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM it when the runner dies, even by SIGKILL (Linux), so
+    a killed runner leaves no server or generator behind."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

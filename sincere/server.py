@@ -48,11 +48,13 @@ STRAGGLER_GRACE_S = 10.0  # after /stop, how long requests issued before it may 
 class Refused(Exception):
     """A request the server will not queue: an HTTP status and a message for the caller."""
 
-    def __init__(self, http_status: int, message: str, retry_after_s: int | None = None):
+    def __init__(self, http_status: int, message: str, retry_after_s: int | None = None,
+                 status: str = "rejected"):
         super().__init__(message)
         self.http_status = http_status
         self.message = message
         self.retry_after_s = retry_after_s
+        self.status = status  # recorded as: rejected, or failed (the server's fault)
 
 
 @dataclass(eq=False)
@@ -116,12 +118,16 @@ class ExperimentServer:
         self._seen_ids: set[str] = set()
         self._counts = {"received": 0, "ok": 0, "rejected": 0, "failed": 0, "unserved": 0}
         self._removed: set[str] = set()
+        self._broken: dict[str, str] = {}  # model -> why it could not be loaded
+        self.failure: str | None = None  # why the run ended early, if it did
         self._to_unload: str | None = None
         self._draining = False
         self._drain_deadline_s = math.inf
         self._issued: int | None = None  # what the generator says it sent, from stop()
         self._straggler_deadline_s = math.inf
         self._finished = threading.Event()
+        self._intake_closed = False
+        self._late_records = 0
         self._end_status = "complete"
         self._busy_model: str | None = None
         self.last_end_s = 0.0
@@ -228,7 +234,7 @@ class ExperimentServer:
         """Record a request that was refused on arrival (bad input); before the run begins its
         arrival is 0."""
         request = Request(request_id, model, self.now(), math.nan, prompt_tokens)
-        self._settle(request, "rejected")
+        self._settle(request, "rejected", on_arrival=True)
 
     def submit(self, request_id: str, model: str, prompt: str) -> Pending:
         """Queue a validated request, or raise Refused (and record it as rejected)."""
@@ -245,7 +251,7 @@ class ExperimentServer:
                     self._counts["received"] += 1
                 self._cond.notify_all()
                 return pending
-        self._settle(request, "rejected")
+        self._settle(request, refusal.status, error=refusal.message, on_arrival=True)
         raise refusal
 
     def _expecting_stragglers(self, now: float) -> bool:
@@ -256,12 +262,16 @@ class ExperimentServer:
                 and now < self._straggler_deadline_s)
 
     def _refusal(self, model: str) -> Refused | None:
-        if self._finished.is_set() or (self._draining
-                                       and not self._expecting_stragglers(self.now())):
+        if self._intake_closed or (self._draining
+                                   and not self._expecting_stragglers(self.now())):
             return Refused(503, "the run is over: the server is draining after /stop and takes "
                                 "no new requests")
         if model in self._removed:
             return Refused(410, f"model {model!r} was removed from this server")
+        if model in self._broken:
+            return Refused(503, f"model {model!r} could not be loaded "
+                                f"({self._broken[model]}); its requests fail until it is "
+                                f"added again (POST /models)", status="failed")
         if model not in self.book.models:
             known = ", ".join(sorted(self.book.models)) or "none"
             return Refused(404, f"unknown model_alias {model!r}; served models: {known}")
@@ -282,13 +292,33 @@ class ExperimentServer:
         with self._cond:
             return sorted(self._removed)
 
+    @property
+    def broken_models(self) -> dict[str, str]:
+        """Models that failed to load, and why."""
+        with self._cond:
+            return dict(self._broken)
+
     def add_model(self, model: str) -> None:
-        """Serve another model (its profile must be in the profile set)."""
+        """Serve another model (its profile must be in the profile set); a model that failed
+        to load is tried again."""
         self.profiles[model]
         with self._cond:
             self._removed.discard(model)
+            self._broken.pop(model, None)
             self.book.add_model(model)
             self._cond.notify_all()
+
+    def mark_broken(self, model: str, reason: str) -> None:
+        """``model`` cannot be loaded: its queued requests fail now, later ones on arrival,
+        and it is not tried again unless added again (the other models go on)."""
+        with self._cond:
+            self._broken[model] = reason
+            left = self.book.take(model, self.book.length(model))
+        for request in left:
+            self._settle(request, "failed", error=f"model {model!r} could not be loaded "
+                                                  f"({reason})")
+        log.error("model %s marked as not loadable (%s); %d queued requests failed", model,
+                  reason, len(left))
 
     def remove_model(self, model: str) -> int:
         """Stop serving a model: its queued requests end as failed (410 for the caller), and it
@@ -315,7 +345,8 @@ class ExperimentServer:
                 "queues": queues, "counts": counts, "draining": self._draining,
                 "finished": self.finished, "now_s": round(self.now(), 3),
                 "begun": self._start is not None, "strategy": self.strategy.name,
-                "sla_s": self.sla_s, "removed_models": sorted(self._removed)}
+                "sla_s": self.sla_s, "removed_models": sorted(self._removed),
+                "broken_models": self.broken_models}
 
     # --- the scheduler thread -----------------------------------------------------------------
     def _scheduler_loop(self) -> None:
@@ -336,7 +367,9 @@ class ExperimentServer:
                 finally:
                     self._busy_model = None
         except Exception as exc:  # noqa: BLE001 - never leave callers waiting forever
-            log.error("scheduler stopped by %s", type(exc).__name__)
+            log.error("scheduler stopped by %s; the run ends here", type(exc).__name__)
+            self._end_status = "failed"
+            self.failure = f"scheduler error: {type(exc).__name__}"
         finally:
             self._finish()
 
@@ -397,10 +430,12 @@ class ExperimentServer:
                         self.engine.unload()
                     self.engine.load(model)
             except Exception as exc:  # noqa: BLE001 - a model that fails to load fails its batch
-                log.error("loading %s failed: %s", model, type(exc).__name__)
+                reason = type(exc).__name__
+                log.error("loading %s failed: %s", model, reason)
                 for request in requests:
-                    self._settle(request, "failed", error=f"model {model!r} failed to load "
-                                                          f"({type(exc).__name__})")
+                    self._settle(request, "failed", error=f"model {model!r} could not be "
+                                                          f"loaded ({reason})")
+                self.mark_broken(model, reason)
                 return
         start_s = self.now()
         with self._in_engine():
@@ -430,17 +465,23 @@ class ExperimentServer:
 
     # --- settling -----------------------------------------------------------------------------
     def _settle(self, request: Request, status: str, error: str | None = None,
-                http_status: int | None = None) -> None:
+                http_status: int | None = None, on_arrival: bool = False) -> None:
+        """Record a request that never ran; ``on_arrival``: it was refused as it came in (so
+        it was never counted as received by being queued)."""
         record = settled(request, status, self.sla_s)
-        self._record(record)
+        self._record(record, on_arrival)
         if request.payload is not None:
             self._answer(request, record, error=error, http_status=http_status)
 
-    def _record(self, record: RequestRecord) -> None:
+    def _record(self, record: RequestRecord, on_arrival: bool = False) -> None:
         with self._record_lock:
+            if self.recorder.requests.closed:  # after close(): nothing can be recorded now
+                log.error("request refused after the records were closed: not recorded")
+                return
             self.recorder.request(record)
+            self._late_records += self._finished.is_set()
             self._counts[record.status] += 1
-            if record.status == "rejected":  # a queued request was counted when it was queued
+            if on_arrival:  # a queued request was counted when it was queued
                 self._counts["received"] += 1
 
     def _answer(self, request: Request, record: RequestRecord, error: str | None = None,
@@ -454,20 +495,30 @@ class ExperimentServer:
         request.payload.done.set()
 
     def _finish(self) -> None:
-        """After the drain: what is still queued is unserved; write run.json."""
+        """After the drain: intake closes, what is still queued is unserved; write run.json."""
         with self._cond:
+            self._intake_closed = True  # from here on every request is refused (and recorded)
             left = self.book.take_all()
         for request in left:
             self._settle(request, "unserved")
         self.process_cpu_s = time.process_time() - self._process_cpu_at_begin_s
         if self.monitor is not None:
             self.monitor.stop()
-        with self._record_lock:
-            self.recorder.close()
         self.run_json = self._run_json()
         write_json_atomic(self.run_dir / "run.json", self.run_json)
         log.info("run finished: %s", self.run_json["accounting"])
         self._finished.set()
+
+    def close(self) -> None:
+        """Close requests.csv and batches.csv. Requests refused after the run finished are in
+        requests.csv too; when there were any, run.json is written again to count them."""
+        with self._record_lock:
+            late, self._late_records = self._late_records, 0
+            self.recorder.close()
+        if late and self.run_json is not None:
+            self.run_json = self._run_json()
+            write_json_atomic(self.run_dir / "run.json", self.run_json)
+            log.info("%d requests refused after the run finished; run.json updated", late)
 
     def accounting(self) -> dict[str, int | None]:
         """issued (as the generator said), received, completed, rejected, failed, unserved."""
@@ -491,6 +542,7 @@ class ExperimentServer:
                        "removed_models": sorted(self._removed),
                        "strategy_params": self.strategy.params(),
                        "drain_timeout_s": self.drain_timeout_s, "max_queue": self.max_queue},
+            "failure": self.failure, "broken_models": self.broken_models,
             "environment": self.environment, "accounting": self.accounting(),
             "started_epoch_s": self.started_epoch_s, "traffic_end_s": self.traffic_end_s,
             "run_time_s": run_time_s,

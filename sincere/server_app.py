@@ -305,7 +305,7 @@ def create_app(server: ExperimentServer, limits: Limits = Limits(),
             raise InputError("alias must be 1 to 100 letters, digits, '.', '_' or '-'")
         if path is not None and not isinstance(path, str):
             raise InputError("path must be a string (a model folder)")
-        if alias in server.models:
+        if alias in server.models and alias not in server.broken_models:
             raise InputError(f"model {alias!r} is already served", 409)
         try:
             server.profiles[alias]

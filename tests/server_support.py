@@ -109,6 +109,7 @@ def run_in_process(engine: Engine, profiles: ProfileSet, workloads_dir: Path, ru
     finally:
         server.abort("interrupted")  # no-op once the run has finished
         server.wait_finished(60.0)
+        server.close()
         engine.unload()
     return RunOutput(run_dir, json.loads((run_dir / "run.json").read_text()), result.rows,
                      pd.read_csv(run_dir / "requests.csv", keep_default_na=False,

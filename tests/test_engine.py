@@ -149,7 +149,7 @@ def test_out_of_memory_splits_the_batch_and_answers_every_prompt(
     assert split.output_ids == expected.output_ids
     assert split.output_tokens == [NEW_TOKENS] * 8
     assert split.prompt_tokens == expected.prompt_tokens
-    assert "out of memory at batch 8" in caplog.text
+    assert f"{OOM_ERROR_NAME} at batch 8" in caplog.text
     assert not [p for p in prompts if p.splitlines()[0] in caplog.text]
 
 
@@ -165,6 +165,31 @@ def test_a_single_prompt_that_still_runs_out_is_failed_not_lost(
     assert result.other_errors == []
     assert result.texts == [""] * 3 and result.output_tokens == [0] * 3
     assert result.prompt_tokens == [engine.count_tokens("granite-7b", p) for p in prompts[:3]]
+
+
+def test_a_failing_prompt_is_isolated_by_splitting(tiny_models: Path, prompts: list[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any error, not only out-of-memory, splits the batch: the one prompt that makes the model
+    fail ends failed with its error's class name; the other prompts are answered."""
+    engine = Engine(tiny_models)
+    engine.load("llama3-8b")
+    expected = engine.generate(prompts[:6], NEW_TOKENS)
+    poison = prompts[4]
+    real_generate_batch = engine._generate_batch
+
+    def failing(batch_prompts: list[str], max_new_tokens: int):
+        if poison in batch_prompts:  # a fault injected at the model call
+            raise ValueError("the model cannot take this input")
+        return real_generate_batch(batch_prompts, max_new_tokens)
+
+    monkeypatch.setattr(engine, "_generate_batch", failing)
+    result = engine.generate(prompts[:6], NEW_TOKENS)
+    # 6 -> 3 + [3: 3, 4, 5] -> 1 + [2: 4, 5] -> 1 + 1: three splits, prompt 4 fails alone.
+    assert (result.failed, result.errors, result.retries) == ([4], ["ValueError"], 3)
+    assert not result.out_of_memory and result.other_errors == ["ValueError"]
+    assert [ids for i, ids in enumerate(result.output_ids) if i != 4] == [
+        ids for i, ids in enumerate(expected.output_ids) if i != 4]
+    assert result.output_tokens[4] == 0 and result.texts[4] == ""
 
 
 def test_cpu_threads_leave_a_core_to_the_server() -> None:

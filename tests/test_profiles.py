@@ -82,6 +82,9 @@ def test_a_measured_profile_wins_over_the_shipped_example(profile_dir: Path) -> 
     (LOADING, BATCH.replace("b,1,1,50,20,4.0", "c,1,1,50,20,4.0"), "no batch rows for model 'b'"),
     (LOADING, BATCH.replace("a,1,1,50,20,2.0", "a,1,1,50,20,-2.0"), "must be positive"),
     (LOADING.split("\n")[0] + "\n", BATCH, "no rows"),
+    (LOADING.replace("10.0,2.0", "10.0"), BATCH, "line 2: 9 fields where the header has 10"),
+    (LOADING, BATCH.replace("a,1,1,50,20,2.0", "a,1,1,50,20,2.0,7,7,7,7,7"),
+     "fields where the header has"),
 ])
 def test_malformed_profiles_name_the_problem(tmp_path: Path, loading: str, batch: str,
                                              message: str) -> None:

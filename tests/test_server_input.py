@@ -35,6 +35,7 @@ def live(engine, tiny_profile, tmp_path_factory):
         yield url, server
     server.abort()
     server.wait_finished(30)
+    server.close()
     engine.unload()
 
 
@@ -171,6 +172,7 @@ def test_queue_limit_answers_429_with_retry_after(engine, tiny_profile, tmp_path
     finally:
         server.abort()
         server.wait_finished(30)
+        server.close()
         engine.unload()
     assert [a.status_code for a in answers] == [200, 200]  # the drain served them
     rows = pd.read_csv(tmp_path / "run" / "requests.csv")
