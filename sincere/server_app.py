@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from sincere.profiles import ProfileError
@@ -156,7 +156,9 @@ def create_app(server: ExperimentServer, limits: Limits = Limits(),
                info: dict[str, Any] | None = None) -> Flask:
     """The Flask app over one run's ExperimentServer."""
     app = Flask("sincere")
-    app.config["MAX_CONTENT_LENGTH"] = limits.max_body_bytes
+    # The body limit is checked by read_body, not MAX_CONTENT_LENGTH: werkzeug would cut a
+    # chunked body at the limit without a word, and the truncated JSON would look malformed.
+    app.config["SINCERE_MAX_BODY_BYTES"] = limits.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     in_flight = InFlight()
     app.extensions["sincere_in_flight"] = in_flight
@@ -204,8 +206,6 @@ def create_app(server: ExperimentServer, limits: Limits = Limits(),
                 if hasattr(exc, "valid_methods") else ""
             message = f"method {request.method} is not allowed on {request.path[:80]}" + (
                 f"; use {allowed}" if allowed else "")
-        elif code == 413:
-            message = f"the body is larger than {limits.max_body_bytes} bytes"
         else:
             message = exc.description or exc.name
         return _json_error(message, code)
@@ -224,7 +224,7 @@ def create_app(server: ExperimentServer, limits: Limits = Limits(),
 
     @app.post("/inference")
     def inference():
-        body = parse_json_body(request.get_data(cache=False), request.content_type)
+        body = parse_json_body(read_body(limits.max_body_bytes), request.content_type)
         g.model = _body_alias(body)
         if isinstance(body, dict) and isinstance(body.get("request_id"), str) \
                 and REQUEST_ID.match(body["request_id"]):
@@ -336,9 +336,20 @@ def create_app(server: ExperimentServer, limits: Limits = Limits(),
     return app
 
 
+def read_body(limit_bytes: int) -> bytes:
+    """The request body, or a 413 when it is larger than ``limit_bytes`` (also for a chunked
+    body, which has no Content-Length to check first)."""
+    if request.content_length is not None and request.content_length > limit_bytes:
+        raise InputError(f"the body is larger than {limit_bytes} bytes", 413)
+    data = request.stream.read(limit_bytes + 1)
+    if len(data) > limit_bytes:
+        raise InputError(f"the body is larger than {limit_bytes} bytes", 413)
+    return data
+
+
 def _control_body() -> dict[str, Any]:
     """The JSON object of a control call (an empty body means {})."""
-    raw = request.get_data(cache=False)
+    raw = read_body(current_app.config["SINCERE_MAX_BODY_BYTES"])
     if not raw.strip():
         return {}
     body = parse_json_body(raw, request.content_type)

@@ -86,6 +86,19 @@ def test_bad_input_is_refused_with_a_clear_error(live, body, content_type, statu
     assert server.accounting()["rejected"] == before + 1
 
 
+def test_a_chunked_body_over_the_limit_is_413_not_cut_short(live) -> None:
+    """A chunked body has no Content-Length to check first; it must not be truncated at the
+    limit and then reported as malformed JSON."""
+    url, server = live
+    body = json.dumps({"prompt": "z" * 20000, "model_alias": "llama3-8b"}).encode()
+    chunks = (body[i:i + 1000] for i in range(0, len(body), 1000))  # requests sends it chunked
+    before = server.accounting()["rejected"]
+    answer = requests.post(f"{url}/inference", data=chunks,
+                           headers={"Content-Type": "application/json"}, timeout=30)
+    assert answer.status_code == 413 and "larger than 8192 bytes" in answer.json()["error"]
+    assert server.accounting()["rejected"] == before + 1
+
+
 @pytest.mark.parametrize(("method", "path", "status"), [
     ("GET", "/inference", 405), ("PUT", "/inference", 405), ("POST", "/infer", 404),
     ("GET", "/", 404), ("DELETE", "/health", 405),
