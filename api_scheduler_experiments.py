@@ -43,6 +43,9 @@ RATE_WINDOW_S = 60.0  # SelectBatch+Timer: window of the arrival-rate estimate, 
 HOST_CACHE = True  # keep every served model's weights in host RAM: a swap is a copy to the GPU
 DEVICE = ""  # torch device ("" = cuda when there is one, else cpu)
 CPU_THREADS = 0  # torch threads on a CPU device (0 = all cores but one, at least one)
+DECODE = "eager"  # batch engine: eager generate, or static (static KV cache + torch.compile)
+COMPILE_BACKEND = "inductor"  # torch.compile backend of the static engine
+WARM_UP = True  # static engine: compile each model at 1 and its best batch before serving
 MONITOR_PERIOD_S = 0.5  # CPU/GPU sampling period of monitor.csv, seconds
 EXIT_AFTER_STOP = True  # exit once /stop has drained the queues and written the run
 OOM_BATCH_LIMIT = 0  # testing knob: batches larger than this raise out-of-memory (0 = none)
@@ -68,12 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     print(format_environment(env), flush=True)
     engine = Engine(Path(cfg.MODELS_DIR), device=cfg.DEVICE or None, host_cache=cfg.HOST_CACHE,
                     cc_mode=env["cc_mode"], oom_batch_limit=cfg.OOM_BATCH_LIMIT or None,
-                    max_new_tokens=cfg.MAX_NEW_TOKENS)
+                    max_new_tokens=cfg.MAX_NEW_TOKENS, decode=cfg.DECODE,
+                    compile_backend=cfg.COMPILE_BACKEND)
     if engine.device.type == "cpu":
         set_cpu_threads(cfg.CPU_THREADS)
     try:
         profiles = resolve_profiles(cfg.PROFILES, Path(cfg.PROFILES_DIR), env,
-                                    engine.device.type, cfg.STD_FACTOR)
+                                    engine.device.type, cfg.STD_FACTOR, cfg.DECODE)
         models = resolve_models(cfg.MODELS, engine, profiles)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -86,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
             unreadable[model] = type(exc).__name__
             print(f"error: {model} could not be read ({type(exc).__name__}); its requests "
                   "will fail", file=sys.stderr, flush=True)
+    if cfg.DECODE == "static" and cfg.WARM_UP:
+        for model in (m for m in models if m not in unreadable):
+            sizes = sorted({1, profiles[model].best_batch(cfg.MAX_NEW_TOKENS)})
+            engine.load(model)
+            print(f"warm-up: {model} compiled for batches {sizes} in "
+                  f"{engine.warm_up(sizes):.1f} s", flush=True)
+            engine.unload()
     run_dir = run_directory(cfg.RUN_DIR, cfg.RESULTS_DIR, cfg.RUN_ID, cfg.MODE, cfg.SLA)
     server = build_server(cfg, engine, profiles, models, run_dir, env)
     for model, reason in unreadable.items():

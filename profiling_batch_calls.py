@@ -106,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     outcomes, summary = run_sweeps(profile, models, sizes, cfg.RUNS, cfg.MAX_NEW_TOKENS, source,
                                    out_path, best_path, time_limit_s=cfg.TIME_LIMIT_S,
-                                   warmup=cfg.WARMUP, log=lambda line: print(line, flush=True))
+                                   warmup=cfg.WARMUP,
+                                   warm_each_size=health.get("decode") == "static",
+                                   log=lambda line: print(line, flush=True))
     rows = sum(len(o.rows) for o in outcomes)
     print(f"wrote {out_path} ({rows} rows) and {best_path} in {time.monotonic() - started:.1f} s")
     return report_sweeps(outcomes, summary, lambda line: print(line, flush=True))

@@ -38,6 +38,8 @@ OOM_BATCH_LIMIT = 0  # testing knob: batches larger than this raise out-of-memor
 DEVICE = ""  # torch device ("" = cuda when there is one, else cpu)
 CPU_THREADS = 0  # torch threads on a CPU device (0 = all cores but one, as the server's default)
 DEVICE_NAME = ""  # device part of the profile's file name ("" = cpu, or the GPU's short name)
+DECODE = "eager"  # batch engine: eager generate, or static (static KV cache + torch.compile)
+COMPILE_BACKEND = "inductor"  # torch.compile backend of the static engine
 MONITOR_PERIOD_S = 0.5  # sampling period of the CPU/GPU monitor during batches, seconds
 MONITOR_CSV = ""  # also write every monitor sample to this CSV ("" = keep them in memory only)
 SEED = 0  # seed of the prompt draw when a request gives none
@@ -173,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     env = environment_block()
     engine = Engine(Path(cfg.MODELS_DIR), device=cfg.DEVICE or None, host_cache=True,
                     cc_mode=env["cc_mode"], oom_batch_limit=cfg.OOM_BATCH_LIMIT or None,
-                    max_new_tokens=cfg.MAX_NEW_TOKENS)
+                    max_new_tokens=cfg.MAX_NEW_TOKENS, decode=cfg.DECODE,
+                    compile_backend=cfg.COMPILE_BACKEND)
     if not engine.available_models():
         print(f"no models in {cfg.MODELS_DIR}: run download_models.py first", file=sys.stderr)
         return 2
@@ -181,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         set_cpu_threads(cfg.CPU_THREADS)
     prompts = read_workloads(Path(cfg.WORKLOADS_DIR))
     info = {"device": engine.device.type,
-            "device_name": cfg.DEVICE_NAME or device_name(env, engine.device.type),
-            "hardware": hardware_name(env), "cc_mode": env["cc_mode"],
+            "device_name": cfg.DEVICE_NAME or device_name(env, engine.device.type, cfg.DECODE),
+            "hardware": hardware_name(env), "cc_mode": env["cc_mode"], "decode": cfg.DECODE,
             "dtype": str(engine.dtype).removeprefix("torch.")}
     monitor = Monitor(cfg.MONITOR_CSV or None, period_s=cfg.MONITOR_PERIOD_S)
     server_box: dict[str, Any] = {}

@@ -22,6 +22,7 @@ PROFILES_DIR = "profiling_results"  # where the CSV goes
 DEVICE = ""  # torch device ("" = cuda when there is one, else cpu)
 CPU_THREADS = 0  # torch threads on a CPU device (0 = all cores but one, as the server's default)
 DEVICE_NAME = ""  # device part of the file name ("" = cpu, or the GPU's short name, e.g. h100)
+DECODE = "eager"  # the engine the batch profile is for (eager or static): names the profile set
 HOST_CACHE = True  # the server keeps host copies: load_mean_s is the host-cache path (false: disk)
 
 
@@ -37,6 +38,7 @@ def manifest_aliases(models_dir: Path) -> list[str]:
 def profile_loading(models_dir: Path, aliases: list[str], profiles_dir: Path,
                     env: dict[str, Any], iterations: int, warmup: int = 1,
                     device: str | None = None, device_label: str = "", host_cache: bool = True,
+                    decode: str = "eager",
                     log: Callable[[str], None] = print) -> Path:
     """Time each model's loads and unloads (all of ``models_dir``'s when ``aliases`` is empty)
     and write the model_loading_times CSV; its path. ``env`` is an environment block
@@ -67,7 +69,7 @@ def profile_loading(models_dir: Path, aliases: list[str], profiles_dir: Path,
                          f"{models_dir}; run download_models.py first (have: "
                          f"{', '.join(available) or 'none'})")
     device_type = disk_engine.device.type
-    name = device_label or device_name(env, device_type)
+    name = device_label or device_name(env, device_type, decode)
     server_path = (cache_path_name(device_type, cache_engine.pin_memory) if host_cache
                    else "disk_from_pretrained")
     dtype = str(disk_engine.dtype).removeprefix("torch.")
@@ -104,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         profile_loading(Path(cfg.MODELS_DIR), list(cfg.MODELS), Path(cfg.PROFILES_DIR),
                         environment_block(), cfg.ITERATIONS, warmup=cfg.WARMUP,
                         device=cfg.DEVICE or None, device_label=cfg.DEVICE_NAME,
+                        decode=cfg.DECODE,
                         host_cache=cfg.HOST_CACHE, log=lambda line: print(line, flush=True))
     except ValueError as exc:
         print(str(exc), file=sys.stderr)

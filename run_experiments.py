@@ -51,6 +51,7 @@ TRACE_PATH = ""  # trace pattern: Azure CSV or Mooncake JSONL to replay
 HOST = "127.0.0.1"  # the server listens here
 PORT = 0  # the server's port (0 = a free port for each run)
 DEVICE = ""  # torch device for the server ("" = cuda when there is one, else cpu)
+DECODE = "eager"  # the server's batch engine: eager, or static (static KV cache + torch.compile)
 HOST_CACHE = True  # the server keeps every model's weights in host RAM between swaps
 MONITOR_PERIOD_S = 0.5  # CPU/GPU sampling period, seconds
 START_TIMEOUT_S = 600.0  # how long the server may take to read the models and answer
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         "MARGIN_S": cfg.MARGIN_S, "MAX_QUEUE_DELAY_S": cfg.MAX_QUEUE_DELAY_S,
         "RATE_WINDOW_S": cfg.RATE_WINDOW_S, "MAX_QUEUE": cfg.MAX_QUEUE,
         "HOST_CACHE": cfg.HOST_CACHE, "MONITOR_PERIOD_S": cfg.MONITOR_PERIOD_S,
+        "DECODE": cfg.DECODE,
         **({"DEVICE": cfg.DEVICE} if cfg.DEVICE else {}),
     }
     generator_options = {"MODEL_MIX": cfg.MODEL_MIX,

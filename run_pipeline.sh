@@ -34,6 +34,7 @@ SLAS=${SLAS:-"4"}                           # SLAs, seconds
 REPEATS=${REPEATS:-1}                       # runs per grid cell
 DURATION_S=${DURATION_S:-30}                # seconds of traffic per run
 MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-50}        # new tokens per request
+DECODE=${DECODE:-eager}                     # batch engine: eager, or static (KV cache + torch.compile)
 if [[ -z "${PYTHON:-}" ]]; then             # the interpreter: the active venv, ./.venv, python3
     if [[ -n "${VIRTUAL_ENV:-}" ]]; then PYTHON=$VIRTUAL_ENV/bin/python
     elif [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python
@@ -68,7 +69,7 @@ else
 fi
 
 stage "3/6 profiles of this machine in $PROFILES_DIR"
-profile_set=$("$PYTHON" -m sincere.experiment --profile-name)
+profile_set=$("$PYTHON" -m sincere.experiment --profile-name --decode "$DECODE")
 if [[ "$FORCE_PROFILE" != 1 ]] && compgen -G "$PROFILES_DIR/batch_profiling_${profile_set}_[0-9]*.csv" > /dev/null \
         && compgen -G "$PROFILES_DIR/model_loading_times_${profile_set}_[0-9]*.csv" > /dev/null; then
     echo "pipeline: $PROFILES_DIR already holds a measured $profile_set profile; kept" \
@@ -76,6 +77,7 @@ if [[ "$FORCE_PROFILE" != 1 ]] && compgen -G "$PROFILES_DIR/batch_profiling_${pr
 else
     MODELS_DIR=$MODELS_DIR WORKLOADS_DIR=$WORKLOADS_DIR PROFILES_DIR=$PROFILES_DIR \
         MAX_BATCH=$MAX_BATCH MAX_NEW_TOKENS=$MAX_NEW_TOKENS TIME_LIMIT_S=$PROFILE_TIME_LIMIT_S \
+        DECODE=$DECODE \
         PYTHON=$PYTHON bash run_profiling.sh
 fi
 
@@ -83,7 +85,7 @@ stage "4/6 experiments -> $RESULTS_DIR"
 status=0
 "$PYTHON" run_experiments.py --results-dir "$RESULTS_DIR" --models-dir "$MODELS_DIR" \
     --workloads-dir "$WORKLOADS_DIR" --profiles "$profile_set" --profiles-dir "$PROFILES_DIR" \
-    "${grid[@]}" || status=$?
+    --decode "$DECODE" "${grid[@]}" || status=$?
 if (( status != 0 && status != 1 )); then exit "$status"; fi  # 1: some runs failed; go on
 
 stage "5/6 the same grid simulated from the $profile_set profile -> $RESULTS_DIR/sim"

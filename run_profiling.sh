@@ -21,6 +21,7 @@ MODELS=${MODELS:-}                                # aliases to profile, space-se
 HOST=${HOST:-127.0.0.1}                           # the profiling app's address
 PORT=${PORT:-5057}                                # the profiling app's port
 DEVICE=${DEVICE:-}                                # torch device (empty = cuda when there is one)
+DECODE=${DECODE:-eager}                           # batch engine: eager, or static (static KV cache + torch.compile)
 CPU_THREADS=${CPU_THREADS:-0}                     # torch threads on a CPU (0 = all cores but one)
 ITERATIONS=${ITERATIONS:-5}                       # timed load/unload rounds per model
 MAX_BATCH=${MAX_BATCH:-32}                        # largest batch size swept (0 = until out-of-memory)
@@ -117,7 +118,7 @@ WATCHDOG_PID=$!
 echo "run_profiling: load and unload times ($ITERATIONS rounds per model)"
 run_step profiling_models.py --models-dir "$MODELS_DIR" --profiles-dir "$PROFILES_DIR" \
     --iterations "$ITERATIONS" --device "$DEVICE" --cpu-threads "$CPU_THREADS" \
-    --models "${model_list[@]}"
+    --decode "$DECODE" --models "${model_list[@]}"
 
 if port_open; then
     echo "run_profiling: port $PORT on $HOST is already in use; set PORT to a free one" >&2
@@ -127,7 +128,8 @@ app_log="$LOG_DIR/profiling_batch_flask_$(date +%Y%m%d-%H%M%S).log"
 echo "run_profiling: starting the profiling app on $HOST:$PORT (log: $app_log)"
 start_group "$PYTHON" profiling_batch_flask.py --host "$HOST" --port "$PORT" \
     --models-dir "$MODELS_DIR" --workloads-dir "$WORKLOADS_DIR" --device "$DEVICE" \
-    --cpu-threads "$CPU_THREADS" --max-new-tokens "$MAX_NEW_TOKENS" > "$app_log" 2>&1
+    --cpu-threads "$CPU_THREADS" --max-new-tokens "$MAX_NEW_TOKENS" --decode "$DECODE" \
+    > "$app_log" 2>&1
 APP_PID=$!
 health_deadline_s=$(( SECONDS + HEALTH_WAIT_S ))
 until app_healthy; do

@@ -12,7 +12,6 @@ The engine is not thread-safe; the server calls it from one thread.
 
 from __future__ import annotations
 
-import copy
 import gc
 import logging
 import os
@@ -24,6 +23,7 @@ import torch
 import transformers
 
 from sincere.models import dtype_kwargs, quiet_transformers
+from sincere.weights import FlatWeights, pack, to_device, to_host
 
 log = logging.getLogger("sincere.engine")
 
@@ -87,14 +87,22 @@ class BatchResult:
 
 @dataclass
 class _HostEntry:
-    """A model's weights in host RAM, and what it takes to rebuild the module around them."""
+    """A model kept in host RAM between swaps: the module itself, its weights packed in flat
+    host buffers (sincere.weights), and its tokenizer."""
 
-    config: transformers.PretrainedConfig
-    generation_config: transformers.GenerationConfig | None
+    module: torch.nn.Module
+    weights: FlatWeights
     tokenizer: transformers.PreTrainedTokenizerBase
-    parameters: dict[str, torch.Tensor]  # every name, tied names share one tensor
-    buffers: dict[str, torch.Tensor]  # persistent and non-persistent (rotary inv_freq, ...)
     size_gb: float
+
+
+DECODE_MODES = ("eager", "static")
+
+
+def _drop_static_cache(module: torch.nn.Module) -> None:
+    """Free the KV cache generate() keeps on a module between calls (a static cache)."""
+    if getattr(module, "_cache", None) is not None:
+        module._cache = None
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -140,7 +148,9 @@ class Engine:
                  dtype: torch.dtype | None = None, host_cache: bool = True,
                  pin_memory: bool | None = None, cc_mode: str = "unknown",
                  oom_batch_limit: int | None = None, max_new_tokens: int = 50,
-                 exact_new_tokens: bool = True) -> None:
+                 exact_new_tokens: bool = True, copy_threads: int = 0,
+                 copy_chunk_mb: int = 64, decode: str = "eager",
+                 compile_backend: str = "inductor", pad_multiple: int = 64) -> None:
         self.models_dir = Path(models_dir)
         self._extra_paths: dict[str, Path] = {}  # alias -> folder outside models_dir
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -152,6 +162,19 @@ class Engine:
         # through bounce buffers anyway and older drivers refuse it: pageable there.
         self.pin_memory = (self.is_cuda and cc_mode != "on") if pin_memory is None else (
             pin_memory and self.is_cuda)
+        # A swap from pinned memory is one copy at full bandwidth; from pageable memory (CC)
+        # chunks go from several threads at once (copy_threads 0: 4 there, else 1).
+        self.copy_threads = copy_threads or (4 if self.is_cuda and not self.pin_memory else 1)
+        self.copy_chunk_bytes = copy_chunk_mb * 2**20
+        if decode not in DECODE_MODES:
+            raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}, got {decode!r}")
+        # "static": a static KV cache and the decoding step compiled with torch.compile (CUDA
+        # graphs on a GPU); prompts are padded to a multiple of pad_multiple tokens so that
+        # few shapes are compiled. The compiled code lives on the module, which the host cache
+        # keeps across swaps, so a model is compiled once per process, not once per swap.
+        self.decode = decode
+        self.compile_backend = compile_backend
+        self.pad_multiple = pad_multiple
         self.oom_batch_limit = oom_batch_limit
         self.max_new_tokens = max_new_tokens
         self.exact_new_tokens = exact_new_tokens
@@ -228,75 +251,16 @@ class Engine:
 
     def _host_entry(self, alias: str, model: torch.nn.Module,
                     tokenizer: transformers.PreTrainedTokenizerBase) -> _HostEntry:
-        """Copies of a host model's tensors in host RAM (pinned where pinning is on), kept for
-        later loads; copies, since the model's own may be memory-mapped on the file."""
-        host_of: dict[int, torch.Tensor] = {}  # one host tensor per distinct module tensor
+        """Keep ``model`` in host RAM: its weights copied into flat host buffers (pinned where
+        pinning is on), since its own may be memory-mapped on the file."""
+        weights = pack(model, pin_memory=self.pin_memory)
+        return _HostEntry(module=model, weights=weights, tokenizer=tokenizer,
+                          size_gb=weights.nbytes / 1e9)
 
-        def keep(tensor: torch.Tensor) -> torch.Tensor:
-            key = id(tensor)
-            if key not in host_of:
-                data = tensor.detach()
-                host_of[key] = data.pin_memory() if self.pin_memory else data.clone()
-            return host_of[key]
-
-        parameters = {n: keep(p) for n, p in model.named_parameters(remove_duplicate=False)}
-        buffers = {n: keep(b) for n, b in model.named_buffers(remove_duplicate=False)}
-        return _HostEntry(config=copy.deepcopy(model.config),
-                          generation_config=copy.deepcopy(model.generation_config),
-                          tokenizer=tokenizer, parameters=parameters, buffers=buffers,
-                          size_gb=_weights_gb(model))
-
-    def _build_from_host(self, entry: _HostEntry) -> torch.nn.Module:
-        """The module skeleton on meta, then each tensor copied from host to device once."""
-        config = copy.deepcopy(entry.config)
-        attention = getattr(config, "_attn_implementation", None)
-        extra = {"attn_implementation": attention} if attention else {}
-        with torch.device("meta"), quiet_transformers():
-            model = transformers.AutoModelForCausalLM.from_config(
-                config, **dtype_kwargs(self.dtype), **extra)
-        on_device: dict[int, torch.Tensor] = {}  # host tensor id -> its one device copy
-        as_parameter: dict[int, torch.nn.Parameter] = {}  # so tied weights stay one Parameter
-        # meta tensor id -> (the meta tensor, kept alive so its id stays unique; its replacement)
-        replaced: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-        def device_copy(host: torch.Tensor) -> torch.Tensor:
-            key = id(host)
-            if key not in on_device:  # copy=True: on a CPU "device" too, a real memcpy
-                on_device[key] = host.to(self.device, non_blocking=self.pin_memory, copy=True)
-            return on_device[key]
-
-        for module_name, module in model.named_modules():
-            prefix = f"{module_name}." if module_name else ""
-            for name, param in list(module._parameters.items()):
-                if param is None:
-                    continue
-                host = entry.parameters[prefix + name]
-                if id(host) not in as_parameter:
-                    as_parameter[id(host)] = torch.nn.Parameter(device_copy(host),
-                                                                requires_grad=False)
-                module._parameters[name] = as_parameter[id(host)]
-                replaced[id(param)] = (param, module._parameters[name])
-            for name, buffer in list(module._buffers.items()):
-                if buffer is None:
-                    continue
-                host = entry.buffers[prefix + name]
-                module._buffers[name] = device_copy(host)
-                replaced[id(buffer)] = (buffer, module._buffers[name])
-        # transformers 4.x keeps plain tensor attributes aliasing buffers (original_inv_freq).
-        for module in model.modules():
-            for attr, value in list(vars(module).items()):
-                if isinstance(value, torch.Tensor) and id(value) in replaced:
-                    setattr(module, attr, replaced[id(value)][1])
-        leftover = [n for n, t in [*model.named_parameters(), *model.named_buffers()]
-                    if t.is_meta]
-        if leftover:
-            raise EngineError(f"{len(leftover)} tensors missing from the host cache, "
-                              f"e.g. {leftover[0]}")
-        if self.is_cuda:
-            torch.cuda.synchronize(self.device)
-        if entry.generation_config is not None:
-            model.generation_config = copy.deepcopy(entry.generation_config)
-        return model.eval()
+    def _attach(self, entry: _HostEntry) -> torch.nn.Module:
+        """The kept module onto the device: one copy per dtype, its tensors re-pointed."""
+        to_device(entry.weights, self.device, self.copy_threads, self.copy_chunk_bytes)
+        return entry.module
 
     def load(self, alias: str) -> LoadResult:
         """Put ``alias`` on the device (from the host cache when there, else disk); seconds."""
@@ -307,15 +271,14 @@ class Engine:
         started_s = time.perf_counter()
         entry = self._host.get(alias) if self.host_cache else None
         if entry is not None:
-            model, tokenizer, path = self._build_from_host(entry), entry.tokenizer, "host_cache"
+            model, tokenizer, path = self._attach(entry), entry.tokenizer, "host_cache"
         else:
             tokenizer = self._read_tokenizer(alias)
             host_model = self._read_model(alias)
             path = "disk"
             if self.host_cache:
                 entry = self._host[alias] = self._host_entry(alias, host_model, tokenizer)
-                del host_model
-                model = self._build_from_host(entry)
+                model = self._attach(entry)
             else:
                 model = self._to_device(host_model)
         seconds = time.perf_counter() - started_s
@@ -330,8 +293,13 @@ class Engine:
             return 0.0
         started_s = time.perf_counter()
         alias = self._resident
+        entry = self._host.get(alias)
+        if entry is not None and entry.module is self._model:
+            to_host(entry.weights)  # the module stays, its tensors back in host RAM
+            _drop_static_cache(entry.module)
         self._model = self._tokenizer = self._resident = None
-        gc.collect()
+        if entry is None:
+            gc.collect()  # a module loaded without the host cache is dropped: free its cycles
         if self.is_cuda:
             torch.cuda.synchronize(self.device)
             torch.cuda.empty_cache()
@@ -347,15 +315,15 @@ class Engine:
             return 0.0
         started_s = time.perf_counter()
         tokenizer = self._read_tokenizer(alias)
-        host_model = self._read_model(alias)
-        self._host[alias] = self._host_entry(alias, host_model, tokenizer)
-        del host_model
+        self._host[alias] = self._host_entry(alias, self._read_model(alias), tokenizer)
         seconds = time.perf_counter() - started_s
         log.info("prefetched %s into host RAM in %.3f s", alias, seconds)
         return seconds
 
     def evict(self, alias: str) -> None:
-        """Drop ``alias``'s host copy (the resident device copy, if any, is not touched)."""
+        """Drop ``alias``'s host copy (a resident model stays on the device until unloaded)."""
+        if alias == self._resident:
+            raise EngineError(f"{alias!r} is resident: unload() it before evicting it")
         if self._host.pop(alias, None) is not None:
             gc.collect()
             log.info("evicted %s from host RAM", alias)
@@ -376,11 +344,15 @@ class Engine:
             raise _OOM_CLASS(f"batch of {len(prompts)} exceeds oom_batch_limit="
                              f"{self.oom_batch_limit}")
         tokenizer = self._tokenizer
-        encoded = tokenizer(prompts, return_tensors="pt", padding=True)
+        static = self.decode == "static"
+        encoded = tokenizer(prompts, return_tensors="pt", padding=True,
+                            pad_to_multiple_of=self.pad_multiple if static else None)
         input_ids = encoded["input_ids"].to(self.device)
         attention_mask = encoded["attention_mask"].to(self.device)
         options: dict[str, object] = {"max_new_tokens": max_new_tokens, "do_sample": False,
                                       "num_beams": 1, "pad_token_id": tokenizer.pad_token_id}
+        if static:
+            options.update(cache_implementation="static", compile_config=self._compile_config())
         if self.exact_new_tokens:
             options["min_new_tokens"] = max_new_tokens  # EOS masked until the last step
         with torch.inference_mode():
@@ -392,6 +364,28 @@ class Engine:
         texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
         prompt_tokens = attention_mask.sum(dim=1).tolist()
         return texts, prompt_tokens, counts, ids
+
+    def _compile_config(self) -> transformers.CompileConfig:
+        config = transformers.CompileConfig(
+            fullgraph=True, backend=self.compile_backend,
+            mode="reduce-overhead" if self.is_cuda and self.compile_backend == "inductor"
+            else None)
+        config._compile_all_devices = True  # transformers compiles on CUDA only, unless told
+        return config
+
+    def warm_up(self, batch_sizes: list[int], prompt_words: int = 100) -> float:
+        """Run the resident model once at each batch size (and so compile its decoding step
+        for the shapes the server will see) before any request is timed; seconds."""
+        if self._model is None:
+            raise EngineError("no model is resident: load() one first")
+        started_s = time.perf_counter()
+        text = " ".join(["warm"] * prompt_words)  # made-up text: no user prompt is involved
+        for size in batch_sizes:
+            self.generate([text] * size)
+        seconds = time.perf_counter() - started_s
+        log.info("warmed up %s at batch sizes %s in %.1f s", self._resident, batch_sizes,
+                 seconds)
+        return seconds
 
     def _real_new_tokens(self, row: torch.Tensor) -> int:
         """New tokens of one row up to and including its first EOS (the rest is padding)."""

@@ -23,16 +23,19 @@ from sincere.strategies import make_strategy, strategy_slug
 LISTEN_BACKLOG = 4096  # connections the kernel holds while the accept loop catches up
 
 
-def auto_profile_name(environment: dict[str, Any], device_type: str) -> str:
-    """``<device>_<cc|noncc>`` of this machine: the set that run_profiling.sh writes here."""
-    return f"{device_name(environment, device_type)}_{cc_label(environment.get('cc_mode', ''))}"
+def auto_profile_name(environment: dict[str, Any], device_type: str,
+                      decode: str = "eager") -> str:
+    """``<device>[-static]_<cc|noncc>`` of this machine and engine: the set run_profiling.sh
+    writes here."""
+    return (f"{device_name(environment, device_type, decode)}_"
+            f"{cc_label(environment.get('cc_mode', ''))}")
 
 
 def resolve_profiles(name: str, profiles_dir: Path, environment: dict[str, Any],
-                     device_type: str, std_factor: float) -> ProfileSet:
+                     device_type: str, std_factor: float, decode: str = "eager") -> ProfileSet:
     """The profile set ``name``, or with ``auto`` the one measured on this device and CC mode;
     ValueError with what to do when there is none."""
-    wanted = auto_profile_name(environment, device_type) if name == "auto" else name
+    wanted = auto_profile_name(environment, device_type, decode) if name == "auto" else name
     try:
         return load_profiles(wanted, profiles_dir, std_factor=std_factor)
     except ProfileError as exc:
@@ -85,6 +88,7 @@ def build_server(cfg: Any, engine: Any, profiles: ProfileSet, models: list[str],
                              rate_window_s=cfg.RATE_WINDOW_S)
     params = {"profiles": profiles_params(cfg.PROFILES, profiles),
               "host_cache": bool(cfg.HOST_CACHE), "device": engine.device.type,
+              "decode": engine.decode,
               "dtype": str(engine.dtype).removeprefix("torch."),
               "max_prompt_chars": cfg.MAX_PROMPT_CHARS}
     period_s = cfg.MONITOR_PERIOD_S
@@ -135,13 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-name", action="store_true", required=True,
                         help="print <device>_<cc|noncc> of this machine (what PROFILES=auto uses)")
     parser.add_argument("--device", default="", help="torch device (default: cuda if present)")
+    parser.add_argument("--decode", default="eager", help="batch engine: eager or static")
     args = parser.parse_args(argv)
     import torch
 
     from sincere.monitor import environment_block
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    print(auto_profile_name(environment_block(), torch.device(device).type))
+    print(auto_profile_name(environment_block(), torch.device(device).type, args.decode))
     return 0
 
 

@@ -84,9 +84,11 @@ def hardware_name(environment: Mapping[str, Any]) -> str:
     return str(environment.get("gpu_name") or environment.get("cpu_model") or "unknown device")
 
 
-def device_name(environment: Mapping[str, Any], device: str) -> str:
-    """The profile's device slug: ``cpu`` for a CPU engine, else the GPU's slug."""
-    return "cpu" if device == "cpu" else device_slug(environment.get("gpu_name") or "gpu")
+def device_name(environment: Mapping[str, Any], device: str, decode: str = "eager") -> str:
+    """The profile's device slug: ``cpu`` for a CPU engine, else the GPU's slug; with
+    ``-static`` added for the static-cache compiled engine, whose batch times differ."""
+    slug = "cpu" if device == "cpu" else device_slug(environment.get("gpu_name") or "gpu")
+    return slug if decode == "eager" else f"{slug}-{decode}"
 
 
 def measured_source(hardware: str, day: datetime | None = None) -> str:
@@ -321,14 +323,16 @@ def sweep_sizes(batch_sizes: Iterable[int], max_batch: int) -> list[int]:
 
 def sweep_model(profile: ProfileFn, model: str, sizes: Sequence[int], runs: int,
                 max_new_tokens: int, source: str, on_row: Callable[[dict[str, Any]], None],
-                deadline: float | None = None, warmup: int = 1,
+                deadline: float | None = None, warmup: int = 1, warm_each_size: bool = False,
                 clock: Callable[[], float] = time.monotonic,
                 log: Callable[[str], None] = print) -> SweepOutcome:
     """Profile ``model`` at each size in ascending order, ``runs`` runs each.
 
     The sweep stops at the first run that hits out-of-memory (its row is kept, with oom true),
     after the last size, or, before starting a new size, once ``deadline`` (on ``clock``) has
-    passed. ``warmup`` unrecorded batches at the smallest size go first. Each row goes to
+    passed. ``warmup`` unrecorded batches at the smallest size go first; with
+    ``warm_each_size`` one more before each size's runs (a compiled engine compiles for each
+    new shape on its first batch, which must not count as a batch time). Each row goes to
     ``on_row`` as soon as it is measured. An exception from ``profile`` ends the sweep with
     ``stopped_by = "error"``.
     """
@@ -340,6 +344,8 @@ def sweep_model(profile: ProfileFn, model: str, sizes: Sequence[int], runs: int,
             if deadline is not None and outcome.rows and clock() >= deadline:
                 outcome.stopped_by = "time_limit"
                 return outcome
+            if warm_each_size:
+                profile(model, size, 0)
             for run in range(1, runs + 1):
                 figures = profile(model, size, run)
                 row = {**figures, "model": model, "batch_size": size, "run": run,
@@ -361,7 +367,7 @@ def sweep_model(profile: ProfileFn, model: str, sizes: Sequence[int], runs: int,
 
 def run_sweeps(profile: ProfileFn, models: Sequence[str], sizes: Sequence[int], runs: int,
                max_new_tokens: int, source: str, batch_path: Path, best_path: Path,
-               time_limit_s: float = 0.0, warmup: int = 1,
+               time_limit_s: float = 0.0, warmup: int = 1, warm_each_size: bool = False,
                clock: Callable[[], float] = time.monotonic,
                log: Callable[[str], None] = print) -> tuple[list[SweepOutcome], list[dict]]:
     """Sweep each model in turn: rows go to ``batch_path`` as they are measured, and the
@@ -377,7 +383,7 @@ def run_sweeps(profile: ProfileFn, models: Sequence[str], sizes: Sequence[int], 
                             clock() + (end - clock()) / (len(models) - index))
                 outcome = sweep_model(profile, model, sizes, runs, max_new_tokens, source,
                                       writer.write, deadline=deadline, warmup=warmup,
-                                      clock=clock, log=log)
+                                      warm_each_size=warm_each_size, clock=clock, log=log)
                 outcomes.append(outcome)
                 log(f"  {model}: stopped by an error: {outcome.error}"
                     if outcome.stopped_by == "error" else

@@ -78,3 +78,25 @@ def test_gpu_check_script_stops_at_once_without_a_gpu(tmp_path: Path) -> None:
     assert completed.returncode == 2
     assert "no usable GPU" in completed.stderr and "DEVICE=cpu" in completed.stderr
     assert not (tmp_path / "models").exists()
+
+
+def test_bench_fast_engine_smoke_mode_checks_the_tokens(
+        tiny_models: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """On a CPU: a swap from the host cache and the compiled engine give the plain tokens."""
+    status = benchmark("bench_fast_engine").main([
+        "--models-dir", str(tiny_models), "--models", "granite-7b", "--swaps", "1", "--runs",
+        "1", "--max-new-tokens", "6", "--compile-backend", "eager"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "smoke mode" in out and "tokens: same as the plain path" in out
+    assert "float32, HF pipeline (original)" in out and "static+compile" in out
+
+
+def test_what_it_buys_compares_the_profile_sets(capsys: pytest.CaptureFixture[str]) -> None:
+    status = benchmark("what_it_buys").main([
+        "--patterns", "gamma", "--repeats", "1", "--duration-s", "120", "--workers", "1",
+        "--strategies", "BestBatch+Timer"])
+    out = capsys.readouterr().out
+    assert status == 0
+    for name in ("h100-orig_noncc", "h100_noncc", "h100-fast_noncc", "BestBatch+Timer"):
+        assert name in out

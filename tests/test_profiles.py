@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import csv
+import sys
 from pathlib import Path
 
 import pytest
 
-from sincere.profiles import ProfileError, find_profile_files, load_profiles
+from sincere.architectures import FULL_SIZE
+from sincere.profiles import DEFAULT_PROFILES_DIR, ProfileError, find_profile_files, load_profiles
 from sincere.schemas import BATCH_PROFILE_COLUMNS, LOADING_PROFILE_COLUMNS
+from tools import make_example_profiles
+
+REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference"
+SHIPPED = sorted(DEFAULT_PROFILES_DIR.glob("*_example*.csv"))
 
 LOADING = ",".join(LOADING_PROFILE_COLUMNS) + "\n" + "\n".join([
     "a,1.0,float32,10.0,2.0,1.0,0.5,5,cpu,off",
@@ -113,3 +120,64 @@ def test_shipped_example_profiles() -> None:
     measured = load_profiles("h100_noncc")
     assert measured["llama3-8b"].processing_s(64, 128) == pytest.approx(11.2, abs=0.1)
     assert measured.dtype == "bfloat16"
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_every_shipped_example_row_names_its_source(path: Path) -> None:
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows
+    assert all(row["source"].startswith(("measured", "derived", "original study"))
+               for row in rows), path.name
+
+
+def test_fast_engine_profiles() -> None:
+    """h100-fast_noncc: Llama's compiled static-cache times as measured, granite and gemma
+    derived from them, swaps from pinned memory as in h100_noncc."""
+    fast = load_profiles("h100-fast_noncc")
+    assert (fast.dtype, fast.cc_mode) == ("bfloat16", "off")
+    llama = fast["llama3-8b"]
+    measured = {1: 1.144, 64: 2.315, 256: 5.731}  # shared/reference, the compiled calls
+    assert {b: llama.processing_s(b, 128) for b in measured} == pytest.approx(measured)
+    # At 50 new tokens the reader scales the 128-token times in proportion.
+    assert llama.processing_s(256, 50) == pytest.approx(5.731 * 50 / 128)
+    # Derived: Llama's time x the bytes a decode step reads (weights + a 256-position KV cache):
+    # the weight ratio at batch 1, about 1.9x at 256 (granite and gemma keep 4x and 3.5x
+    # Llama's KV cache a token).
+    assert fast["granite-7b"].processing_s(1, 128) == pytest.approx(1.144 * 0.846, rel=1e-3)
+    assert fast["granite-7b"].processing_s(256, 128) == pytest.approx(5.731 * 1.941, rel=1e-3)
+    assert fast["gemma-7b"].processing_s(1, 128) == pytest.approx(1.144 * 1.068, rel=1e-3)
+    assert fast["gemma-7b"].processing_s(256, 128) == pytest.approx(5.731 * 1.912, rel=1e-3)
+    assert {m: fast[m].best_batch(50) for m in fast.models} == dict.fromkeys(FULL_SIZE, 256)
+    assert {m: fast[m].largest_batch(50) for m in fast.models} == dict.fromkeys(FULL_SIZE, 256)
+    # Loads: Llama's measured 0.32 s from pinned memory, the others by weight bytes.
+    llama_gb = FULL_SIZE["llama3-8b"].size_gb(2)
+    for model, arch in FULL_SIZE.items():
+        assert fast.load_s(model) == pytest.approx(0.32 * arch.size_gb(2) / llama_gb, abs=1e-3)
+        assert fast.unload_s(model) == pytest.approx(0.28)
+    assert fast.load_s("llama3-8b") == load_profiles("h100_noncc").load_s("llama3-8b") == 0.32
+    sources = {m: {row["source"].split(":")[0] for row in rows}
+               for m, rows in _rows_by_model("batch_profiling_h100-fast_noncc_example").items()}
+    assert sources == {"llama3-8b": {"measured"}, "granite-7b": {"derived"},
+                       "gemma-7b": {"derived"}}
+
+
+def _rows_by_model(stem: str) -> dict[str, list[dict[str, str]]]:
+    (path,) = DEFAULT_PROFILES_DIR.glob(f"{stem}*.csv")
+    rows: dict[str, list[dict[str, str]]] = {}
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            rows.setdefault(row["model"], []).append(row)
+    return rows
+
+
+@pytest.mark.skipif(not REFERENCE_DIR.is_dir(), reason="../shared/reference is not here")
+def test_shipped_examples_are_what_the_tool_writes(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["make_example_profiles", "--reference-dir",
+                                      str(REFERENCE_DIR), "--out-dir", str(tmp_path)])
+    make_example_profiles.main()
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == [p.name for p in SHIPPED]
+    for name in written:
+        assert (tmp_path / name).read_text() == (DEFAULT_PROFILES_DIR / name).read_text(), name

@@ -85,6 +85,16 @@ def test_sweep_stops_at_the_first_out_of_memory_and_keeps_that_row() -> None:
     assert {r["max_new_tokens"] for r in outcome.rows} == {50}
 
 
+def test_a_compiled_engine_is_warmed_at_each_size_before_it_is_timed() -> None:
+    profile, calls = fake_profile()
+    outcome = sweep_model(profile, "m", [1, 4], runs=2, max_new_tokens=50, source="t",
+                          on_row=lambda _: None, warmup=0, warm_each_size=True,
+                          log=lambda _: None)
+    assert calls == [(1, 0), (1, 1), (1, 2), (4, 0), (4, 1), (4, 2)]  # run 0: not recorded
+    assert [(r["batch_size"], r["run"]) for r in outcome.rows] == [(1, 1), (1, 2), (4, 1),
+                                                                   (4, 2)]
+
+
 def test_sweep_stops_starting_sizes_after_the_deadline() -> None:
     profile, _ = fake_profile()
     now = iter([0.0, 5.0, 11.0])  # read once before each size after the first

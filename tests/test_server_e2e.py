@@ -172,7 +172,7 @@ def test_adding_a_model_folder_mid_run(engine, tiny_models: Path, tiny_profile,
         server.abort()
         server.wait_finished(30)
         server.close()
-        engine.evict("llama-copy")
         engine.unload()
+        engine.evict("llama-copy")
     assert server.run_json["params"]["models"] == ["llama-copy", "llama3-8b"]
 

@@ -33,10 +33,17 @@ def replay(out, strategy: str, profiles, sla_s: float):
 @pytest.mark.parametrize("strategy", ["BestBatch", "SelectBatch+Timer"])
 def test_same_sequence_of_batches(strategy: str, engine, tiny_profile, server_workloads,
                                   tmp_path: Path) -> None:
-    schedule = schedule_for(server_workloads, mean_rps=2.0, duration_s=15.0, seed=5)
+    """A request every 0.5 s; a batch (swap included) takes under 0.2 s, so each decision is
+    taken with the GPU free in both worlds, and no arrival falls within the few milliseconds by
+    which the server's batches differ from the profile's. The SLA puts SelectBatch's timers in
+    the middle of a gap: they fire 5.25 s - (swap + P) after an arrival."""
+    sla_s = 6.25
+    schedule = schedule_for(server_workloads, mean_rps=2.0, duration_s=20.0, seed=5,
+                            pattern="constant")
     out = run_in_process(engine, tiny_profile, server_workloads, tmp_path / "run", strategy,
-                         schedule, sla_s=6.0, max_new_tokens=MAX_NEW_TOKENS)
-    sim = replay(out, strategy, tiny_profile, 6.0)
+                         schedule, sla_s=sla_s, max_new_tokens=MAX_NEW_TOKENS)
+    assert (out.batches["end_s"] - out.batches["dispatch_s"]).max() < 0.45  # as assumed above
+    sim = replay(out, strategy, tiny_profile, sla_s)
     real_batches = list(zip(out.batches["model"], out.batches["batch_size"], strict=True))
     sim_batches = [(b.model, b.batch_size) for b in sim.batches]
     assert real_batches == sim_batches

@@ -1,0 +1,122 @@
+"""The fast swap path (flat host buffers, the module kept across swaps) and the static-cache
+compiled decoding: right on the CPU, and compiled once per model whatever the swaps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch._dynamo.utils
+
+from sincere.engine import Engine
+from sincere.weights import _module_tensors
+from tests.server_support import one_cpu_thread
+
+NEW_TOKENS = 8
+
+
+@pytest.fixture(scope="module")
+def prompts(server_workloads: Path) -> list[str]:
+    from sincere.workloads import read_workloads
+
+    return list(read_workloads(server_workloads).values())[:6]
+
+
+def _inside(tensor: torch.Tensor, buffer: torch.Tensor) -> bool:
+    start = buffer.data_ptr()
+    end = start + buffer.numel() * buffer.element_size()
+    return start <= tensor.data_ptr() and tensor.data_ptr() + tensor.nbytes <= end
+
+
+def test_a_swap_is_one_flat_copy_and_the_module_is_kept(tiny_models: Path,
+                                                       prompts: list[str]) -> None:
+    one_cpu_thread()
+    engine = Engine(tiny_models, host_cache=True)
+    engine.prefetch("gemma-7b")
+    entry = engine._host["gemma-7b"]
+    module, weights = entry.module, entry.weights
+    host = weights.host[torch.float32]
+    tensors = _module_tensors(module)
+    assert all(_inside(t, host) for t in tensors)  # packed, nothing memory-mapped left
+
+    assert engine.load("gemma-7b").path == "host_cache"
+    assert engine._model is module  # not rebuilt
+    device = weights.device[torch.float32]
+    assert device.data_ptr() != host.data_ptr()
+    assert all(_inside(t, device) for t in tensors)  # every tensor in the one device copy
+    # gemma ties its head to its embeddings: still one tensor.
+    assert module.lm_head.weight.data_ptr() == module.model.embed_tokens.weight.data_ptr()
+    first = engine.generate(prompts, NEW_TOKENS)
+
+    engine.unload()
+    assert not weights.on_device and all(_inside(t, host) for t in tensors)
+    engine.load("gemma-7b")
+    assert engine.generate(prompts, NEW_TOKENS).output_ids == first.output_ids
+
+    disk = Engine(tiny_models, host_cache=False)
+    disk.load("gemma-7b")
+    assert disk.generate(prompts, NEW_TOKENS).output_ids == first.output_ids
+
+
+def test_static_compiled_decoding_gives_the_plain_tokens_and_survives_swaps(
+        tiny_models: Path, prompts: list[str]) -> None:
+    """Compiled with the 'eager' backend here (Dynamo capture and guards, no C++ build), as
+    benchmarks/bench_fast_engine.py does with inductor in its CPU smoke mode."""
+    one_cpu_thread()
+    plain = Engine(tiny_models, host_cache=False)
+    plain.load("llama3-8b")
+    expected = plain.generate(prompts[:4], NEW_TOKENS).output_ids
+    plain.unload()
+
+    fast = Engine(tiny_models, decode="static", compile_backend="eager")
+    for alias in ("llama3-8b", "granite-7b"):
+        fast.prefetch(alias)
+
+    def graphs() -> int:
+        return torch._dynamo.utils.counters["stats"]["unique_graphs"]
+
+    fast.load("llama3-8b")
+    assert fast.generate(prompts[:4], NEW_TOKENS).output_ids == expected
+    fast.unload()
+    fast.load("granite-7b")
+    fast.warm_up([4], prompt_words=20)
+    fast.unload()
+    compiled = graphs()
+    fast.load("llama3-8b")  # swapped out and back: its compiled code is still valid
+    assert fast.generate(prompts[:4], NEW_TOKENS).output_ids == expected
+    assert graphs() == compiled
+
+
+def test_unknown_decode_mode_is_refused(tiny_models: Path) -> None:
+    with pytest.raises(ValueError, match="decode must be one of eager, static"):
+        Engine(tiny_models, decode="fast")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_pageable_chunked_copy_from_threads_is_exact() -> None:
+    from sincere.weights import _copy
+
+    source = torch.randn(10_000_003)
+    target = torch.empty_like(source, device="cuda")
+    _copy(target, source, non_blocking=False, threads=4, chunk_bytes=1 << 20)
+    assert torch.equal(target.cpu(), source)
+
+
+def test_the_server_runs_on_the_static_engine(tiny_models: Path, tiny_profile,
+                                              server_workloads: Path, tmp_path: Path) -> None:
+    from tests.server_support import MODELS, run_in_process, schedule_for
+
+    one_cpu_thread()
+    engine = Engine(tiny_models, decode="static", compile_backend="eager",
+                    max_new_tokens=NEW_TOKENS)
+    for alias in MODELS:  # compiled before the run, as the server does (WARM_UP)
+        engine.prefetch(alias)
+        engine.load(alias)
+        engine.warm_up([1, tiny_profile[alias].best_batch(NEW_TOKENS)], prompt_words=20)
+        engine.unload()
+    schedule = schedule_for(server_workloads, mean_rps=6.0, duration_s=3.0, seed=21)
+    out = run_in_process(engine, tiny_profile, server_workloads, tmp_path / "run",
+                         "BestBatch+Timer", schedule, sla_s=8.0, max_new_tokens=NEW_TOKENS)
+    assert (out.requests["status"] == "ok").all() and len(out.requests) == len(schedule)
+    assert (out.requests["output_tokens"] == NEW_TOKENS).all()
