@@ -21,10 +21,15 @@ from sincere.experiment import serving
 from sincere.runner import ROOT, flag_args
 from sincere.server import ExperimentServer
 from sincere.server_app import create_app
-from sincere.strategies import make_strategy
 from sincere.workloads import read_workloads, write_workloads
 from tests.conftest import SERVER_TEST_NEW_TOKENS as NEW_TOKENS
-from tests.server_support import MODELS, one_cpu_thread, run_in_process, schedule_for
+from tests.server_support import (
+    MODELS,
+    HoldToLargest,
+    one_cpu_thread,
+    run_in_process,
+    schedule_for,
+)
 
 
 def test_a_failing_prompt_fails_alone_and_the_server_goes_on(
@@ -62,7 +67,7 @@ def test_out_of_memory_splits_and_every_request_is_served(
     monkeypatch.setattr(engine, "oom_batch_limit", 2)  # a batch of 3 or more runs out
     schedule = schedule_for(server_workloads, mean_rps=8.0, duration_s=3.0, seed=12)
     out = run_in_process(engine, tiny_profile, server_workloads, tmp_path / "run",
-                         "BestBatch", schedule, sla_s=8.0, max_new_tokens=NEW_TOKENS)
+                         HoldToLargest(), schedule, sla_s=8.0, max_new_tokens=NEW_TOKENS)
     assert (out.requests["status"] == "ok").all()
     big = out.batches[out.batches["batch_size"] > 2]
     assert len(big) > 0 and (big["retries"] > 0).all()
@@ -94,9 +99,9 @@ def test_a_model_that_will_not_load_fails_its_requests_only(
 
 def test_a_generator_timeout_is_recorded_as_such(engine, tiny_profile, server_workloads: Path,
                                                  tmp_path: Path) -> None:
-    """BestBatch holds a lone request until the drain; the generator gives up first."""
+    """The requests are held until the drain; the generator gives up first."""
     schedule = schedule_for(server_workloads, mean_rps=1.5, duration_s=3.0, seed=14)
-    server = ExperimentServer(engine, tiny_profile, make_strategy("BestBatch"), 30.0,
+    server = ExperimentServer(engine, tiny_profile, HoldToLargest(), 30.0,
                               NEW_TOKENS, tmp_path / "run", list(MODELS)).start()
     try:
         with serving(create_app(server)) as url:
@@ -245,10 +250,9 @@ def test_a_scheduler_error_ends_the_run_with_every_request_accounted(
 
     import requests
 
-    from sincere.strategies import Strategy
 
     @dataclasses.dataclass(frozen=True)
-    class Broken(Strategy):
+    class Broken(HoldToLargest):
         def decide(self, view):
             if view.queues["llama3-8b"].length >= 2:
                 raise ZeroDivisionError("a bug")
@@ -259,7 +263,7 @@ def test_a_scheduler_error_ends_the_run_with_every_request_accounted(
     body = {"prompt": "Say hi.", "model_alias": "llama3-8b"}
     try:
         with serving(create_app(server)) as url:
-            # BestBatch-like waiting (B >= 4): the first request waits, the second trips the bug.
+            # The first request waits for a batch; the second trips the bug.
             import threading
 
             answers: list = []

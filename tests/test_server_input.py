@@ -20,6 +20,7 @@ from sincere.experiment import serving
 from sincere.server import ExperimentServer
 from sincere.server_app import InputError, Limits, create_app, parse_inference
 from sincere.strategies import make_strategy
+from tests.server_support import HoldToLargest
 
 LIMITS = Limits(max_prompt_chars=2000, max_body_bytes=8192)
 MODELS = ["granite-7b", "gemma-7b", "llama3-8b"]
@@ -161,8 +162,8 @@ def test_arbitrary_bodies_get_an_answer(live, raw: bytes) -> None:
 
 
 def test_queue_limit_answers_429_with_retry_after(engine, tiny_profile, tmp_path: Path) -> None:
-    """BestBatch holds requests until a full batch; past MAX_QUEUE they are refused, 429."""
-    server = ExperimentServer(engine, tiny_profile, make_strategy("BestBatch"), 30.0, 2,
+    """Requests are held for a full batch; past MAX_QUEUE they are refused, 429."""
+    server = ExperimentServer(engine, tiny_profile, HoldToLargest(), 30.0, 2,
                               tmp_path / "run", MODELS, drain_timeout_s=30.0,
                               max_queue=2).start()
     body = json.dumps({"prompt": "Name a colour.", "model_alias": "llama3-8b"})
