@@ -31,13 +31,14 @@ PAGEABLE = True  # on a GPU, also time the cache in pageable host memory (as und
 
 def time_paths(engines: dict, alias: str, rounds: int,
                warmup: int) -> tuple[dict[str, list[float]], float]:
-    """Load seconds of each path (and ``unload`` seconds after them), one load per path per
+    """Load seconds of each path (and ``<path>_unload`` seconds after them), one load per path per
     round, the paths interleaved so that drift on the machine hits them alike; and the size of
     the weights in GB."""
     for engine in engines.values():
         if engine.host_cache:
             engine.prefetch(alias)
-    seconds: dict[str, list[float]] = {name: [] for name in [*engines, "unload"]}
+    seconds: dict[str, list[float]] = {key: [] for name in engines
+                                       for key in (name, f"{name}_unload")}
     for round_number in range(warmup + rounds):
         for name, engine in engines.items():
             loaded = engine.load(alias)
@@ -48,7 +49,7 @@ def time_paths(engines: dict, alias: str, rounds: int,
             size_gb = loaded.size_gb
             if round_number >= warmup:
                 seconds[name].append(loaded.seconds)
-                seconds["unload"].append(unload_s)
+                seconds[f"{name}_unload"].append(unload_s)
     for engine in engines.values():
         engine.evict(alias)
     return seconds, size_gb

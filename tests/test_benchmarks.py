@@ -37,7 +37,8 @@ def test_bench_swap_prints_both_paths_and_their_ratio_for_each_model(
     lines = capsys.readouterr().out.splitlines()
     header = next(line.split() for line in lines if line.split()[:1] == ["model"])
     assert header[-1] == "disk/cache"
-    assert {"disk_mean_s", "host_cache_mean_s", "unload_mean_s"} <= set(header)
+    assert {"disk_mean_s", "host_cache_mean_s", "disk_unload_mean_s",
+            "host_cache_unload_mean_s"} <= set(header)
     table = {line.split()[0]: dict(zip(header, line.split(), strict=True))
              for line in lines if line.split()[:1] and line.split()[0] in HUB_IDS}
     assert sorted(table) == sorted(HUB_IDS)
