@@ -16,6 +16,7 @@ from typing import Any
 import requests
 
 from sincere.cli import parse_constants
+from sincere.client import ServerUnavailable, wait_for_server
 
 URL = "http://127.0.0.1:5057"  # the profiling server (profiling_batch_flask.py)
 MODELS = []  # aliases to profile (empty = every model the server has)
@@ -32,21 +33,6 @@ TIME_LIMIT_S = 0.0  # no new batch size after this many seconds, shared among mo
 SEED = 0  # run r of every size draws its prompts with seed SEED + r
 WAIT_S = 30.0  # wait this long for the server to answer /health
 REQUEST_TIMEOUT_S = 3600.0  # give up on one batch after this long
-
-
-def wait_for_server(url: str, wait_s: float) -> dict[str, Any]:
-    """The server's /health answer, polling until it comes or ``wait_s`` passes."""
-    give_up = time.monotonic() + wait_s
-    while True:
-        try:
-            response = requests.get(f"{url}/health", timeout=5)
-            response.raise_for_status()
-            return response.json()
-        except requests.RequestException as exc:
-            if time.monotonic() >= give_up:
-                raise SystemExit(f"the profiling server at {url} does not answer: "
-                                 f"{type(exc).__name__}") from None
-            time.sleep(0.5)
 
 
 def post_batch(url: str, model: str, batch_size: int, max_new_tokens: int, seed: int,
@@ -77,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     url = cfg.URL.rstrip("/")
-    health = wait_for_server(url, cfg.WAIT_S)
+    try:
+        health = wait_for_server(url, cfg.WAIT_S)
+    except ServerUnavailable as exc:
+        raise SystemExit(f"the profiling server does not answer: {exc}") from None
     models = list(cfg.MODELS) or list(health["models"])
     unknown = [m for m in models if m not in health["models"]]
     if unknown or not models:

@@ -93,13 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.BARE_SERVER:
         serve_bare(cfg.PORT)
         return 0
-    from sincere.runner import Child, flag_args, free_port
+    from sincere.architectures import DEFAULT_MODEL_MIX
+    from sincere.runner import Child, free_port, script_argv
     from sincere.traffic import build_schedule
     from sincere.workloads import read_workloads
 
     prompts = read_workloads(Path(cfg.WORKLOADS_DIR))
-    mix = {"granite-7b": 0.1, "gemma-7b": 0.3, "llama3-8b": 0.6}
-    schedule = build_schedule(cfg.PATTERN, cfg.RATE, cfg.DURATION_S, 0, mix,
+    schedule = build_schedule(cfg.PATTERN, cfg.RATE, cfg.DURATION_S, 0, DEFAULT_MODEL_MIX,
                               prompt_ids=sorted(prompts))
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -116,12 +116,11 @@ def main(argv: list[str] | None = None) -> int:
 
         port = free_port()
         run_dir = scratch_dir / "run"
-        server = Child.start("sincere", [sys.executable, str(ROOT / "api_scheduler_experiments.py"),
-                                         *flag_args({
+        server = Child.start("sincere", script_argv("api_scheduler_experiments.py", {
             "MODE": cfg.MODE, "SLA": cfg.SLA, "MAX_NEW_TOKENS": cfg.MAX_NEW_TOKENS,
             "MODELS_DIR": Path(cfg.MODELS_DIR).resolve(), "PROFILES": cfg.PROFILES,
             "PROFILES_DIR": Path(cfg.PROFILES_DIR).resolve(), "RUN_DIR": run_dir,
-            "PORT": port, "CPU_THREADS": 1})], scratch_dir / "server.log")
+            "PORT": port, "CPU_THREADS": 1}), scratch_dir / "server.log")
         try:
             outcome = drive(f"http://127.0.0.1:{port}", schedule, prompts, server.process)
             server.process.wait(60)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from sincere.architectures import DEFAULT_MODEL_MIX  # noqa: E402
 from sincere.cli import parse_constants  # noqa: E402
 from sincere.profiles import load_profiles  # noqa: E402
 from sincere.simulator import simulate  # noqa: E402
@@ -66,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     if not profiles_dir.is_absolute() and not profiles_dir.is_dir():
         profiles_dir = root / profiles_dir
     profiles = load_profiles(cfg.PROFILES, profiles_dir)
-    mix = {"granite-7b": 0.1, "gemma-7b": 0.3, "llama3-8b": 0.6}
-    schedule = build_schedule(cfg.PATTERN, cfg.MEAN, cfg.DURATION_S, cfg.SEED, mix)
+    schedule = build_schedule(cfg.PATTERN, cfg.MEAN, cfg.DURATION_S, cfg.SEED,
+                              DEFAULT_MODEL_MIX)
     strategy = make_strategy(cfg.STRATEGY)
     requests = len(schedule)
 

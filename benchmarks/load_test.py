@@ -60,24 +60,23 @@ def run_load(models_dir: Path, workloads_dir: Path, profiles: str, profiles_dir:
              mode: str = MODE, sla_s: float = SLA, max_new_tokens: int = MAX_NEW_TOKENS,
              drain_timeout_s: float = DRAIN_TIMEOUT_S, seed: int = 0) -> dict[str, Any]:
     """One overload run; the figures and the problems found (an empty list when all held)."""
+    from sincere.architectures import DEFAULT_MODEL_MIX
     from sincere.client import send_schedule, wait_for_server
-    from sincere.runner import Child, flag_args, free_port
+    from sincere.runner import Child, free_port, script_argv
     from sincere.traffic import build_schedule
     from sincere.workloads import read_workloads
 
     prompts = read_workloads(workloads_dir)
-    schedule = build_schedule("poisson", rate, duration_s, seed,
-                              {"granite-7b": 0.1, "gemma-7b": 0.3, "llama3-8b": 0.6},
+    schedule = build_schedule("poisson", rate, duration_s, seed, DEFAULT_MODEL_MIX,
                               prompt_ids=sorted(prompts))
     with tempfile.TemporaryDirectory() as scratch:
         run_dir = Path(scratch) / "run"
         port = free_port()
-        server = Child.start("server", [sys.executable, str(ROOT / "api_scheduler_experiments.py"),
-                                        *flag_args({
+        server = Child.start("server", script_argv("api_scheduler_experiments.py", {
             "MODE": mode, "SLA": sla_s, "MAX_NEW_TOKENS": max_new_tokens,
             "MODELS_DIR": models_dir.resolve(), "PROFILES": profiles,
             "PROFILES_DIR": profiles_dir.resolve(), "RUN_DIR": run_dir, "PORT": port,
-            "MAX_QUEUE": max_queue, "DRAIN_TIMEOUT_S": drain_timeout_s})],
+            "MAX_QUEUE": max_queue, "DRAIN_TIMEOUT_S": drain_timeout_s}),
             Path(scratch) / "server.log")
         memory_mib: list[float] = []
         stop = threading.Event()

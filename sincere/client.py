@@ -186,10 +186,3 @@ def send_schedule(url: str, schedule: Schedule, prompts: Mapping[str, str], *,
                 log_file.close()
     rows.sort(key=lambda r: r["request_id"])
     return SendResult(rows, lateness_s, stop_answer)
-
-
-def write_client_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """client.csv in request order (send_schedule writes it in completion order as it goes)."""
-    log_file = CsvLog(path, CLIENT_COLUMNS, flush_each_row=False)
-    log_file.write_many(sorted(rows, key=lambda r: r["request_id"]))
-    log_file.close()

@@ -73,20 +73,13 @@ def run_directory(run_dir: str, results_dir: str, run_id: str, strategy: str,
     return Path(results_dir) / name
 
 
-def profiles_params(name: str, profiles: ProfileSet) -> dict[str, Any]:
-    """The ``profiles`` entry of run.json (as the simulator writes it)."""
-    return {"name": name, "loading_file": profiles.loading_file,
-            "batch_file": profiles.batch_file, "device": profiles.device,
-            "cc_mode": profiles.cc_mode, "std_factor": profiles.std_factor}
-
-
 def build_server(cfg: Any, engine: Any, profiles: ProfileSet, models: list[str],
                  run_dir: Path, environment: dict[str, Any]) -> ExperimentServer:
     """The run's ExperimentServer from a script's constants (api_scheduler_experiments.py)."""
     strategy = make_strategy(cfg.MODE, margin_s=cfg.MARGIN_S,
                              max_queue_delay_s=cfg.MAX_QUEUE_DELAY_S,
                              rate_window_s=cfg.RATE_WINDOW_S)
-    params = {"profiles": profiles_params(cfg.PROFILES, profiles),
+    params = {"profiles": profiles.describe(cfg.PROFILES),
               "host_cache": bool(cfg.HOST_CACHE), "device": engine.device.type,
               "decode": engine.decode,
               "dtype": str(engine.dtype).removeprefix("torch."),

@@ -103,6 +103,12 @@ class ProfileSet:
     dtype: str = ""
     sources: tuple[str, ...] = field(default_factory=tuple)
 
+    def describe(self, name: str) -> dict[str, object]:
+        """The ``profiles`` entry of run.json: the set's name as given and where it came from
+        (the simulator and the server write it alike)."""
+        return {"name": name, "loading_file": self.loading_file, "batch_file": self.batch_file,
+                "device": self.device, "cc_mode": self.cc_mode, "std_factor": self.std_factor}
+
     def __getitem__(self, model: str) -> ModelProfile:
         try:
             return self.models[model]

@@ -104,6 +104,11 @@ def flag_args(options: dict[str, Any]) -> list[str]:
     return argv
 
 
+def script_argv(script: str, options: dict[str, Any]) -> list[str]:
+    """The command line running one of the repository's scripts with these constants."""
+    return [sys.executable, str(ROOT / script), *flag_args(options)]
+
+
 @dataclass
 class RunSpec:
     """What one real run needs besides its grid point."""
@@ -191,15 +196,14 @@ def run_point(point: GridPoint, spec: RunSpec, log=print) -> dict[str, Any]:
     staging.mkdir(parents=True)
     port = spec.port or free_port(spec.host)
     url = f"http://{spec.host}:{port}"
-    python = sys.executable
-    server_argv = [python, str(ROOT / "api_scheduler_experiments.py"), *flag_args({
+    server_argv = script_argv("api_scheduler_experiments.py", {
         **spec.server_options, "MODE": point.strategy, "SLA": point.sla_s,
         "RUN_DIR": staging, "HOST": spec.host, "PORT": port,
-        "DRAIN_TIMEOUT_S": spec.drain_timeout_s})]
-    generator_argv = [python, str(ROOT / "api_calls.py"), *flag_args({
+        "DRAIN_TIMEOUT_S": spec.drain_timeout_s})
+    generator_argv = script_argv("api_calls.py", {
         **spec.generator_options, "URL": url, "PATTERN": point.pattern, "MEAN": point.mean_rps,
         "DURATION_S": spec.duration_s, "SEED": point.seed(spec.base_seed),
-        "REPEAT": point.repeat, "RUN_DIR": staging})]
+        "REPEAT": point.repeat, "RUN_DIR": staging})
     children: list[Child] = []
     reason = ""
     started = time.monotonic()

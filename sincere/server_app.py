@@ -110,12 +110,11 @@ def parse_inference(body: Any, limits: Limits) -> tuple[str, str, str | None]:
     return prompt, model, request_id
 
 
-def _body_alias(body: Any) -> str:
-    """The model a refused body asked for, when it named one plainly (for the record)."""
-    if isinstance(body, dict) and isinstance(body.get("model_alias"), str) \
-            and MODEL_ALIAS.match(body["model_alias"]):
-        return body["model_alias"]
-    return ""
+def _plain_field(body: Any, key: str, pattern: re.Pattern[str]) -> str | None:
+    """A refused body's ``key`` when it is a well-formed string (to record the request under
+    the model and id the caller gave), else None."""
+    value = body.get(key) if isinstance(body, dict) else None
+    return value if isinstance(value, str) and pattern.match(value) else None
 
 
 def _json_error(message: str, http_status: int, retry_after_s: int | None = None) -> Response:
@@ -225,10 +224,8 @@ def create_app(server: ExperimentServer, limits: Limits = Limits(),
     @app.post("/inference")
     def inference():
         body = parse_json_body(read_body(limits.max_body_bytes), request.content_type)
-        g.model = _body_alias(body)
-        if isinstance(body, dict) and isinstance(body.get("request_id"), str) \
-                and REQUEST_ID.match(body["request_id"]):
-            g.request_id = body["request_id"]
+        g.model = _plain_field(body, "model_alias", MODEL_ALIAS) or ""
+        g.request_id = _plain_field(body, "request_id", REQUEST_ID)
         prompt, model, wanted_id = parse_inference(body, limits)
         request_id = server.new_request_id(wanted_id)
         if request_id is None:

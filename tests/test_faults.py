@@ -18,7 +18,7 @@ import pytest
 from sincere.client import send_schedule
 from sincere.engine import Engine
 from sincere.experiment import serving
-from sincere.runner import ROOT, flag_args
+from sincere.runner import ROOT, script_argv
 from sincere.server import ExperimentServer
 from sincere.server_app import create_app
 from sincere.workloads import read_workloads, write_workloads
@@ -123,11 +123,11 @@ def test_a_generator_timeout_is_recorded_as_such(engine, tiny_profile, server_wo
 
 def runner_argv(results: Path, tiny_models: Path, workloads: Path, tiny_profile,
                 strategies: list[str], duration_s: float = 4.0) -> list[str]:
-    return [sys.executable, str(ROOT / "run_experiments.py"), *flag_args({
+    return script_argv("run_experiments.py", {
         "RESULTS_DIR": results, "MODELS_DIR": tiny_models, "WORKLOADS_DIR": workloads,
         "PROFILES": "cpu_noncc", "PROFILES_DIR": Path(tiny_profile.loading_file).parent,
         "STRATEGIES": strategies, "PATTERNS": ["constant"], "MEANS": [3.0], "SLAS": [5.0],
-        "DURATION_S": duration_s, "DRAIN_TIMEOUT_S": 20.0, "MAX_NEW_TOKENS": 4})]
+        "DURATION_S": duration_s, "DRAIN_TIMEOUT_S": 20.0, "MAX_NEW_TOKENS": 4})
 
 
 def processes_of(folder: Path) -> list[psutil.Process]:

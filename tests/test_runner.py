@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
-from sincere.runner import ROOT, check_accounting, flag_args
+from sincere.runner import check_accounting, script_argv
 
 
 def run_grid(results: Path, tiny_models: Path, server_workloads: Path, tiny_profile,
              strategies: list[str]) -> subprocess.CompletedProcess:
-    argv = [sys.executable, str(ROOT / "run_experiments.py"), *flag_args({
+    argv = script_argv("run_experiments.py", {
         "RESULTS_DIR": results, "MODELS_DIR": tiny_models, "WORKLOADS_DIR": server_workloads,
         "PROFILES": "cpu_noncc", "PROFILES_DIR": Path(tiny_profile.loading_file).parent,
         "STRATEGIES": strategies, "PATTERNS": ["constant"], "MEANS": [3.0], "SLAS": [5.0],
         "DURATION_S": 2.0, "DRAIN_TIMEOUT_S": 20.0, "MAX_NEW_TOKENS": 4,
-        "MONITOR_PERIOD_S": 0.2})]
+        "MONITOR_PERIOD_S": 0.2})
     return subprocess.run(argv, capture_output=True, text=True, timeout=300)
 
 
