@@ -127,7 +127,6 @@ class ExperimentServer:
         self._straggler_deadline_s = math.inf
         self._finished = threading.Event()
         self._intake_closed = False
-        self._late_records = 0
         self._end_status = "complete"
         self._busy_model: str | None = None
         self.last_end_s = 0.0
@@ -479,7 +478,6 @@ class ExperimentServer:
                 log.error("request refused after the records were closed: not recorded")
                 return
             self.recorder.request(record)
-            self._late_records += self._finished.is_set()
             self._counts[record.status] += 1
             if on_arrival:  # a queued request was counted when it was queued
                 self._counts["received"] += 1
@@ -510,15 +508,15 @@ class ExperimentServer:
         self._finished.set()
 
     def close(self) -> None:
-        """Close requests.csv and batches.csv. Requests refused after the run finished are in
-        requests.csv too; when there were any, run.json is written again to count them."""
+        """Close requests.csv and batches.csv. Requests refused once intake had closed are in
+        requests.csv too; when run.json was written without them, it is written again."""
         with self._record_lock:
-            late, self._late_records = self._late_records, 0
             self.recorder.close()
-        if late and self.run_json is not None:
+        if self.run_json is not None and self.run_json["accounting"] != self.accounting():
             self.run_json = self._run_json()
             write_json_atomic(self.run_dir / "run.json", self.run_json)
-            log.info("%d requests refused after the run finished; run.json updated", late)
+            log.info("requests refused after the run ended; run.json updated: %s",
+                     self.run_json["accounting"])
 
     def accounting(self) -> dict[str, int | None]:
         """issued (as the generator said), received, completed, rejected, failed, unserved."""
@@ -530,6 +528,7 @@ class ExperimentServer:
 
     def _run_json(self) -> dict[str, Any]:
         run_time_s = max(self.now(), self.last_end_s)
+        accounting = self.accounting()  # first: the rows read next hold at least these
         requests = pd.read_csv(self.run_dir / "requests.csv")
         batches = pd.read_csv(self.run_dir / "batches.csv")
         monitor_path = self.run_dir / "monitor.csv"
@@ -543,7 +542,7 @@ class ExperimentServer:
                        "strategy_params": self.strategy.params(),
                        "drain_timeout_s": self.drain_timeout_s, "max_queue": self.max_queue},
             "failure": self.failure, "broken_models": self.broken_models,
-            "environment": self.environment, "accounting": self.accounting(),
+            "environment": self.environment, "accounting": accounting,
             "started_epoch_s": self.started_epoch_s, "traffic_end_s": self.traffic_end_s,
             "run_time_s": run_time_s,
             "server_cpu": {"process_cpu_s": round(self.process_cpu_s, 4),
