@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sincere import metrics, report, rundirs
+from sincere import metrics, report, rundirs, runsummary, tables
 from sincere.cli import parse_constants
 
 RESULTS_DIRS = ["results"]  # folders holding run directories (searched two levels deep)
@@ -52,7 +52,8 @@ _FIGURE_FILES = ("cc_comparison.png", "latency_cdf.png", "sla_attainment.png",
                  "arrival_pattern.png")
 
 
-def choose_timeline_run(records: Sequence[rundirs.RunRecord], wanted: str) -> rundirs.RunRecord:
+def choose_timeline_run(records: Sequence[runsummary.RunRecord],
+                        wanted: str) -> runsummary.RunRecord:
     """The run named by ``wanted`` (run id or directory), else a representative one: a complete,
     preferably measured run whose SLA attainment is nearest the median of its kind."""
     if wanted:
@@ -71,11 +72,11 @@ def choose_timeline_run(records: Sequence[rundirs.RunRecord], wanted: str) -> ru
     return pool[int(np.nanargmin(distance))]
 
 
-def latency_curves(records: Sequence[rundirs.RunRecord], groups: Sequence[str]
+def latency_curves(records: Sequence[runsummary.RunRecord], groups: Sequence[str]
                    ) -> dict[tuple[float, str, str, str], tuple[np.ndarray, int]]:
     """Completed latencies and issued-request counts pooled per (rate, pattern, strategy,
     group); ``groups`` gives each record's run group."""
-    pooled: dict[tuple[float, str, str, str], list[rundirs.RunRecord]] = {}
+    pooled: dict[tuple[float, str, str, str], list[runsummary.RunRecord]] = {}
     for record, group in zip(records, groups, strict=True):
         row = record.row
         rate = row["mean_rps"] if math.isfinite(row["mean_rps"]) else math.inf  # NaN != NaN
@@ -95,7 +96,7 @@ def cc_pairs_text(runs: pd.DataFrame, cc: pd.DataFrame) -> str:
                                           .dropna().astype(str).unique()))
                    for mode in ("off", "on")}
         cells = cc[(cc["engine"] == engine) & (cc["platform"] == platform)]
-        count = len(cells.drop_duplicates([k for k in metrics.CELL_KEY if k != "cc_mode"]))
+        count = len(cells.drop_duplicates([k for k in tables.CELL_KEY if k != "cc_mode"]))
         cells_text = f"{count} cell{'s' if count != 1 else ''}"
         if engine == "sim":
             sentences.append(f"SIMULATED, not measured: {cells_text} replayed from profile set "
@@ -106,8 +107,8 @@ def cc_pairs_text(runs: pd.DataFrame, cc: pd.DataFrame) -> str:
     return " ".join(sentences)
 
 
-def draw_figures(records: Sequence[rundirs.RunRecord], runs: pd.DataFrame, cells: pd.DataFrame,
-                 timeline: rundirs.RunRecord, out: Path, confidence: float,
+def draw_figures(records: Sequence[runsummary.RunRecord], runs: pd.DataFrame, cells: pd.DataFrame,
+                 timeline: runsummary.RunRecord, out: Path, confidence: float,
                  warnings: list[str]) -> list[report.FigureItem]:
     """The figures of the grid and of one run, as PNG files in ``out``."""
     slas = sorted(runs["sla_s"].dropna().unique())
@@ -138,7 +139,7 @@ def draw_figures(records: Sequence[rundirs.RunRecord], runs: pd.DataFrame, cells
     return figures + timeline_figures(timeline, runs, out, warnings)
 
 
-def timeline_figures(record: rundirs.RunRecord, runs: pd.DataFrame, out: Path,
+def timeline_figures(record: runsummary.RunRecord, runs: pd.DataFrame, out: Path,
                      warnings: list[str]) -> list[report.FigureItem]:
     """The timeline and arrival figures of one run (its CSVs are read again, only for it)."""
     row = record.row
@@ -218,10 +219,10 @@ def cc_section(runs: pd.DataFrame, cc: pd.DataFrame, out: Path,
 def page_tables(runs: pd.DataFrame, cells: pd.DataFrame, sim_real: pd.DataFrame,
                 confidence: float, page_metrics: Sequence[str]) -> list[report.TableItem]:
     """The condensed tables of the page (the CSVs next to it hold every metric)."""
-    cell_key = ["group", *[k for k in metrics.CELL_KEY if k not in ("engine", "platform",
+    cell_key = ["group", *[k for k in tables.CELL_KEY if k not in ("engine", "platform",
                                                                      "cc_mode")],
                 "runs", "runs_failed"]
-    tables = [report.TableItem(
+    items = [report.TableItem(
         "Grid cells", report.with_intervals(cells, cell_key, page_metrics),
         f"Mean over the repeats of each cell [{confidence:.0%} Student t interval; none with one "
         "repeat]. sla_attainment and the fractions are from 0 to 1. All metrics: "
@@ -230,7 +231,7 @@ def page_tables(runs: pd.DataFrame, cells: pd.DataFrame, sim_real: pd.DataFrame,
         shown = sim_real[sim_real["metric"].isin(page_metrics)].copy()
         for column in ("simulated_mean", "measured_mean", "relative_error"):
             shown[column] = shown[column].map(report.format_number)
-        tables.append(report.TableItem(
+        items.append(report.TableItem(
             "Simulated vs measured", shown,
             "Cells run both ways: means side by side; relative_error = (simulated - measured) / "
             "measured. All metrics: sim_vs_real.csv."))
@@ -240,15 +241,16 @@ def page_tables(runs: pd.DataFrame, cells: pd.DataFrame, sim_real: pd.DataFrame,
     shown = runs[[c for c in run_columns if c in runs]].copy()
     for column in ("sla_attainment", "latency_p99_s", "throughput_rps"):
         shown[column] = pd.to_numeric(shown[column], errors="coerce").map(report.format_number)
-    tables.append(report.TableItem("Runs", shown, "One row per run directory; a failed run "
+    items.append(report.TableItem("Runs", shown, "One row per run directory; a failed run "
                                    "(status not complete) is processed as far as its files go "
                                    "and counted in runs_failed of its cell. All metrics: "
                                    "summary_runs.csv."))
-    return tables
+    return items
 
 
 def page_facts(roots: Sequence[Path], runs: pd.DataFrame, cells: pd.DataFrame,
-               cc: pd.DataFrame, sim_real: pd.DataFrame, timeline: rundirs.RunRecord) -> list[str]:
+               cc: pd.DataFrame, sim_real: pd.DataFrame,
+               timeline: runsummary.RunRecord) -> list[str]:
     """The lines at the top of the page: what was read, what was paired, what is simulated."""
     engines = runs["engine"].value_counts().to_dict()
     facts = [f"Generated {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC from "
@@ -277,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_constants(globals(), argv, positional="RESULTS_DIRS")
     roots = [Path(d) for d in args.RESULTS_DIRS]
     out = Path(args.OUT) if args.OUT else roots[0] / "report"
-    records, warnings = rundirs.summarise_runs(roots)
+    records, warnings = runsummary.summarise_runs(roots)
     if not records:
         warnings.append(f"no usable run directory under {', '.join(map(str, roots))}")
         print("\n".join(f"process_results: {w}" for w in warnings), file=sys.stderr)
@@ -286,10 +288,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = pd.DataFrame([r.row for r in records])
     show_platform = bool(runs.groupby("engine")["platform"].nunique().gt(1).any())
     runs = report.with_groups(runs, show_platform)
-    cells = report.with_groups(metrics.cell_table(runs, metrics.METRIC_KEYS, args.CONFIDENCE),
+    cells = report.with_groups(tables.cell_table(runs, metrics.METRIC_KEYS, args.CONFIDENCE),
                                show_platform)
-    cc = metrics.cc_comparison_table(runs, metrics.METRIC_KEYS, args.CONFIDENCE)
-    sim_real = metrics.sim_vs_real_table(runs, metrics.METRIC_KEYS)
+    cc = tables.cc_comparison_table(runs, metrics.METRIC_KEYS, args.CONFIDENCE)
+    sim_real = tables.sim_vs_real_table(runs, metrics.METRIC_KEYS)
     runs.to_csv(out / "summary_runs.csv", index=False)
     cells.to_csv(out / "summary_cells.csv", index=False)
     cc.to_csv(out / "cc_comparison.csv", index=False)

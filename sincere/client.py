@@ -22,8 +22,8 @@ from typing import Any
 import requests
 
 from sincere.records import CsvLog
+from sincere.schedule import Schedule
 from sincere.schemas import CLIENT_COLUMNS
-from sincere.traffic import Schedule
 
 log = logging.getLogger("sincere.client")
 

@@ -1,20 +1,20 @@
-"""The numbers SPEC section 6 asks for: per-run metrics, per-cell means with confidence intervals,
-non-CC / CC ratios and simulated-versus-measured errors.
+"""One run's metrics (SPEC section 6) from its requests.csv, batches.csv and monitor.csv.
 
-Pure functions of DataFrames in the documented schemas (`sincere.schemas`), vectorised so that the
-simulator can call `run_metrics` for every run it writes and `process_results.py` can summarise a
-whole grid in seconds. Undefined values (no completed request, no GPU samples) are ``None`` in a
-run's dict, so that they serialise to JSON ``null``, and NaN in tables.
+Tables over many runs are in `sincere.tables`, the statistics behind their intervals in
+`sincere.stats`. Pure functions of DataFrames in the documented schemas (`sincere.schemas`),
+vectorised so that the simulator can call `run_metrics` for every run it writes. Undefined
+values (no completed request, no GPU samples) are ``None`` in a run's dict, so that they
+serialise to JSON ``null``, and NaN in tables.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from functools import lru_cache
 
 import numpy as np
 import pandas as pd
+
+from sincere.stats import nanmean
 
 # Every key `run_metrics` returns, in the order of the summary tables.
 METRIC_KEYS = (
@@ -110,7 +110,7 @@ def _texts(frame: pd.DataFrame, column: str) -> np.ndarray:
 
 
 def _mean_or_none(values: np.ndarray) -> float | None:
-    mean = _nanmean(values)
+    mean = nanmean(values)
     return mean if math.isfinite(mean) else None
 
 
@@ -219,228 +219,3 @@ def _batch_metrics(batches: pd.DataFrame | None,
         "batches": len(batches),
         "batch_size_mean": _mean_or_none(_numbers(batches, "batch_size")),
     }
-
-
-# --- Student t quantiles, numpy/math only (scipy is not a dependency) ----------------------------
-
-def _beta_continued_fraction(a: float, b: float, x: float) -> float:
-    """Lentz's continued fraction for the regularised incomplete beta function."""
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    result = d
-    for m in range(1, 500):
-        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            result *= c * d
-        if abs(c * d - 1.0) < 1e-15:
-            break
-    return result
-
-
-def _regularised_beta(a: float, b: float, x: float) -> float:
-    """I_x(a, b), the regularised incomplete beta function."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-                 + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _beta_continued_fraction(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _beta_continued_fraction(b, a, 1.0 - x) / b
-
-
-def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with ``df`` degrees of freedom."""
-    tail = 0.5 * _regularised_beta(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t > 0 else tail
-
-
-def _t_pdf(t: float, df: float) -> float:
-    """Density of Student's t with ``df`` degrees of freedom."""
-    log_norm = math.lgamma((df + 1.0) / 2.0) - math.lgamma(df / 2.0) - 0.5 * math.log(df * math.pi)
-    return math.exp(log_norm - (df + 1.0) / 2.0 * math.log1p(t * t / df))
-
-
-@lru_cache(maxsize=4096)
-def t_quantile(probability: float, df: float) -> float:
-    """The ``probability`` quantile of Student's t with ``df`` degrees of freedom.
-
-    Newton's method on the CDF, kept inside a bisection bracket so that it always converges.
-    """
-    if not 0.0 < probability < 1.0 or not df > 0:
-        return math.nan
-    if probability < 0.5:
-        return -t_quantile(1.0 - probability, df)
-    low, high = 0.0, 1.0
-    while t_cdf(high, df) < probability:
-        low, high = high, high * 2.0
-    t = 0.5 * (low + high)
-    for _ in range(100):
-        error = t_cdf(t, df) - probability
-        if error < 0:
-            low = t
-        else:
-            high = t
-        step = error / _t_pdf(t, df)
-        candidate = t - step
-        t = candidate if low < candidate < high else 0.5 * (low + high)
-        if abs(step) <= 1e-12 * max(1.0, abs(t)) or high - low <= 1e-12 * max(1.0, high):
-            break
-    return t
-
-
-def _finite(values: Iterable[float | None]) -> np.ndarray:
-    array = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
-    return array[np.isfinite(array)]
-
-
-def mean_ci(values: Iterable[float | None],
-            confidence: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high): the sample mean with its Student t confidence interval.
-
-    None and NaN values are dropped. One value gives NaN bounds (no spread to estimate); none
-    gives all NaN.
-    """
-    sample = _finite(values)
-    if sample.size == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(sample.mean())
-    if sample.size == 1:
-        return mean, math.nan, math.nan
-    half = (t_quantile(0.5 + confidence / 2.0, sample.size - 1)
-            * float(sample.std(ddof=1)) / math.sqrt(sample.size))
-    return mean, mean - half, mean + half
-
-
-def ratio_ci(numerator: Iterable[float | None], denominator: Iterable[float | None],
-             confidence: float = 0.95) -> tuple[float, float, float]:
-    """(ratio, low, high): mean(numerator) / mean(denominator) with Fieller's interval.
-
-    The two samples are independent runs (e.g. non-CC and CC repeats of one cell). Fieller's
-    interval solves (mean_x - r mean_y)^2 = t^2 (var_x/n_x + r^2 var_y/n_y) for r, with t at the
-    Welch-Satterthwaite degrees of freedom of that pivot at the point estimate. It is NaN when
-    either side has fewer than two runs (no variance to estimate) and when the denominator's mean
-    is not clearly away from zero (the interval would be unbounded).
-    """
-    x, y = _finite(numerator), _finite(denominator)
-    if x.size == 0 or y.size == 0 or y.mean() == 0:
-        return math.nan, math.nan, math.nan
-    mean_x, mean_y = float(x.mean()), float(y.mean())
-    ratio = mean_x / mean_y
-    if x.size < 2 or y.size < 2:
-        return ratio, math.nan, math.nan
-    var_x = float(x.var(ddof=1)) / x.size  # variance of each sample mean
-    var_y = float(y.var(ddof=1)) / y.size
-    pivot_var = var_x + ratio * ratio * var_y
-    if pivot_var == 0.0:
-        return ratio, ratio, ratio
-    df = pivot_var ** 2 / (var_x ** 2 / (x.size - 1) + (ratio * ratio * var_y) ** 2 / (y.size - 1))
-    t = t_quantile(0.5 + confidence / 2.0, df)
-    scale = mean_y * mean_y - t * t * var_y
-    if scale <= 0.0:
-        return ratio, math.nan, math.nan
-    spread = t * math.sqrt(mean_x * mean_x * var_y + mean_y * mean_y * var_x
-                           - t * t * var_x * var_y)
-    return ratio, (mean_x * mean_y - spread) / scale, (mean_x * mean_y + spread) / scale
-
-
-# --- tables over runs ----------------------------------------------------------------------------
-
-# The parameters that make a grid cell; repeats of one cell differ only in seed and repeat.
-# ``platform`` is what ran: the GPU of a measured run, the profile set (less its _cc / _noncc
-# suffix) of a simulated one, so that cells from different hardware or profiles never merge.
-CELL_KEY = ("engine", "platform", "strategy", "pattern", "mean_rps", "sla_s", "cc_mode",
-            "max_new_tokens", "duration_s")
-
-
-def cell_table(runs: pd.DataFrame, metric_keys: Sequence[str] = METRIC_KEYS,
-               confidence: float = 0.95) -> pd.DataFrame:
-    """One row per grid cell: ``<metric>_mean``, ``_ci_low``, ``_ci_high`` over its repeats
-    (Student t interval; NaN bounds for a cell with one run)."""
-    if runs.empty:
-        return pd.DataFrame(columns=[*CELL_KEY, "runs", "runs_failed"])
-    by_cell = [runs[k] for k in CELL_KEY]
-    table = runs.groupby(by_cell, dropna=False, sort=True).size().rename("runs").to_frame()
-    failed = runs["status"].ne("complete") if "status" in runs else pd.Series(False, runs.index)
-    table["runs_failed"] = failed.groupby(by_cell, dropna=False).sum()
-    columns = {}
-    for key in metric_keys:
-        grouped = pd.to_numeric(runs[key], errors="coerce").groupby(by_cell, dropna=False)
-        mean, std, count = grouped.mean(), grouped.std(ddof=1), grouped.count()
-        t = count.map(lambda n: t_quantile(0.5 + confidence / 2.0, n - 1) if n > 1 else math.nan)
-        half = t * std / np.sqrt(count)
-        columns[f"{key}_mean"] = mean
-        columns[f"{key}_ci_low"] = mean - half
-        columns[f"{key}_ci_high"] = mean + half
-    table = pd.concat([table, pd.DataFrame(columns)], axis=1)
-    return table.reset_index()
-
-
-def _metric_values(runs: pd.DataFrame, metric: str) -> np.ndarray:
-    return pd.to_numeric(runs[metric], errors="coerce").to_numpy(dtype=float)
-
-
-def cc_comparison_table(runs: pd.DataFrame, metric_keys: Sequence[str] = METRIC_KEYS,
-                        confidence: float = 0.95) -> pd.DataFrame:
-    """For cells run with CC off and on (all else equal): non-CC / CC ratio of each metric.
-
-    Long format, one row per (cell, metric): the two means over repeats and the ratio of means
-    with Fieller's interval (`ratio_ci`). Engine and platform are part of the cell, so simulated
-    and measured runs, or runs on different GPUs or profile families, are never paired.
-    """
-    pair_key = [k for k in CELL_KEY if k != "cc_mode"]
-    rows = []
-    if not runs.empty:
-        for key, cell in runs.groupby(pair_key, dropna=False, sort=True):
-            noncc = cell[cell["cc_mode"] == "off"]
-            cc = cell[cell["cc_mode"] == "on"]
-            if noncc.empty or cc.empty:
-                continue
-            for metric in metric_keys:
-                x, y = _metric_values(noncc, metric), _metric_values(cc, metric)
-                ratio, low, high = ratio_ci(x, y, confidence)
-                rows.append({**dict(zip(pair_key, key, strict=True)), "metric": metric,
-                             "noncc_mean": _nanmean(x), "cc_mean": _nanmean(y),
-                             "ratio_noncc_over_cc": ratio, "ratio_ci_low": low,
-                             "ratio_ci_high": high, "runs_noncc": len(noncc),
-                             "runs_cc": len(cc)})
-    columns = [*pair_key, "metric", "noncc_mean", "cc_mean", "ratio_noncc_over_cc",
-               "ratio_ci_low", "ratio_ci_high", "runs_noncc", "runs_cc"]
-    return pd.DataFrame(rows, columns=columns)
-
-
-def sim_vs_real_table(runs: pd.DataFrame,
-                      metric_keys: Sequence[str] = METRIC_KEYS) -> pd.DataFrame:
-    """For cells run both simulated (engine sim) and measured (engine hf) with the same
-    parameters and cc_mode: the two means side by side and the simulator's relative error,
-    (simulated - measured) / measured; a row per (simulated platform, measured platform)."""
-    pair_key = [k for k in CELL_KEY if k not in ("engine", "platform")]
-    rows = []
-    if not runs.empty:
-        for key, cell in runs.groupby(pair_key, dropna=False, sort=True):
-            for sim_platform, sim in cell[cell["engine"] == "sim"].groupby("platform"):
-                for real_platform, real in cell[cell["engine"] == "hf"].groupby("platform"):
-                    for metric in metric_keys:
-                        simulated = _nanmean(_metric_values(sim, metric))
-                        measured = _nanmean(_metric_values(real, metric))
-                        error = (simulated - measured) / measured if measured else math.nan
-                        rows.append({**dict(zip(pair_key, key, strict=True)),
-                                     "simulated_platform": sim_platform,
-                                     "measured_platform": real_platform, "metric": metric,
-                                     "simulated_mean": simulated, "measured_mean": measured,
-                                     "relative_error": error, "runs_simulated": len(sim),
-                                     "runs_measured": len(real)})
-    columns = [*pair_key, "simulated_platform", "measured_platform", "metric", "simulated_mean",
-               "measured_mean", "relative_error", "runs_simulated", "runs_measured"]
-    return pd.DataFrame(rows, columns=columns)
-
-
-def _nanmean(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]
-    return float(finite.mean()) if finite.size else math.nan

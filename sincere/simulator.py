@@ -33,9 +33,10 @@ from sincere.records import (
     settled,
     write_json_atomic,
 )
+from sincere.schedule import Schedule
 from sincere.schemas import BATCH_COLUMNS, REQUEST_COLUMNS
 from sincere.strategies import Strategy, make_strategy
-from sincere.traffic import Schedule, build_schedule
+from sincere.traffic import build_schedule
 
 # Event priorities at the same instant, lowest first.
 BATCH_DONE, ARRIVAL, END_OF_TRAFFIC, WAKE = 0, 1, 2, 3

@@ -11,7 +11,8 @@ import math
 import pandas as pd
 import pytest
 
-from sincere.metrics import cell_table, mean_ci, ratio_ci, t_quantile
+from sincere.stats import mean_ci, ratio_ci, t_quantile
+from sincere.tables import cell_table
 
 
 @pytest.mark.parametrize(("probability", "df", "table_value"), [

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from sincere.metrics import run_metrics, swapped_batches
-from sincere.rundirs import summarise_run
+from sincere.runsummary import summarise_run
 from tests.helpers_rundirs import SyntheticRun
 
 

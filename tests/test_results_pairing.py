@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sincere.metrics import cc_comparison_table, cell_table, sim_vs_real_table
 from sincere.report import with_groups
-from sincere.rundirs import run_cc_mode, summarise_runs
+from sincere.runsummary import run_cc_mode, summarise_runs
+from sincere.tables import cc_comparison_table, cell_table, sim_vs_real_table
 from tests.helpers_rundirs import SyntheticRun
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sincere.rundirs import find_run_dirs, summarise_runs
+from sincere.rundirs import find_run_dirs
+from sincere.runsummary import summarise_runs
 from tests.helpers_rundirs import SyntheticRun
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from sincere.grid import GridPoint, expand_grid
 from sincere.profiles import load_profiles
+from sincere.schedule import Schedule
 from sincere.simulator import (
     ARRIVAL,
     BATCH_DONE,
@@ -20,7 +21,6 @@ from sincere.simulator import (
     simulate,
 )
 from sincere.strategies import make_strategy
-from sincere.traffic import Schedule
 from tests.profile_fixtures import two_models
 
 PROFILES = two_models()

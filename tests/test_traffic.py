@@ -13,13 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sincere.traffic import (
-    PATTERNS,
-    Schedule,
-    arrival_times,
-    build_schedule,
-    read_trace,
-)
+from sincere.schedule import Schedule
+from sincere.traces import read_trace
+from sincere.traffic import PATTERNS, arrival_times, build_schedule
 
 DATA = Path(__file__).parent / "data"
 AZURE = DATA / "azure_conv_excerpt.csv"
