@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sincere import metrics, report, rundirs, runsummary, tables
+from sincere import metrics, plots, report, run_plots, rundirs, runsummary, tables
 from sincere.cli import parse_constants
 
 RESULTS_DIRS = ["results"]  # folders holding run directories (searched two levels deep)
@@ -114,24 +114,24 @@ def draw_figures(records: Sequence[runsummary.RunRecord], runs: pd.DataFrame, ce
     slas = sorted(runs["sla_s"].dropna().unique())
     figures = [
         report.FigureItem("Latency CDF per strategy",
-                          report.plot_latency_cdf(latency_curves(records, runs["group"]), slas,
+                          plots.plot_latency_cdf(latency_curves(records, runs["group"]), slas,
                                                   out / "latency_cdf.png"),
                           "Share of all issued requests completed within a latency (arrival "
                           "to end of batch), a panel per rate and pattern. A curve that stops "
                           "below 100% left requests unserved, rejected, failed or lost. Dotted "
                           "lines: the SLAs."),
         report.FigureItem("SLA attainment by strategy, pattern and rate",
-                          report.plot_sla_attainment(cells, out / "sla_attainment.png"),
+                          plots.plot_sla_attainment(cells, out / "sla_attainment.png"),
                           "SLA-met requests / all issued requests, mean over repeats with its "
                           f"{confidence:.0%} confidence interval (none with one repeat); a row "
                           "of panels per run group and SLA."),
         report.FigureItem("Throughput and goodput",
-                          report.plot_throughput(cells, out / "throughput_goodput.png"),
+                          plots.plot_throughput(cells, out / "throughput_goodput.png"),
                           "Completed (pale bar) and SLA-met (solid bar) requests per second over "
                           "the run time; dashed line: the offered mean rate. A throughput below "
                           "the offered rate means the queues grew."),
         report.FigureItem("GPU utilisation and busy fraction",
-                          report.plot_utilisation(cells, out / "gpu_utilisation.png"),
+                          plots.plot_utilisation(cells, out / "gpu_utilisation.png"),
                           "Share of the run time in inference (solid) and in model swaps "
                           "(hatched, stacked), from batches.csv; diamonds: mean NVML "
                           "utilisation, where a GPU was sampled (monitor.csv)."),
@@ -162,7 +162,7 @@ def timeline_figures(record: runsummary.RunRecord, runs: pd.DataFrame, out: Path
     run_time_s = float(row["run_time_s"])
     return [
         report.FigureItem(f"Timeline of {row['run_id']}",
-                          report.plot_timeline(requests, batches, run_time_s,
+                          run_plots.plot_timeline(requests, batches, run_time_s,
                                                out / "timeline.png", f"Timeline: {name}"),
                           "Top: the model on the GPU over time (solid: inference, pale: resident "
                           "and idle, hatched: swap into that model; triangles: swap starts). "
@@ -170,7 +170,7 @@ def timeline_figures(record: runsummary.RunRecord, runs: pd.DataFrame, out: Path
                           "(unserved requests stay queued to the end). Choose the run with "
                           "--timeline-run."),
         report.FigureItem(f"Arrival pattern of {row['run_id']}",
-                          report.plot_arrivals(arrivals_s.to_numpy(float), run_time_s,
+                          run_plots.plot_arrivals(arrivals_s.to_numpy(float), run_time_s,
                                                float(row["mean_rps"]), out / "arrival_pattern.png",
                                                f"Arrivals: {name}, pattern {row['pattern']}"),
                           "Requests arriving in each second of the run "
@@ -186,7 +186,7 @@ def cc_section(runs: pd.DataFrame, cc: pd.DataFrame, out: Path,
         return []
     figure = report.FigureItem(
         "CC comparison (non-CC / CC)",
-        report.plot_cc_comparison(cc, out / "cc_comparison.png", cc_pairs_text(runs, cc)),
+        plots.plot_cc_comparison(cc, out / "cc_comparison.png", cc_pairs_text(runs, cc)),
         "Ratio non-CC / CC of the cell means for runs that differ only in cc_mode (simulated "
         "and measured runs are never paired). Red: CC does worse (a latency ratio below 1, a "
         "throughput or SLA-attainment ratio above 1); blue: CC does better; grey: undefined "
