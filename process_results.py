@@ -73,14 +73,18 @@ def choose_timeline_run(records: Sequence[runsummary.RunRecord],
 
 
 def latency_curves(records: Sequence[runsummary.RunRecord], groups: Sequence[str]
-                   ) -> dict[tuple[float, str, str, str], tuple[np.ndarray, int]]:
-    """Completed latencies and issued-request counts pooled per (rate, pattern, strategy,
-    group); ``groups`` gives each record's run group."""
-    pooled: dict[tuple[float, str, str, str], list[runsummary.RunRecord]] = {}
+                   ) -> dict[tuple[float, float, str, str, str], tuple[np.ndarray, int]]:
+    """Completed latencies and issued-request counts of the complete runs of each cell, pooled
+    over its repeats: per (SLA, rate, pattern, strategy, group); ``groups`` gives each record's
+    run group. Runs of different SLAs are never pooled."""
+    pooled: dict[tuple[float, float, str, str, str], list[runsummary.RunRecord]] = {}
     for record, group in zip(records, groups, strict=True):
         row = record.row
+        if row["status"] != "complete":
+            continue
         rate = row["mean_rps"] if math.isfinite(row["mean_rps"]) else math.inf  # NaN != NaN
-        pooled.setdefault((rate, row["pattern"], row["strategy"], group), []).append(record)
+        sla = row["sla_s"] if math.isfinite(row["sla_s"]) else math.inf
+        pooled.setdefault((sla, rate, row["pattern"], row["strategy"], group), []).append(record)
     return {key: (np.concatenate([r.latencies_s for r in group]),
                   sum(int(r.row["requests_issued"]) for r in group))
             for key, group in pooled.items()}
@@ -96,7 +100,7 @@ def cc_pairs_text(runs: pd.DataFrame, cc: pd.DataFrame) -> str:
                                           .dropna().astype(str).unique()))
                    for mode in ("off", "on")}
         cells = cc[(cc["engine"] == engine) & (cc["platform"] == platform)]
-        count = len(cells.drop_duplicates([k for k in tables.CELL_KEY if k != "cc_mode"]))
+        count = len(cells.drop_duplicates(list(tables.CC_PAIR_KEY)))
         cells_text = f"{count} cell{'s' if count != 1 else ''}"
         if engine == "sim":
             sentences.append(f"SIMULATED, not measured: {cells_text} replayed from profile set "
@@ -111,15 +115,15 @@ def draw_figures(records: Sequence[runsummary.RunRecord], runs: pd.DataFrame, ce
                  timeline: runsummary.RunRecord, out: Path, confidence: float,
                  warnings: list[str]) -> list[report.FigureItem]:
     """The figures of the grid and of one run, as PNG files in ``out``."""
-    slas = sorted(runs["sla_s"].dropna().unique())
     figures = [
         report.FigureItem("Latency CDF per strategy",
-                          plots.plot_latency_cdf(latency_curves(records, runs["group"]), slas,
+                          plots.plot_latency_cdf(latency_curves(records, runs["group"]),
                                                   out / "latency_cdf.png"),
                           "Share of all issued requests completed within a latency (arrival "
-                          "to end of batch), a panel per rate and pattern. A curve that stops "
-                          "below 100% left requests unserved, rejected, failed or lost. Dotted "
-                          "lines: the SLAs."),
+                          "to end of batch), a panel per SLA, rate and pattern: runs of "
+                          "different SLAs are never pooled, the repeats of a cell are. A curve "
+                          "that stops below 100% left requests unserved, rejected, shed, failed "
+                          "or lost. Dotted line: the panel's SLA. Failed runs are left out."),
         report.FigureItem("SLA attainment by strategy, pattern and rate",
                           plots.plot_sla_attainment(cells, out / "sla_attainment.png"),
                           "SLA-met requests / all issued requests, mean over repeats with its "
@@ -128,13 +132,14 @@ def draw_figures(records: Sequence[runsummary.RunRecord], runs: pd.DataFrame, ce
         report.FigureItem("Throughput and goodput",
                           plots.plot_throughput(cells, out / "throughput_goodput.png"),
                           "Completed (pale bar) and SLA-met (solid bar) requests per second over "
-                          "the run time; dashed line: the offered mean rate. A throughput below "
-                          "the offered rate means the queues grew."),
+                          "the traffic window (what completed in the drain after it is not "
+                          "counted); dashed line: the offered mean rate. A throughput below the "
+                          "offered rate means the queues grew."),
         report.FigureItem("GPU utilisation and busy fraction",
                           plots.plot_utilisation(cells, out / "gpu_utilisation.png"),
-                          "Share of the run time in inference (solid) and in model swaps "
+                          "Share of the traffic window in inference (solid) and in model swaps "
                           "(hatched, stacked), from batches.csv; diamonds: mean NVML "
-                          "utilisation, where a GPU was sampled (monitor.csv)."),
+                          "utilisation in the window, where a GPU was sampled (monitor.csv)."),
     ]
     return figures + timeline_figures(timeline, runs, out, warnings)
 
@@ -187,10 +192,10 @@ def cc_section(runs: pd.DataFrame, cc: pd.DataFrame, out: Path,
     figure = report.FigureItem(
         "CC comparison (non-CC / CC)",
         plots.plot_cc_comparison(cc, out / "cc_comparison.png", cc_pairs_text(runs, cc)),
-        "Ratio non-CC / CC of the cell means for runs that differ only in cc_mode (simulated "
-        "and measured runs are never paired). Red: CC does worse (a latency ratio below 1, a "
-        "throughput or SLA-attainment ratio above 1); blue: CC does better; grey: undefined "
-        "(0 / 0). Intervals: the table below and cc_comparison.csv.")
+        "Ratio non-CC / CC for runs that differ only in cc_mode (simulated and measured runs "
+        "are never paired), computed repeat by repeat. Red: CC does worse (a latency ratio below "
+        "1, a throughput or SLA-attainment ratio above 1); blue: CC does better; grey: "
+        "undefined (0 / 0). Intervals: the table below and cc_comparison.csv.")
     shown = report.with_pairs(cc[cc["metric"].isin(page_metrics)])
     defined = set(shown.loc[shown["ratio_noncc_over_cc"].notna(), "metric"])
     order = [m for m in page_metrics if m in defined]  # leave out e.g. NVML for simulated runs
@@ -198,10 +203,10 @@ def cc_section(runs: pd.DataFrame, cc: pd.DataFrame, out: Path,
                .unstack("metric").reindex(columns=order).map(report.format_number)
                .rename_axis(columns=None).reset_index())
     cell_key = ["pair", "strategy", "pattern", "mean_rps", "sla_s", "max_new_tokens",
-                "duration_s"]
+                "duration_s", "cc_pair_id"]
     text = report.with_intervals(shown, [*cell_key, "runs_noncc", "runs_cc", "metric"],
                                  ["ratio"], mean="ratio_noncc_over_cc", low="ratio_ci_low",
-                                 high="ratio_ci_high")
+                                 high="ratio_ci_high", no_interval=shown["interval"])
     wide = (text.pivot(index=[*cell_key, "runs_noncc", "runs_cc"], columns="metric",
                        values="ratio").reindex(columns=order).rename_axis(columns=None)
             .reset_index())
@@ -212,8 +217,11 @@ def cc_section(runs: pd.DataFrame, cc: pd.DataFrame, out: Path,
                          "ratio. Below 1 for a latency, above 1 for a throughput or SLA "
                          "attainment: CC does worse."),
         report.TableItem("CC comparison by cell (non-CC / CC)", wide,
-                         "Ratio of cell means, non-CC over CC [Fieller interval; none with one "
-                         "run per side]. All metrics, with both means: cc_comparison.csv.")]
+                         "Non-CC over CC, the geometric mean of the per-repeat ratios (the two "
+                         "sides of a repeat share their arrivals) [its interval from the paired "
+                         "log-ratios, Student t over repeats; with one repeat per side no "
+                         "interval can be given, and the cell says so]. All metrics, with both "
+                         "means: cc_comparison.csv.")]
 
 
 def page_tables(runs: pd.DataFrame, cells: pd.DataFrame, sim_real: pd.DataFrame,
@@ -222,11 +230,22 @@ def page_tables(runs: pd.DataFrame, cells: pd.DataFrame, sim_real: pd.DataFrame,
     cell_key = ["group", *[k for k in tables.CELL_KEY if k not in ("engine", "platform",
                                                                      "cc_mode")],
                 "runs", "runs_failed"]
+    why = ["one run: no interval" if n == 1 else "no complete run" if n == 0 else ""
+           for n in cells["runs"]]
     items = [report.TableItem(
-        "Grid cells", report.with_intervals(cells, cell_key, page_metrics),
-        f"Mean over the repeats of each cell [{confidence:.0%} Student t interval; none with one "
-        "repeat]. sla_attainment and the fractions are from 0 to 1. All metrics: "
-        "summary_cells.csv.")]
+        "Grid cells", report.with_intervals(cells, cell_key, page_metrics, no_interval=why),
+        f"Mean over the complete runs of each cell [{confidence:.0%} Student t interval over "
+        "its repeats]. A cell is the runs whose parameters agree but for the seed (cell_id "
+        "hashes them); failed runs are left out of the means and counted in runs_failed. "
+        "sla_attainment and the fractions are from 0 to 1. All metrics: summary_cells.csv.")]
+    failed = runs[runs["status"] != "complete"]
+    if not failed.empty:
+        items.append(report.TableItem(
+            "Failed runs (left out of every mean)",
+            failed[[c for c in ("run_id", "status", "failure", "group", "results_dir")
+                    if c in failed]],
+            "Runs that did not complete: their files are summarised in the Runs table, but no "
+            "cell mean, CC ratio or simulated-vs-measured figure uses them."))
     if not sim_real.empty:
         shown = sim_real[sim_real["metric"].isin(page_metrics)].copy()
         for column in ("simulated_mean", "measured_mean", "relative_error"):

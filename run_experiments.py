@@ -38,6 +38,7 @@ MAX_NEW_TOKENS = 50  # new tokens per request
 DRAIN_TIMEOUT_S = 600.0  # after the traffic ends, serve the queues for at most this long
 STD_FACTOR = 1.0  # k: the scheduler plans load time as mean + k * std
 MARGIN_S = 1.0  # safety margin of the timers, seconds
+SHED_LATE = False  # shed requests that can no longer meet their SLA (always on for MaxGoodput)
 MAX_QUEUE_DELAY_S = 1.0  # Dynamic+Delay: longest wait of the oldest request, seconds
 RATE_WINDOW_S = 60.0  # SelectBatch+Timer: window of the arrival-rate estimate, seconds
 MAX_QUEUE = 3000  # the server refuses requests beyond this many queued (429)
@@ -53,15 +54,19 @@ PORT = 0  # the server's port (0 = a free port for each run)
 DEVICE = ""  # torch device for the server ("" = cuda when there is one, else cpu)
 DECODE = "eager"  # the server's batch engine: eager, or static (static KV cache + torch.compile)
 HOST_CACHE = True  # the server keeps every model's weights in host RAM between swaps
+ALLOW_PROFILE_MISMATCH = False  # let the server plan with a profile of another CC mode or load path
 MONITOR_PERIOD_S = 0.5  # CPU/GPU sampling period, seconds
 START_TIMEOUT_S = 600.0  # how long the server may take to read the models and answer
 RUN_TIMEOUT_S = 0.0  # a run taking longer fails (0 = duration + drain timeout + 300 s)
 RETRY_FAILED = True  # on a rerun, redo runs that failed (finished runs are always skipped)
+OVERWRITE = False  # redo runs already finished in RESULTS_DIR (else: kept if same parameters)
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
-    from sincere.grid import run_is_complete
+    from sincere.experiment import grid_profiles
+    from sincere.grid import PlannedRun, RunConflict, runs_to_do
+    from sincere.identity import run_identity
     from sincere.runner import PARTIAL_DIR, RunSpec, run_point
     from sincere.traffic import PATTERNS as KNOWN_PATTERNS
     from sincere.traffic import options_from_constants
@@ -72,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise ValueError(f"unknown pattern(s) {', '.join(unknown)}; known: "
                              f"{', '.join(KNOWN_PATTERNS)}")
+        profiles = grid_profiles(cfg.PROFILES, Path(cfg.PROFILES_DIR), cfg.DEVICE, cfg.DECODE,
+                                 cfg.STD_FACTOR)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -81,8 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         "PROFILES": cfg.PROFILES, "PROFILES_DIR": Path(cfg.PROFILES_DIR).resolve(),
         "MODELS_DIR": Path(cfg.MODELS_DIR).resolve(), "MODELS": models,
         "MAX_NEW_TOKENS": cfg.MAX_NEW_TOKENS, "STD_FACTOR": cfg.STD_FACTOR,
-        "MARGIN_S": cfg.MARGIN_S, "MAX_QUEUE_DELAY_S": cfg.MAX_QUEUE_DELAY_S,
+        "MARGIN_S": cfg.MARGIN_S, "SHED_LATE": cfg.SHED_LATE,
+        "MAX_QUEUE_DELAY_S": cfg.MAX_QUEUE_DELAY_S,
         "RATE_WINDOW_S": cfg.RATE_WINDOW_S, "MAX_QUEUE": cfg.MAX_QUEUE,
+        "ALLOW_PROFILE_MISMATCH": cfg.ALLOW_PROFILE_MISMATCH,
         "HOST_CACHE": cfg.HOST_CACHE, "MONITOR_PERIOD_S": cfg.MONITOR_PERIOD_S,
         "DECODE": cfg.DECODE,
         **({"DEVICE": cfg.DEVICE} if cfg.DEVICE else {}),
@@ -99,14 +108,19 @@ def main(argv: list[str] | None = None) -> int:
                        generator_options={**generator_options, **pattern_options},
                        duration_s=cfg.DURATION_S, drain_timeout_s=cfg.DRAIN_TIMEOUT_S,
                        base_seed=cfg.SEED, host=cfg.HOST, port=cfg.PORT,
-                       start_timeout_s=cfg.START_TIMEOUT_S, run_timeout_s=cfg.RUN_TIMEOUT_S)
+                       start_timeout_s=cfg.START_TIMEOUT_S, run_timeout_s=cfg.RUN_TIMEOUT_S,
+                       profiles=profiles.describe(cfg.PROFILES))
 
-    def finished(run_dir: Path) -> bool:
-        if run_is_complete(run_dir):
-            return True
-        return not cfg.RETRY_FAILED and (run_dir / "run.json").is_file()
-
-    todo = [p for p in points if not finished(results_dir / p.run_id)]
+    specs = {p.run_id: spec_for(p.pattern) for p in points}
+    try:
+        planned = runs_to_do([PlannedRun(p.run_id, results_dir / p.run_id,
+                                         run_identity(specs[p.run_id].params(p)))
+                              for p in points], cfg.OVERWRITE, cfg.RETRY_FAILED)
+    except RunConflict as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    wanted = {run.run_id for run in planned}
+    todo = [p for p in points if p.run_id in wanted]
     print(f"run_experiments: {len(points)} runs ({len(points) - len(todo)} already done), "
           f"{cfg.DURATION_S:g} s of traffic each -> {results_dir}/", flush=True)
 
@@ -118,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         for n, point in enumerate(todo, start=1):
-            run = run_point(point, spec_for(point.pattern))
+            run = run_point(point, specs[point.run_id])
             failed += run["status"] != "complete"
             print_progress(n, len(todo), run)
     except KeyboardInterrupt:

@@ -19,12 +19,14 @@ from sincere.stats import nanmean
 # Every key `run_metrics` returns, in the order of the summary tables.
 METRIC_KEYS = (
     "requests_issued", "requests_received", "requests_lost", "requests_ok", "requests_rejected",
-    "requests_failed", "requests_unserved", "sla_met_requests", "sla_attainment",
+    "requests_failed", "requests_unserved", "requests_shed", "sla_met_requests", "sla_attainment",
+    "sla_attainment_bound", "sla_attainment_gap",
     "latency_mean_s", "latency_p50_s", "latency_p90_s", "latency_p99_s",
     "queue_wait_mean_s", "swap_wait_mean_s", "processing_mean_s",
     "throughput_rps", "output_tokens_per_s", "goodput_rps",
     "gpu_util_mean_pct", "gpu_busy_fraction", "swap_fraction",
-    "swaps", "swap_time_s", "batches", "batch_size_mean", "run_time_s",
+    "swaps", "swap_time_s", "batches", "batch_size_mean",
+    "traffic_window_s", "drain_s", "completed_in_drain", "run_time_s",
 )
 
 # What each metric means, in words a reader of the report needs (shown in report.html).
@@ -41,13 +43,23 @@ METRIC_DESCRIPTIONS = {
     "requests_failed": "Requests whose batch or model load failed (status failed).",
     "requests_unserved": "Requests still queued when the drain after the end of traffic timed out "
                          "(status unserved): they never ran.",
+    "requests_shed": "Queued requests the strategy dropped because they could no longer meet "
+                     "their SLA even if dispatched at once (status shed; SHED_LATE).",
     "sla_met_requests": "Completed requests whose latency was within the SLA.",
-    "sla_attainment": "sla_met_requests / requests_issued, a fraction from 0 to 1. Rejected, "
-                      "failed, unserved and lost requests are in the denominator and count as "
-                      "misses, so a strategy cannot look good by leaving requests behind.",
+    "sla_attainment": "sla_met_requests / requests_issued, a fraction from 0 to 1, over every "
+                      "issued request, the drain included. Rejected, failed, unserved, shed and "
+                      "lost requests are in the denominator and count as misses, so a strategy "
+                      "cannot look good by leaving requests behind.",
+    "sla_attainment_bound": "An upper bound on sla_attainment that no strategy could beat on this "
+                            "run's arrivals: one GPU, no swaps, each request needing only its "
+                            "model's best per-request time (P(B)/B) within its own window "
+                            "[arrival, arrival + SLA] (sincere/bound.py; README).",
+    "sla_attainment_gap": "sla_attainment_bound - sla_attainment: how far the strategy is from "
+                          "what no strategy could beat.",
     "latency_mean_s": "Mean end-to-end latency of completed requests, from arrival at the server "
-                      "to the end of their batch (s). Requests that never completed have no "
-                      "latency and are left out here; they show up in sla_attainment.",
+                      "to the end of their batch (s), the drain included. Requests that never "
+                      "completed have no latency and are left out here; they show up in "
+                      "sla_attainment.",
     "latency_p50_s": "Median latency of completed requests (s); percentiles interpolate linearly "
                      "between order statistics (numpy's default).",
     "latency_p90_s": "90th percentile latency of completed requests (s).",
@@ -58,24 +70,35 @@ METRIC_DESCRIPTIONS = {
                         "inference: the model swap its batch needed (unload of the resident model "
                         "and load of its own), about 0 without a swap (s).",
     "processing_mean_s": "Mean time of the batch inference a completed request was part of (s).",
-    "throughput_rps": "Completed requests per second over the run time (run_time_s).",
-    "output_tokens_per_s": "Output tokens of completed requests per second over the run time.",
-    "goodput_rps": "SLA-met requests per second over the run time.",
-    "gpu_util_mean_pct": "Mean of the NVML GPU utilisation samples (monitor.csv, those with "
-                         "0 <= t_s <= run_time_s) (%): the share of each sampling period in which "
-                         "a kernel ran, not how full the GPU was. Empty for simulated runs and "
-                         "runs without a GPU.",
-    "gpu_busy_fraction": "Total batch processing time (batches.csv) / run time: the share of the "
-                         "run the GPU spent in inference; defined for simulated runs too.",
-    "swap_fraction": "Total swap time (swap_time_s) / run time.",
+    "throughput_rps": "Requests completed within the traffic window (end_s <= traffic_window_s) "
+                      "per second of that window; the drain is left out, so that strategies "
+                      "that leave work for the drain are not flattered.",
+    "output_tokens_per_s": "Output tokens of the requests completed within the traffic window, "
+                           "per second of that window.",
+    "goodput_rps": "SLA-met requests completed within the traffic window, per second of it.",
+    "gpu_util_mean_pct": "Mean of the NVML GPU utilisation samples taken in the traffic window "
+                         "(monitor.csv, 0 <= t_s <= traffic_window_s) (%): the share of each "
+                         "sampling period in which a kernel ran, not how full the GPU was. Empty "
+                         "for simulated runs and runs without a GPU.",
+    "gpu_busy_fraction": "Time in inference within the traffic window (batches.csv, each batch "
+                         "cut at the window's end) / the window; defined for simulated runs "
+                         "too.",
+    "swap_fraction": "Time in model swaps within the traffic window / the window.",
     "swaps": "Number of batches that needed a model swap (a different model, or none, was resident "
              "before them), the first load included.",
-    "swap_time_s": "Total time spent swapping models: swap_s (dispatch to start: unload + load) "
-                   "summed over the batches that swapped (s).",
+    "swap_time_s": "Total time spent swapping models, the drain included: swap_s (dispatch to "
+                   "start: unload + load) summed over the batches that swapped, a failed load "
+                   "included (s).",
     "batches": "Number of batches run.",
     "batch_size_mean": "Mean number of requests per batch.",
-    "run_time_s": "Run time (s): from the run's start to the end of the traffic or of the last "
-                  "batch after it (the drain), whichever is later (run.json's run_time_s).",
+    "traffic_window_s": "The traffic window (s): from the run's start to the end of the traffic, "
+                        "duration_s (for a whole trace replayed: its last arrival). Every rate "
+                        "and fraction above is over this window.",
+    "drain_s": "The drain (s): from the end of the traffic window to the last completion; 0 when "
+               "nothing completed after it.",
+    "completed_in_drain": "Requests that completed after the traffic window, in the drain.",
+    "run_time_s": "Run time (s): the traffic window and the drain after it, to the end of the "
+                  "last batch.",
 }
 
 
@@ -114,8 +137,8 @@ def _mean_or_none(values: np.ndarray) -> float | None:
     return mean if math.isfinite(mean) else None
 
 
-def _per_second(count: float, run_time_s: float) -> float | None:
-    return float(count) / run_time_s if run_time_s > 0 else None
+def _per_second(count: float, window_s: float) -> float | None:
+    return float(count) / window_s if window_s > 0 else None
 
 
 def completed_latencies_s(requests: pd.DataFrame) -> np.ndarray:
@@ -125,21 +148,32 @@ def completed_latencies_s(requests: pd.DataFrame) -> np.ndarray:
     return latency_s[np.isfinite(latency_s)]
 
 
-def run_metrics(requests: pd.DataFrame, batches: pd.DataFrame | None, run_time_s: float,
-                monitor: pd.DataFrame | None = None,
-                issued: int | None = None) -> dict[str, float | int | None]:
+def _overlap_s(begin_s: np.ndarray, end_s: np.ndarray, window_s: float) -> float:
+    """Total time of the intervals [begin, end] that lies inside [0, window_s]."""
+    inside = np.clip(np.minimum(end_s, window_s) - np.maximum(begin_s, 0.0), 0.0, None)
+    return float(np.nansum(inside))
+
+
+def run_metrics(requests: pd.DataFrame, batches: pd.DataFrame | None, traffic_window_s: float,
+                monitor: pd.DataFrame | None = None, issued: int | None = None,
+                sla_attainment_bound: float | None = None) -> dict[str, float | int | None]:
     """One run's metrics (SPEC section 6) from its requests.csv, batches.csv and monitor.csv rows.
 
+    Rates and fractions are over the traffic window [0, ``traffic_window_s``], counting what
+    completed in it; SLA attainment and latencies cover every issued request, the drain included.
     ``issued`` is how many requests the generator sent (default: the rows of ``requests``); the
     SLA denominator is the larger of the two, so requests the server never recorded are misses.
     ``batches=None`` (batches.csv unreadable) leaves the batch metrics ``None``.
+    ``sla_attainment_bound`` (`sincere.bound`, computed where the profile is known) is copied.
     """
-    run_time_s = float(run_time_s) if run_time_s is not None else math.nan
-    run_time_s = run_time_s if math.isfinite(run_time_s) else math.nan
+    window_s = float(traffic_window_s) if traffic_window_s is not None else math.nan
+    window_s = window_s if math.isfinite(window_s) else math.nan
     status = _texts(requests, "status")
     ok = status == "ok"
+    end_s = _numbers(requests, "end_s")
+    in_window = ok & (end_s <= window_s)
     latency_s = completed_latencies_s(requests)
-    sla_met = int(np.count_nonzero(_flags(requests, "sla_met") & ok))
+    met = _flags(requests, "sla_met") & ok
     received = len(requests)
     issued = max(received, int(issued)) if issued is not None else received
     if latency_s.size:
@@ -149,41 +183,56 @@ def run_metrics(requests: pd.DataFrame, batches: pd.DataFrame | None, run_time_s
     else:
         latency = dict.fromkeys(("latency_mean_s", "latency_p50_s", "latency_p90_s",
                                  "latency_p99_s"))
-    completed = int(np.count_nonzero(ok))
-    output_tokens = float(np.nansum(_numbers(requests, "output_tokens")[ok]))
+    output_tokens = float(np.nansum(_numbers(requests, "output_tokens")[in_window]))
+    last_completion_s = float(np.nanmax(end_s[ok])) if ok.any() else math.nan
+    ends = [last_completion_s, window_s]
+    if batches is not None and len(batches):
+        ends.append(float(np.nanmax(_numbers(batches, "end_s"))))
+    run_time_s = max((e for e in ends if math.isfinite(e)), default=math.nan)
+    sla_met = int(np.count_nonzero(met))
     metrics: dict[str, float | int | None] = {
         "requests_issued": issued,
         "requests_received": received,
         "requests_lost": issued - received,
-        "requests_ok": completed,
+        "requests_ok": int(np.count_nonzero(ok)),
         "requests_rejected": int(np.count_nonzero(status == "rejected")),
         "requests_failed": int(np.count_nonzero(status == "failed")),
         "requests_unserved": int(np.count_nonzero(status == "unserved")),
+        "requests_shed": int(np.count_nonzero(status == "shed")),
         "sla_met_requests": sla_met,
         "sla_attainment": sla_met / issued if issued else None,
+        "sla_attainment_bound": sla_attainment_bound,
+        "sla_attainment_gap": (sla_attainment_bound - sla_met / issued
+                               if sla_attainment_bound is not None and issued else None),
         **latency,
         "queue_wait_mean_s": _mean_or_none(_numbers(requests, "queue_wait_s")[ok]),
         "swap_wait_mean_s": _mean_or_none(_numbers(requests, "swap_wait_s")[ok]),
         "processing_mean_s": _mean_or_none(_numbers(requests, "processing_s")[ok]),
-        "throughput_rps": _per_second(completed, run_time_s),
-        "output_tokens_per_s": _per_second(output_tokens, run_time_s),
-        "goodput_rps": _per_second(sla_met, run_time_s),
-        "gpu_util_mean_pct": _gpu_util_mean_pct(monitor, run_time_s),
+        "throughput_rps": _per_second(np.count_nonzero(in_window), window_s),
+        "output_tokens_per_s": _per_second(output_tokens, window_s),
+        "goodput_rps": _per_second(np.count_nonzero(met & in_window), window_s),
+        "gpu_util_mean_pct": _gpu_util_mean_pct(monitor, window_s),
     }
-    metrics.update(_batch_metrics(batches, run_time_s))
-    metrics["run_time_s"] = run_time_s if math.isfinite(run_time_s) else None
+    metrics.update(_batch_metrics(batches, window_s))
+    metrics.update({
+        "traffic_window_s": window_s if math.isfinite(window_s) else None,
+        "drain_s": (max(0.0, last_completion_s - window_s)
+                    if math.isfinite(last_completion_s) and math.isfinite(window_s) else None),
+        "completed_in_drain": int(np.count_nonzero(ok & (end_s > window_s))),
+        "run_time_s": run_time_s if math.isfinite(run_time_s) else None,
+    })
     return {key: metrics[key] for key in METRIC_KEYS}
 
 
-def _gpu_util_mean_pct(monitor: pd.DataFrame | None, run_time_s: float) -> float | None:
-    """Mean NVML utilisation of the samples taken during the run (0 <= t_s <= run_time_s; all
-    samples when t_s or the run time is unknown)."""
+def _gpu_util_mean_pct(monitor: pd.DataFrame | None, window_s: float) -> float | None:
+    """Mean NVML utilisation of the samples taken in the traffic window (0 <= t_s <= window_s;
+    all samples when t_s or the window is unknown)."""
     if monitor is None:
         return None
     util_pct = _numbers(monitor, "gpu_util_pct")
     t_s = _numbers(monitor, "t_s")
-    if math.isfinite(run_time_s) and np.isfinite(t_s).any():
-        util_pct = util_pct[(t_s >= 0.0) & (t_s <= run_time_s)]
+    if math.isfinite(window_s) and np.isfinite(t_s).any():
+        util_pct = util_pct[(t_s >= 0.0) & (t_s <= window_s)]
     return _mean_or_none(util_pct)
 
 
@@ -203,19 +252,22 @@ def swapped_batches(batches: pd.DataFrame) -> np.ndarray:
 
 
 def _batch_metrics(batches: pd.DataFrame | None,
-                   run_time_s: float) -> dict[str, float | int | None]:
-    """GPU busy and swap fractions, swap count and time, batch count and mean size."""
+                   window_s: float) -> dict[str, float | int | None]:
+    """GPU busy and swap fractions over the traffic window, swap count and time, batch count and
+    mean size over the whole run."""
     if batches is None:
         return dict.fromkeys(("gpu_busy_fraction", "swap_fraction", "swaps", "swap_time_s",
                               "batches", "batch_size_mean"))
     swapped = swapped_batches(batches)
-    swap_time_s = float(np.nansum(_numbers(batches, "swap_s")[swapped]))
-    busy_s = float(np.nansum(_numbers(batches, "processing_s")))
+    swap_s = np.nan_to_num(_numbers(batches, "swap_s"))
+    start_s = _numbers(batches, "start_s")
+    busy_s = _overlap_s(start_s, _numbers(batches, "end_s"), window_s)
+    swapping_s = _overlap_s(start_s[swapped] - swap_s[swapped], start_s[swapped], window_s)
     return {
-        "gpu_busy_fraction": busy_s / run_time_s if run_time_s > 0 else None,
-        "swap_fraction": swap_time_s / run_time_s if run_time_s > 0 else None,
+        "gpu_busy_fraction": busy_s / window_s if window_s > 0 else None,
+        "swap_fraction": swapping_s / window_s if window_s > 0 else None,
         "swaps": int(np.count_nonzero(swapped)),
-        "swap_time_s": swap_time_s,
+        "swap_time_s": float(np.sum(swap_s[swapped])),
         "batches": len(batches),
         "batch_size_mean": _mean_or_none(_numbers(batches, "batch_size")),
     }

@@ -59,38 +59,38 @@ RATE_AXIS = "mean arrival rate (requests/s)"
 
 # --- grid figures --------------------------------------------------------------------------------
 
-def plot_latency_cdf(curves: Mapping[tuple[float, str, str, str], tuple[np.ndarray, int]],
-                     sla_values_s: Sequence[float], path: Path) -> Path:
-    """Latency CDFs: a panel per (rate, pattern), a line per strategy (colour) and run group
-    (line style).
+def plot_latency_cdf(curves: Mapping[tuple[float, float, str, str, str], tuple[np.ndarray, int]],
+                     path: Path) -> Path:
+    """Latency CDFs as small multiples: a row of panels per (SLA, rate), a column per pattern,
+    a line per strategy (colour) and run group (line style); runs of different SLAs are never
+    pooled, each panel marks its own SLA.
 
-    ``curves`` maps (mean rate, pattern, strategy, group) to the completed latencies pooled over
-    those runs and the number of requests they issued: a curve tops out at the share that
-    completed, so unserved, rejected and failed requests stay visible.
+    ``curves`` maps (SLA, mean rate, pattern, strategy, group) to the completed latencies pooled
+    over a cell's repeats and the number of requests they issued: a curve tops out at the share
+    that completed, so unserved, rejected, shed and failed requests stay visible.
     """
-    rates = list(dict.fromkeys(_rate_label(r) for r in sorted((k[0] for k in curves),
-                                                               key=_order)))
-    patterns = sorted({k[1] for k in curves})
-    strategies = sorted({k[2] for k in curves})
-    groups = sorted({k[3] for k in curves})
+    rows = sorted({(k[0], k[1]) for k in curves}, key=lambda row: (_order(row[0]), _order(row[1])))
+    patterns = sorted({k[2] for k in curves})
+    strategies = sorted({k[3] for k in curves})
+    groups = sorted({k[4] for k in curves})
     colors = colors_for(strategies)
     styles = {g: ["-", "--", ":", "-."][i % 4] for i, g in enumerate(groups)}
-    fig = Figure(figsize=(max(4.6 * len(patterns) + 0.6, MIN_WIDTH_IN), 3.0 * len(rates) + 1.6),
+    fig = Figure(figsize=(max(4.6 * len(patterns) + 0.6, MIN_WIDTH_IN), 2.8 * len(rows) + 1.6),
                  layout="constrained")
-    grid = fig.subplots(len(rates), len(patterns), squeeze=False, sharex=True, sharey=True)
-    for (rate, pattern, strategy, group), (latencies_s, issued) in sorted(curves.items()):
-        ax = grid[rates.index(_rate_label(rate))][patterns.index(pattern)]
+    grid = fig.subplots(len(rows), len(patterns), squeeze=False, sharex=True, sharey=True)
+    for (sla, rate, pattern, strategy, group), (latencies_s, issued) in sorted(curves.items()):
+        ax = grid[rows.index((sla, rate))][patterns.index(pattern)]
         ordered = np.sort(latencies_s[latencies_s > 0])
         if issued == 0 or ordered.size == 0:
             continue
         picks = np.unique(np.linspace(0, ordered.size - 1, 600).astype(int))
         ax.plot(ordered[picks], (picks + 1) / issued * 100.0, color=colors[strategy],
                 linestyle=styles[group], linewidth=1.3)
-    for i, rate in enumerate(rates):
+    for i, (sla, rate) in enumerate(rows):
         for j, pattern in enumerate(patterns):
             ax = grid[i][j]
-            for sla_s in sla_values_s:
-                ax.axvline(sla_s, color="0.5", linewidth=0.8, linestyle=":")
+            if math.isfinite(sla):
+                ax.axvline(sla, color="0.3", linewidth=0.9, linestyle=":")
             ax.set_xscale("log")
             # Plain seconds at 1, 2, 5 of each decade (labelled minor ticks run together).
             ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
@@ -98,19 +98,19 @@ def plot_latency_cdf(curves: Mapping[tuple[float, str, str, str], tuple[np.ndarr
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_ylim(0, 101)
             ax.grid(True, which="both", alpha=0.25)
-            ax.set_title(f"{pattern}, {rate} requests/s", fontsize=9)
-        grid[i][0].set_ylabel("completed within (% of issued)")
+            ax.set_title(f"{_sla_label(sla)}: {pattern}, {_rate_label(rate)} requests/s",
+                         fontsize=9)
+        grid[i][0].set_ylabel("completed within\n(% of issued)", fontsize=9)
     for ax in grid[-1]:
         ax.set_xlabel("latency, arrival to completion (s, log scale)")
     handles = [legend_line(colors[s], "-", s) for s in strategies]
     if len(groups) > 1:
         handles += [legend_line("0.2", styles[g], g) for g in groups]
-    sla_text = ", ".join(f"{s:g}" for s in sla_values_s)
-    handles.append(legend_line("0.5", ":", f"SLA: {sla_text} s"))
+    handles.append(legend_line("0.3", ":", "the panel's SLA"))
     fig.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)),
                fontsize=8)
-    fig.suptitle("Latency CDF per strategy (SLAs and repeats pooled; share of all issued "
-                 "requests)", fontsize=11)
+    fig.suptitle("Latency CDF per strategy, one panel per SLA, rate and pattern (repeats of a "
+                 "cell pooled; share of all issued requests)", fontsize=11)
     return save_figure(fig, path)
 
 
@@ -215,7 +215,7 @@ def plot_throughput(cells: pd.DataFrame, path: Path) -> Path:
         Patch(facecolor="0.4", alpha=0.35, label="throughput (completed/s)"),
         Patch(facecolor="0.4", label="goodput (SLA-met/s)"),
         legend_line("black", "--", "offered mean rate")])
-    fig.suptitle("Throughput and goodput over the run time (mean over repeats, whiskers: "
+    fig.suptitle("Throughput and goodput over the traffic window (mean over repeats, whiskers: "
                  "confidence interval)", fontsize=11)
     return save_figure(fig, path)
 
@@ -223,7 +223,7 @@ def plot_throughput(cells: pd.DataFrame, path: Path) -> Path:
 def plot_utilisation(cells: pd.DataFrame, path: Path) -> Path:
     """GPU busy fraction and swap fraction (stacked bars) and NVML utilisation (diamonds)."""
     colors = colors_for(sorted(cells["strategy"].astype(str).unique()))
-    fig, axes = _small_multiples(cells, "% of run time")
+    fig, axes = _small_multiples(cells, "% of traffic window")
     measured = False
     for key, panel in _panel_cells(cells):
         ax = axes[key]

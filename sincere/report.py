@@ -53,17 +53,21 @@ def format_number(value: float) -> str:
 
 
 def with_intervals(table: pd.DataFrame, key: Sequence[str], metrics: Sequence[str],
-                   mean: str = "{}_mean", low: str = "{}_ci_low",
-                   high: str = "{}_ci_high") -> pd.DataFrame:
-    """``mean [low, high]`` text columns for the page (the CSVs keep the numbers)."""
+                   mean: str = "{}_mean", low: str = "{}_ci_low", high: str = "{}_ci_high",
+                   no_interval: Sequence[str] | None = None) -> pd.DataFrame:
+    """``mean [low, high]`` text columns for the page (the CSVs keep the numbers); where a row
+    has no interval, ``no_interval`` (one text per row) says why, rather than a blank."""
     shown = table[list(key)].copy()
+    reasons = list(no_interval) if no_interval is not None else [""] * len(table)
     for metric in metrics:
         shown[metric] = [
             format_number(m) + (f" [{format_number(lo)}, {format_number(hi)}]"
-                                if np.isfinite(lo) and np.isfinite(hi) else "")
-            for m, lo, hi in zip(table[mean.format(metric)].to_numpy(float),
-                                 table[low.format(metric)].to_numpy(float),
-                                 table[high.format(metric)].to_numpy(float), strict=True)]
+                                if np.isfinite(lo) and np.isfinite(hi)
+                                else f" ({why})" if why and np.isfinite(m) else "")
+            for m, lo, hi, why in zip(table[mean.format(metric)].to_numpy(float),
+                                      table[low.format(metric)].to_numpy(float),
+                                      table[high.format(metric)].to_numpy(float), reasons,
+                                      strict=True)]
     return shown
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sincere.identity import ENGINE_KEYS, PROFILE_KEYS, REPEAT_KEYS, params_hash, run_identity
 from sincere.metrics import completed_latencies_s, run_metrics
 from sincere.rundirs import (
     RUN_FILE,
@@ -61,21 +62,33 @@ class RunRecord:
         return str(self.row["run_id"])
 
 
-def _run_time_s(info: dict[str, Any], requests: pd.DataFrame, batches: pd.DataFrame | None,
-                run_dir: Path, warnings: list[str]) -> float:
-    """run.json's run_time_s, or (with a warning) the last batch end or arrival when absent."""
-    value = info.get("run_time_s")
-    if isinstance(value, (int, float)) and math.isfinite(value) and value > 0:
-        return float(value)
+def _positive(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value) and value > 0 else None
+
+
+def _traffic_window_s(info: dict[str, Any], requests: pd.DataFrame,
+                      batches: pd.DataFrame | None, run_dir: Path, warnings: list[str]) -> float:
+    """The traffic window the rates are over: run.json's ``traffic_window_s``, else the run's
+    duration, else (an older run.json, with a warning) the end of traffic or the run time."""
+    params = info.get("params", {})
+    for value in (info.get("traffic_window_s"), params.get("duration_s")):
+        if _positive(value) is not None:
+            return float(value)
+    for key in ("traffic_end_s", "run_time_s"):
+        if _positive(info.get(key)) is not None:
+            warnings.append(f"{run_dir / RUN_FILE}: no traffic window; rates are over its "
+                            f"{key} ({info[key]:.1f} s)")
+            return float(info[key])
     ends = [requests["arrival_s"].max(), requests["end_s"].max()]
     if batches is not None:
         ends.append(batches["end_s"].max())
     events = [float(e) for e in ends if pd.notna(e)]
     if not events:
-        warnings.append(f"{run_dir / RUN_FILE}: no run_time_s and no event to take it from; "
+        warnings.append(f"{run_dir / RUN_FILE}: no traffic window and no event to take it from; "
                         "per-second metrics left empty")
         return math.nan
-    warnings.append(f"{run_dir / RUN_FILE}: no run_time_s; using the last event, "
+    warnings.append(f"{run_dir / RUN_FILE}: no traffic window; using the last event, "
                     f"{max(events):.1f} s")
     return max(events)
 
@@ -91,12 +104,26 @@ def run_platform(info: dict[str, Any]) -> str:
     return str(environment.get("gpu_name") or "cpu")
 
 
+def identity_columns(info: dict[str, Any]) -> dict[str, str]:
+    """The run's identity hash, and the hashes of what runs that may be grouped share: a grid
+    cell (all but the seed), a CC pair (also the profile, which differs between the modes), a
+    simulated-versus-measured pair (also the engine side; the profile must be the same)."""
+    identity = info.get("identity")
+    if not isinstance(identity, dict):
+        identity = run_identity(info.get("params", {}))
+    return {"params_hash": params_hash(identity),
+            "cell_id": params_hash(identity, REPEAT_KEYS),
+            "cc_pair_id": params_hash(identity, REPEAT_KEYS + PROFILE_KEYS),
+            "sim_pair_id": params_hash(identity, REPEAT_KEYS + ENGINE_KEYS)}
+
+
 def flat_params(info: dict[str, Any]) -> dict[str, Any]:
     """The run.json fields that identify a run, as one flat row."""
     params, environment = info.get("params", {}), info.get("environment", {})
     profiles = params.get("profiles") if isinstance(params.get("profiles"), dict) else {}
     mix = params.get("model_mix")
     return {
+        **identity_columns(info),
         "run_id": info.get("run_id", ""),
         "status": info.get("status", "unknown"),
         "engine": str(params.get("engine") or "unknown"),
@@ -114,6 +141,7 @@ def flat_params(info: dict[str, Any]) -> dict[str, Any]:
         "model_mix": ";".join(f"{k}={v}" for k, v in mix.items()) if isinstance(mix, dict) else "",
         "profiles_name": profiles.get("name"),
         "gpu_name": environment.get("gpu_name"),
+        "failure": info.get("failure") or "",
     }
 
 
@@ -131,9 +159,9 @@ def _issued(info: dict[str, Any], run_dir: Path, received: int,
     accounting = info.get("accounting", {})
     issued = accounting.get("issued")
     source = f"{run_dir / RUN_FILE} accounting 'issued'"
-    parts = [accounting.get(k) for k in ("completed", "rejected", "failed", "unserved")]
+    parts = [accounting.get(k, 0) for k in ("completed", "rejected", "failed", "unserved", "shed")]
     if _is_count(issued) and all(map(_is_count, parts)) and sum(parts) != issued:
-        warnings.append(f"{source}: {issued} != completed + rejected + failed + unserved "
+        warnings.append(f"{source}: {issued} != completed + rejected + failed + unserved + shed "
                         f"= {sum(parts)}")
     if not _is_count(issued):
         try:
@@ -148,6 +176,14 @@ def _issued(info: dict[str, Any], run_dir: Path, received: int,
                         "rows; using requests.csv")
         issued = received
     return issued
+
+
+def _bound(info: dict[str, Any]) -> float | None:
+    """run.json's SLA-attainment bound (only its writer knew the profile to compute it)."""
+    summary = info.get("summary") if isinstance(info.get("summary"), dict) else {}
+    value = summary.get("sla_attainment_bound")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        else None
 
 
 def _is_count(value: Any) -> bool:
@@ -169,7 +205,7 @@ def summarise_run(run_dir: Path, results_root: Path | None = None) -> RunRecord:
     except RunDirError as exc:
         warnings.append(f"{exc}; GPU utilisation left empty")
         monitor = None
-    run_time_s = _run_time_s(info, requests, batches, run_dir, warnings)
+    window_s = _traffic_window_s(info, requests, batches, run_dir, warnings)
     accounting = {f"accounting_{k}": v for k, v in info.get("accounting", {}).items()}
     received = accounting.get("accounting_received")
     if isinstance(received, int) and received != len(requests):
@@ -182,7 +218,8 @@ def summarise_run(run_dir: Path, results_root: Path | None = None) -> RunRecord:
     row = {**flat_params(info),
            "results_dir": str(results_root) if results_root else str(run_dir.parent),
            "run_dir": str(run_dir), **accounting,
-           **run_metrics(requests, batches, run_time_s, monitor, issued=issued)}
+           **run_metrics(requests, batches, window_s, monitor, issued=issued,
+                         sla_attainment_bound=_bound(info))}
     return RunRecord(run_dir, row, completed_latencies_s(requests), warnings)
 
 

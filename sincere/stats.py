@@ -140,6 +140,35 @@ def ratio_ci(numerator: Iterable[float | None], denominator: Iterable[float | No
     return ratio, (mean_x * mean_y - spread) / scale, (mean_x * mean_y + spread) / scale
 
 
+def paired_ratio_ci(numerator: Iterable[float | None], denominator: Iterable[float | None],
+                    confidence: float = 0.95) -> tuple[float, float, float, str]:
+    """(ratio, low, high, how): the ratio of paired samples, e.g. the non-CC and CC runs of one
+    cell repeat by repeat (the two sides of a pair share their arrivals).
+
+    The ratio is the geometric mean of the per-pair ratios, its interval the Student t interval
+    of the mean log-ratio (n - 1 degrees of freedom) taken back with exp: pairing removes the
+    arrivals' variation that both sides share. With one pair there is no spread to estimate
+    (NaN bounds); where a value is zero or missing the log is undefined and the ratio of the
+    means is given without an interval. ``how`` says which of these it was.
+    """
+    x = np.asarray([np.nan if v is None else v for v in numerator], dtype=np.float64)
+    y = np.asarray([np.nan if v is None else v for v in denominator], dtype=np.float64)
+    if x.size == 0 or x.size != y.size:
+        return math.nan, math.nan, math.nan, "no pairs"
+    if not (np.all(np.isfinite(x) & np.isfinite(y)) and np.all(x > 0) and np.all(y > 0)):
+        mean_x, mean_y = nanmean(x), nanmean(y)
+        ratio = mean_x / mean_y if mean_y else math.nan
+        return ratio, math.nan, math.nan, "a repeat has 0 or no value: ratio of means, no interval"
+    logs = np.log(x / y)
+    centre = float(logs.mean())
+    if logs.size == 1:
+        return math.exp(centre), math.nan, math.nan, "one repeat per side: no interval"
+    half = (t_quantile(0.5 + confidence / 2.0, logs.size - 1) * float(logs.std(ddof=1))
+            / math.sqrt(logs.size))
+    return (math.exp(centre), math.exp(centre - half), math.exp(centre + half),
+            f"paired over {logs.size} repeats")
+
+
 def nanmean(values: np.ndarray) -> float:
     finite = values[np.isfinite(values)]
     return float(finite.mean()) if finite.size else math.nan

@@ -10,35 +10,53 @@ import numpy as np
 import pandas as pd
 
 from sincere.metrics import METRIC_KEYS
-from sincere.stats import nanmean, ratio_ci, t_quantile
+from sincere.stats import nanmean, paired_ratio_ci, ratio_ci, t_quantile
 
-# The parameters that make a grid cell; repeats of one cell differ only in seed and repeat.
-# ``platform`` is what ran: the GPU of a measured run, the profile set (less its _cc / _noncc
-# suffix) of a simulated one, so that cells from different hardware or profiles never merge.
+# A grid cell: runs of one engine on one platform in one CC mode whose parameters agree except
+# the seed and repeat (cell_id hashes the rest: `sincere.runsummary.identity_columns`); the
+# other columns are there to be read. ``platform`` is what ran: the GPU of a measured run, the
+# profile set (less its _cc / _noncc suffix) of a simulated one.
 CELL_KEY = ("engine", "platform", "strategy", "pattern", "mean_rps", "sla_s", "cc_mode",
-            "max_new_tokens", "duration_s")
+            "max_new_tokens", "duration_s", "cell_id")
+# A CC pair: two cells that differ only in cc_mode (and so in the profile they planned with).
+CC_PAIR_KEY = tuple(k for k in CELL_KEY if k not in ("cc_mode", "cell_id")) + ("cc_pair_id",)
+# A simulated and a measured cell of the same parameters, profile and cc_mode.
+SIM_PAIR_KEY = tuple(k for k in CELL_KEY if k not in ("engine", "platform", "cell_id")) + (
+    "sim_pair_id",)
+
+
+def _complete(runs: pd.DataFrame) -> pd.Series:
+    return runs["status"].eq("complete") if "status" in runs else pd.Series(True, runs.index)
 
 
 def cell_table(runs: pd.DataFrame, metric_keys: Sequence[str] = METRIC_KEYS,
                confidence: float = 0.95) -> pd.DataFrame:
-    """One row per grid cell: ``<metric>_mean``, ``_ci_low``, ``_ci_high`` over its repeats
-    (Student t interval; NaN bounds for a cell with one run)."""
+    """One row per grid cell: ``<metric>_mean``, ``_ci_low``, ``_ci_high`` over its complete
+    runs (Student t interval; NaN bounds for a cell with one run). ``runs`` counts the complete
+    runs; failed ones are left out of the means, counted in ``runs_failed`` and named in
+    ``failed_runs``."""
     if runs.empty:
-        return pd.DataFrame(columns=[*CELL_KEY, "runs", "runs_failed"])
+        return pd.DataFrame(columns=[*CELL_KEY, "runs", "runs_failed", "failed_runs"])
+    complete = _complete(runs)
     by_cell = [runs[k] for k in CELL_KEY]
-    table = runs.groupby(by_cell, dropna=False, sort=True).size().rename("runs").to_frame()
-    failed = runs["status"].ne("complete") if "status" in runs else pd.Series(False, runs.index)
-    table["runs_failed"] = failed.groupby(by_cell, dropna=False).sum()
+    table = complete.groupby(by_cell, dropna=False, sort=True).sum().rename("runs").to_frame()
+    grouped_failed = (~complete).groupby(by_cell, dropna=False)
+    table["runs_failed"] = grouped_failed.sum()
+    table["failed_runs"] = runs["run_id"].where(~complete).groupby(
+        by_cell, dropna=False).agg(lambda ids: ";".join(ids.dropna().astype(str)))
+    done = runs[complete]
+    by_done = [done[k] for k in CELL_KEY]
     columns = {}
     for key in metric_keys:
-        grouped = pd.to_numeric(runs[key], errors="coerce").groupby(by_cell, dropna=False)
+        grouped = pd.to_numeric(done[key], errors="coerce").groupby(by_done, dropna=False)
         mean, std, count = grouped.mean(), grouped.std(ddof=1), grouped.count()
         t = count.map(lambda n: t_quantile(0.5 + confidence / 2.0, n - 1) if n > 1 else math.nan)
         half = t * std / np.sqrt(count)
         columns[f"{key}_mean"] = mean
         columns[f"{key}_ci_low"] = mean - half
         columns[f"{key}_ci_high"] = mean + half
-    table = pd.concat([table, pd.DataFrame(columns)], axis=1)
+    table = table.join(pd.DataFrame(columns), how="left")
+    table[["runs", "runs_failed"]] = table[["runs", "runs_failed"]].astype(int)
     return table.reset_index()
 
 
@@ -46,44 +64,66 @@ def _metric_values(runs: pd.DataFrame, metric: str) -> np.ndarray:
     return pd.to_numeric(runs[metric], errors="coerce").to_numpy(dtype=float)
 
 
+def _ratio(noncc: pd.DataFrame, cc: pd.DataFrame, metric: str,
+           confidence: float) -> tuple[float, float, float, str, int]:
+    """The non-CC / CC ratio of a metric over the repeats both sides ran with the same seed
+    (paired), or, when no seed matches, of the means with Fieller's interval (unpaired)."""
+    x = noncc.drop_duplicates("seed").set_index("seed")[metric]
+    y = cc.drop_duplicates("seed").set_index("seed")[metric]
+    seeds = [s for s in x.index if s in y.index and pd.notna(s)]
+    if seeds:
+        ratio, low, high, how = paired_ratio_ci(
+            pd.to_numeric(x[seeds], errors="coerce").to_numpy(float),
+            pd.to_numeric(y[seeds], errors="coerce").to_numpy(float), confidence)
+        return ratio, low, high, how, len(seeds)
+    ratio, low, high = ratio_ci(_metric_values(noncc, metric), _metric_values(cc, metric),
+                                confidence)
+    return ratio, low, high, "unpaired (no seed on both sides): Fieller's interval", 0
+
+
 def cc_comparison_table(runs: pd.DataFrame, metric_keys: Sequence[str] = METRIC_KEYS,
                         confidence: float = 0.95) -> pd.DataFrame:
     """For cells run with CC off and on (all else equal): non-CC / CC ratio of each metric.
 
-    Long format, one row per (cell, metric): the two means over repeats and the ratio of means
-    with Fieller's interval (`ratio_ci`). Engine and platform are part of the cell, so simulated
-    and measured runs, or runs on different GPUs or profile families, are never paired.
+    Long format, one row per (cell, metric): the two means over complete repeats, and the ratio
+    computed repeat by repeat (the two sides of a repeat share their arrivals) with the interval
+    of the paired log-ratios (`sincere.stats.paired_ratio_ci`); ``interval`` says how it was
+    obtained. Engine and platform are part of the pair, so simulated and measured runs, or runs
+    on different GPUs or profile families, are never paired.
     """
-    pair_key = [k for k in CELL_KEY if k != "cc_mode"]
+    pair_key = list(CC_PAIR_KEY)
     rows = []
-    if not runs.empty:
-        for key, cell in runs.groupby(pair_key, dropna=False, sort=True):
+    done = runs[_complete(runs)] if not runs.empty else runs
+    if not done.empty:
+        for key, cell in done.groupby(pair_key, dropna=False, sort=True):
             noncc = cell[cell["cc_mode"] == "off"]
             cc = cell[cell["cc_mode"] == "on"]
             if noncc.empty or cc.empty:
                 continue
             for metric in metric_keys:
-                x, y = _metric_values(noncc, metric), _metric_values(cc, metric)
-                ratio, low, high = ratio_ci(x, y, confidence)
+                ratio, low, high, how, pairs = _ratio(noncc, cc, metric, confidence)
                 rows.append({**dict(zip(pair_key, key, strict=True)), "metric": metric,
-                             "noncc_mean": nanmean(x), "cc_mean": nanmean(y),
+                             "noncc_mean": nanmean(_metric_values(noncc, metric)),
+                             "cc_mean": nanmean(_metric_values(cc, metric)),
                              "ratio_noncc_over_cc": ratio, "ratio_ci_low": low,
-                             "ratio_ci_high": high, "runs_noncc": len(noncc),
-                             "runs_cc": len(cc)})
+                             "ratio_ci_high": high, "interval": how, "pairs": pairs,
+                             "runs_noncc": len(noncc), "runs_cc": len(cc)})
     columns = [*pair_key, "metric", "noncc_mean", "cc_mean", "ratio_noncc_over_cc",
-               "ratio_ci_low", "ratio_ci_high", "runs_noncc", "runs_cc"]
+               "ratio_ci_low", "ratio_ci_high", "interval", "pairs", "runs_noncc", "runs_cc"]
     return pd.DataFrame(rows, columns=columns)
 
 
 def sim_vs_real_table(runs: pd.DataFrame,
                       metric_keys: Sequence[str] = METRIC_KEYS) -> pd.DataFrame:
     """For cells run both simulated (engine sim) and measured (engine hf) with the same
-    parameters and cc_mode: the two means side by side and the simulator's relative error,
-    (simulated - measured) / measured; a row per (simulated platform, measured platform)."""
-    pair_key = [k for k in CELL_KEY if k not in ("engine", "platform")]
+    parameters, profile and cc_mode: the two means over complete runs side by side and the
+    simulator's relative error, (simulated - measured) / measured; a row per (simulated
+    platform, measured platform)."""
+    pair_key = list(SIM_PAIR_KEY)
     rows = []
-    if not runs.empty:
-        for key, cell in runs.groupby(pair_key, dropna=False, sort=True):
+    done = runs[_complete(runs)] if not runs.empty else runs
+    if not done.empty:
+        for key, cell in done.groupby(pair_key, dropna=False, sort=True):
             for sim_platform, sim in cell[cell["engine"] == "sim"].groupby("platform"):
                 for real_platform, real in cell[cell["engine"] == "hf"].groupby("platform"):
                     for metric in metric_keys:

@@ -178,19 +178,36 @@ def bursty_arrivals(mean_rps: float, duration_s: float, rng: np.random.Generator
                           "burst_off_rps_long_run": long_run_off_rps})
 
 
+def ramp_rate_integral(duration_s: float, ramp_period_s: float, ramp_alpha: float) -> float:
+    """∫₀ᵀ of the unit-mean triangle 1 + α·tri(t/period) (tri = −1 at phase 0, +1 at 1/2): the
+    expected count of a ramp at λ = 1 over [0, T]; T for whole periods, more or less otherwise."""
+    whole, part_s = divmod(duration_s, ramp_period_s)
+    half_s = ramp_period_s / 2.0
+    # tri rises from -1 to 1 over the first half period and falls back over the second.
+    rising_s = min(part_s, half_s)
+    falling_s = max(0.0, part_s - half_s)
+    tri_integral_s = (rising_s * (-1.0 + rising_s / half_s)
+                      + falling_s * (1.0 - falling_s / half_s))
+    return whole * ramp_period_s + part_s + ramp_alpha * tri_integral_s
+
+
 def ramp_arrivals(mean_rps: float, duration_s: float, rng: np.random.Generator, *,
                   ramp_period_s: float = 40.0, ramp_alpha: float = 0.75) -> Arrivals:
     """Periodic triangle rate: λ(1−α) at t = 0, up to λ(1+α) at half period, back down.
 
-    Thinning (Lewis–Shedler): a Poisson process at λ(1+α), each candidate kept with probability
-    rate(t)/(λ(1+α)). The rate averages to λ over every whole period.
+    Over a run that is not a whole number of periods the triangle would not average λ (30 s of a
+    40 s period average +12.7%), so the shape is scaled by λ·T / ∫₀ᵀ rate: the run's expected
+    count is exactly λ·T for any duration (as for the bursty pattern). Arrivals by thinning
+    (Lewis–Shedler): a Poisson process at the scaled peak rate, each candidate kept with
+    probability rate(t) / peak.
     """
     mean_rps, duration_s = _check_rate_duration(mean_rps, duration_s)
     if not (math.isfinite(ramp_period_s) and ramp_period_s > 0):
         raise ValueError(f"ramp_period_s must be a positive finite number, got {ramp_period_s!r}")
     if not (0.0 <= ramp_alpha <= 1.0):
         raise ValueError(f"ramp_alpha must be in [0, 1], got {ramp_alpha!r}")
-    max_rps = mean_rps * (1.0 + ramp_alpha)
+    scale = duration_s / ramp_rate_integral(duration_s, ramp_period_s, ramp_alpha)
+    max_rps = mean_rps * (1.0 + ramp_alpha) * scale
     mean_gap_s = 1.0 / max_rps
     candidates_s = _renewal_times(lambda n: rng.exponential(mean_gap_s, size=n),
                                   float(rng.exponential(mean_gap_s)), mean_gap_s, duration_s)
@@ -199,7 +216,8 @@ def ramp_arrivals(mean_rps: float, duration_s: float, rng: np.random.Generator, 
     keep_probability = (1.0 + ramp_alpha * triangle) / (1.0 + ramp_alpha)
     keep = rng.random(candidates_s.size) < keep_probability
     return Arrivals(candidates_s[keep],
-                    info={"ramp_min_rps": mean_rps * (1.0 - ramp_alpha), "ramp_max_rps": max_rps})
+                    info={"ramp_min_rps": mean_rps * (1.0 - ramp_alpha) * scale,
+                          "ramp_max_rps": max_rps, "ramp_scale": scale})
 
 
 def trace_arrivals(mean_rps: float | None, duration_s: float, rng: np.random.Generator, *,

@@ -50,7 +50,8 @@ def test_same_sequence_of_batches(strategy: str, engine, tiny_profile, server_wo
     assert list(out.batches["reason"]) == [b.reason for b in sim.batches]
 
 
-@pytest.mark.parametrize("strategy", ["BestBatch+Timer", "BestBatch+PartialBatch+Timer"])
+@pytest.mark.parametrize("strategy", ["BestBatch+Timer", "BestBatch+PartialBatch+Timer",
+                                      "MaxGoodput"])
 def test_close_sla_attainment(strategy: str, engine, tiny_profile, server_workloads,
                               tmp_path: Path) -> None:
     sla_s = 2.5
