@@ -29,9 +29,10 @@ RESULTS_DIRS = ["results"]  # folders holding run directories (searched two leve
 OUT = ""  # output folder; empty: <first results dir>/report/
 TIMELINE_RUN = ""  # run id or run directory for the timeline figures; empty: a representative run
 CONFIDENCE = 0.95  # confidence level of every interval (Student t; Fieller for ratios)
-PAGE_METRICS = ["latency_mean_s", "latency_p99_s", "sla_attainment", "throughput_rps",
-                "goodput_rps", "gpu_util_mean_pct", "gpu_busy_fraction", "swap_fraction",
-                "swaps", "requests_unserved"]  # metrics in the page's tables (CSVs: all)
+PAGE_METRICS = ["latency_mean_s", "latency_p99_s", "sla_attainment", "sla_attainment_bound",
+                "throughput_rps", "goodput_rps", "gpu_util_mean_pct", "gpu_busy_fraction",
+                "swap_fraction", "swaps", "requests_unserved",
+                "requests_shed"]  # metrics in the page's tables (CSVs: all)
 
 # How the page's intervals and ratios read, shown after the metric definitions.
 _READING_NOTES = {
@@ -128,7 +129,9 @@ def draw_figures(records: Sequence[runsummary.RunRecord], runs: pd.DataFrame, ce
                           plots.plot_sla_attainment(cells, out / "sla_attainment.png"),
                           "SLA-met requests / all issued requests, mean over repeats with its "
                           f"{confidence:.0%} confidence interval (none with one repeat); a row "
-                          "of panels per run group and SLA."),
+                          "of panels per run group and SLA. Black ticks: the bound on SLA "
+                          "attainment that no strategy could beat on the same arrivals (no "
+                          "swaps, each request at its model's best per-request time)."),
         report.FigureItem("Throughput and goodput",
                           plots.plot_throughput(cells, out / "throughput_goodput.png"),
                           "Completed (pale bar) and SLA-met (solid bar) requests per second over "

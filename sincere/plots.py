@@ -179,17 +179,24 @@ def plot_sla_attainment(cells: pd.DataFrame, path: Path) -> Path:
     """SLA attainment (%) by strategy x pattern x rate, a row of panels per SLA and run group."""
     colors = colors_for(sorted(cells["strategy"].astype(str).unique()))
     fig, axes = _small_multiples(cells, "SLA attainment (%)")
+    bounded = False
     for key, panel in _panel_cells(cells):
         ax = axes[key]
         for strategy, sub, x, width in _bar_slots(panel, list(colors)):
             ax.bar(x, sub["sla_attainment_mean"].to_numpy(float) * 100.0, width,
                    yerr=_errors(sub, "sla_attainment", 100.0), color=colors[strategy],
                    capsize=2, error_kw={"linewidth": 0.8})
+            if "sla_attainment_bound_mean" in sub:
+                bound = sub["sla_attainment_bound_mean"].to_numpy(float) * 100.0
+                bounded |= bool(np.isfinite(bound).any())
+                ax.hlines(bound, x - width / 2, x + width / 2, color="black", linewidth=1.4)
         _rate_ticks(ax, panel)
         ax.set_ylim(0, 105)
-    _strategy_legend(fig, colors)
+    _strategy_legend(fig, colors, [legend_line("black", "-", "bound no strategy can beat")]
+                     if bounded else ())
     fig.suptitle("SLA attainment = SLA-met / all issued requests (bars: mean over repeats, "
-                 "whiskers: confidence interval)", fontsize=11)
+                 "whiskers: confidence interval" + (", black: the bound" if bounded else "")
+                 + ")", fontsize=11)
     return save_figure(fig, path)
 
 
