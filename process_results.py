@@ -50,7 +50,7 @@ _READING_NOTES = {
 # Every figure this script may write (a figure it did not draw this time is removed from OUT).
 _FIGURE_FILES = ("cc_comparison.png", "latency_cdf.png", "sla_attainment.png",
                  "throughput_goodput.png", "gpu_utilisation.png", "timeline.png",
-                 "arrival_pattern.png")
+                 "arrival_pattern.png", "sim_vs_real.png")
 
 
 def choose_timeline_run(records: Sequence[runsummary.RunRecord],
@@ -227,6 +227,34 @@ def cc_section(runs: pd.DataFrame, cc: pd.DataFrame, out: Path,
                          "means: cc_comparison.csv.")]
 
 
+def sim_vs_real_section(sim_real: pd.DataFrame,
+                        out: Path) -> list[report.FigureItem | report.TableItem]:
+    """Where the simulator and the server differ, and why: the figure and its table."""
+    decomposition = tables.decomposition_table(sim_real)
+    if decomposition.empty:
+        return []
+    shown = decomposition.copy()
+    numbers = [c for c in shown.columns if shown[c].dtype.kind == "f" and c not in (
+        "mean_rps", "sla_s", "max_new_tokens", "duration_s")]
+    for column in numbers:
+        shown[column] = shown[column].map(report.format_number)
+    return [
+        report.FigureItem(
+            "Simulated vs measured: where the error comes from",
+            plots.plot_sim_vs_real(decomposition, out / "sim_vs_real.png"),
+            "Cells run both ways on the same arrivals and profile. Left: the simulated minus "
+            "the measured mean latency (diamond) and its parts, queue wait, swap wait and "
+            "processing. Middle: the measured run's batches and swaps against the profile the "
+            "simulator replays (1: as profiled). Right: the server's own time per batch, from "
+            "the event that made a batch due to its dispatch, which no profile covers. This is "
+            "how to tell whether to trust a profile."),
+        report.TableItem(
+            "Simulated vs measured, decomposed", shown,
+            "SLA attainment both ways and their difference in points; mean latency both ways "
+            "and the relative error; its parts (simulated - measured, s); the mean swap both "
+            "ways; the measured run against its profile. All metrics: sim_vs_real.csv.")]
+
+
 def page_tables(runs: pd.DataFrame, cells: pd.DataFrame, sim_real: pd.DataFrame,
                 confidence: float, page_metrics: Sequence[str]) -> list[report.TableItem]:
     """The condensed tables of the page (the CSVs next to it hold every metric)."""
@@ -321,6 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     timeline = choose_timeline_run(records, args.TIMELINE_RUN)
     items = [*cc_section(runs, cc, out, args.PAGE_METRICS),
              *draw_figures(records, runs, cells, timeline, out, args.CONFIDENCE, warnings),
+             *sim_vs_real_section(sim_real, out),
              *page_tables(runs, cells, sim_real, args.CONFIDENCE, args.PAGE_METRICS)]
     drawn = {item.png.name for item in items if isinstance(item, report.FigureItem)}
     for stale in set(_FIGURE_FILES) - drawn:  # left by an earlier run into the same folder

@@ -10,6 +10,7 @@ serialise to JSON ``null``, and NaN in tables.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -25,9 +26,14 @@ METRIC_KEYS = (
     "queue_wait_mean_s", "swap_wait_mean_s", "processing_mean_s",
     "throughput_rps", "output_tokens_per_s", "goodput_rps",
     "gpu_util_mean_pct", "gpu_busy_fraction", "swap_fraction",
-    "swaps", "swap_time_s", "batches", "batch_size_mean",
+    "swaps", "swap_time_s", "swap_mean_s", "batches", "batch_size_mean",
     "traffic_window_s", "drain_s", "completed_in_drain", "run_time_s",
+    "processing_vs_profile", "swap_vs_profile", "server_time_per_batch_s",
 )
+# Keys only a run's writer can compute (it knows the profile and its own delays): run_metrics
+# copies them from what it is given, results processing from run.json's summary.
+WRITTEN_KEYS = ("sla_attainment_bound", "processing_vs_profile", "swap_vs_profile",
+                "server_time_per_batch_s")
 
 # What each metric means, in words a reader of the report needs (shown in report.html).
 METRIC_DESCRIPTIONS = {
@@ -89,6 +95,7 @@ METRIC_DESCRIPTIONS = {
     "swap_time_s": "Total time spent swapping models, the drain included: swap_s (dispatch to "
                    "start: unload + load) summed over the batches that swapped, a failed load "
                    "included (s).",
+    "swap_mean_s": "swap_time_s / swaps: the mean time of one swap (s).",
     "batches": "Number of batches run.",
     "batch_size_mean": "Mean number of requests per batch.",
     "traffic_window_s": "The traffic window (s): from the run's start to the end of the traffic, "
@@ -99,6 +106,15 @@ METRIC_DESCRIPTIONS = {
     "completed_in_drain": "Requests that completed after the traffic window, in the drain.",
     "run_time_s": "Run time (s): the traffic window and the drain after it, to the end of the "
                   "last batch.",
+    "processing_vs_profile": "Mean over the run's batches of processing_s / P(batch size) of the "
+                             "profile it planned with: 1 when batches take what was profiled.",
+    "swap_vs_profile": "Mean over the run's swaps of swap_s / (unload + load) at the profile's "
+                       "means: 1 when swaps take what was profiled.",
+    "server_time_per_batch_s": "The server's own time per batch that neither the batch nor its "
+                               "swap covers (s): from the event that made a batch due (the "
+                               "previous batch's end, the arrival or the timer) to its dispatch, "
+                               "plus dispatch to start when no swap was needed; 0 in a "
+                               "simulation.",
 }
 
 
@@ -156,7 +172,8 @@ def _overlap_s(begin_s: np.ndarray, end_s: np.ndarray, window_s: float) -> float
 
 def run_metrics(requests: pd.DataFrame, batches: pd.DataFrame | None, traffic_window_s: float,
                 monitor: pd.DataFrame | None = None, issued: int | None = None,
-                sla_attainment_bound: float | None = None) -> dict[str, float | int | None]:
+                written: Mapping[str, float | None] | None = None
+                ) -> dict[str, float | int | None]:
     """One run's metrics (SPEC section 6) from its requests.csv, batches.csv and monitor.csv rows.
 
     Rates and fractions are over the traffic window [0, ``traffic_window_s``], counting what
@@ -164,8 +181,11 @@ def run_metrics(requests: pd.DataFrame, batches: pd.DataFrame | None, traffic_wi
     ``issued`` is how many requests the generator sent (default: the rows of ``requests``); the
     SLA denominator is the larger of the two, so requests the server never recorded are misses.
     ``batches=None`` (batches.csv unreadable) leaves the batch metrics ``None``.
-    ``sla_attainment_bound`` (`sincere.bound`, computed where the profile is known) is copied.
+    ``written`` holds the WRITTEN_KEYS its writer computed (the bound, the fit to the profile,
+    the server's own time); they are copied, and the gap to the bound derived.
     """
+    written = {key: (written or {}).get(key) for key in WRITTEN_KEYS}
+    sla_attainment_bound = written["sla_attainment_bound"]
     window_s = float(traffic_window_s) if traffic_window_s is not None else math.nan
     window_s = window_s if math.isfinite(window_s) else math.nan
     status = _texts(requests, "status")
@@ -221,6 +241,7 @@ def run_metrics(requests: pd.DataFrame, batches: pd.DataFrame | None, traffic_wi
         "completed_in_drain": int(np.count_nonzero(ok & (end_s > window_s))),
         "run_time_s": run_time_s if math.isfinite(run_time_s) else None,
     })
+    metrics.update(written)
     return {key: metrics[key] for key in METRIC_KEYS}
 
 
@@ -257,7 +278,7 @@ def _batch_metrics(batches: pd.DataFrame | None,
     mean size over the whole run."""
     if batches is None:
         return dict.fromkeys(("gpu_busy_fraction", "swap_fraction", "swaps", "swap_time_s",
-                              "batches", "batch_size_mean"))
+                              "swap_mean_s", "batches", "batch_size_mean"))
     swapped = swapped_batches(batches)
     swap_s = np.nan_to_num(_numbers(batches, "swap_s"))
     start_s = _numbers(batches, "start_s")
@@ -268,6 +289,7 @@ def _batch_metrics(batches: pd.DataFrame | None,
         "swap_fraction": swapping_s / window_s if window_s > 0 else None,
         "swaps": int(np.count_nonzero(swapped)),
         "swap_time_s": float(np.sum(swap_s[swapped])),
+        "swap_mean_s": float(np.mean(swap_s[swapped])) if swapped.any() else None,
         "batches": len(batches),
         "batch_size_mean": _mean_or_none(_numbers(batches, "batch_size")),
     }

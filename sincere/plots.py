@@ -338,3 +338,53 @@ def plot_cc_comparison(cc_table: pd.DataFrame, path: Path, subtitle: str = "",
                  + (f"\n{textwrap.fill(subtitle, int(width_in * 10))}" if subtitle else ""),
                  fontsize=11)
     return save_figure(fig, path)
+
+
+def plot_sim_vs_real(decomposition: pd.DataFrame, path: Path) -> Path:
+    """Where the simulator and the server differ, cell by cell: the mean-latency error split
+    into queue wait, swap wait and processing (simulated − measured), and what the measured run
+    says of its profile (batches and swaps against it, the server's own time per batch)."""
+    columns = [c for c in ("strategy", "pattern", "mean_rps", "sla_s") if c in decomposition]
+    keys = _keys(decomposition, columns)
+    labels = _varying_label(keys, ["{}", "{}", "{:g} rps", "SLA {:g} s"][:len(columns)])
+    y = np.arange(len(labels))
+    fig = Figure(figsize=(max(MIN_WIDTH_IN, 14), 0.42 * len(labels) + 2.4), layout="constrained")
+    ax_error, ax_fit, ax_server = fig.subplots(1, 3, sharey=True, width_ratios=[3, 2, 1.3])
+    parts = [("queue_wait_mean_error_s", "queue wait", "tab:blue"),
+             ("swap_wait_mean_error_s", "swap wait", "tab:orange"),
+             ("processing_mean_error_s", "processing", "tab:green")]
+    positive, negative = np.zeros(len(y)), np.zeros(len(y))
+    for column, label, color in parts:
+        values = np.nan_to_num(decomposition[column].to_numpy(float))
+        base = np.where(values >= 0, positive, negative)
+        ax_error.barh(y, values, left=base, color=color, label=label, height=0.6)
+        positive += np.clip(values, 0, None)
+        negative += np.clip(values, None, 0)
+    total = (decomposition["latency_mean_simulated_s"]
+             - decomposition["latency_mean_measured_s"]).to_numpy(float)
+    ax_error.plot(total, y, linestyle="none", marker="D", color="black", markersize=4,
+                  label="mean latency")
+    ax_error.axvline(0, color="0.3", linewidth=0.8)
+    ax_error.set_xlabel("simulated − measured (s)")
+    ax_error.set_yticks(y, labels, fontsize=8)
+    ax_error.legend(fontsize=8, loc="lower right")
+    ax_error.set_title("mean latency error and its parts", fontsize=9)
+    for offset, (column, label, color) in zip(
+            (-0.17, 0.17), [("measured_processing_vs_profile", "batch / profiled", "tab:green"),
+                            ("measured_swap_vs_profile", "swap / profiled", "tab:orange")],
+            strict=True):
+        ax_fit.barh(y + offset, decomposition[column].to_numpy(float) - 1.0, left=1.0,
+                    height=0.32, color=color, label=label)
+    ax_fit.axvline(1.0, color="0.3", linewidth=0.8)
+    ax_fit.set_xlabel("measured / profiled (1: as profiled)")
+    ax_fit.legend(fontsize=8, loc="lower right")
+    ax_fit.set_title("the measured run against its profile", fontsize=9)
+    ax_server.barh(y, decomposition["measured_server_time_per_batch_s"].to_numpy(float) * 1e3,
+                   color="0.45", height=0.6)
+    ax_server.set_xlabel("ms per batch")
+    ax_server.set_title("server's own time", fontsize=9)
+    for ax in (ax_error, ax_fit, ax_server):
+        ax.grid(True, axis="x", alpha=0.3)
+    fig.suptitle("Simulated versus measured, cell by cell: where the error comes from",
+                 fontsize=11)
+    return save_figure(fig, path)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from sincere.identity import ENGINE_KEYS, PROFILE_KEYS, REPEAT_KEYS, params_hash, run_identity
-from sincere.metrics import completed_latencies_s, run_metrics
+from sincere.metrics import WRITTEN_KEYS, completed_latencies_s, run_metrics
 from sincere.rundirs import (
     RUN_FILE,
     RunDirError,
@@ -178,12 +178,13 @@ def _issued(info: dict[str, Any], run_dir: Path, received: int,
     return issued
 
 
-def _bound(info: dict[str, Any]) -> float | None:
-    """run.json's SLA-attainment bound (only its writer knew the profile to compute it)."""
+def _written(info: dict[str, Any]) -> dict[str, float | None]:
+    """The summary figures only the run's writer could compute (the bound, the fit to the
+    profile, the server's own time), from run.json."""
     summary = info.get("summary") if isinstance(info.get("summary"), dict) else {}
-    value = summary.get("sla_attainment_bound")
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
-        else None
+    return {key: float(value) if isinstance(value, (int, float))
+            and not isinstance(value, bool) else None
+            for key in WRITTEN_KEYS for value in [summary.get(key)]}
 
 
 def _is_count(value: Any) -> bool:
@@ -219,7 +220,7 @@ def summarise_run(run_dir: Path, results_root: Path | None = None) -> RunRecord:
            "results_dir": str(results_root) if results_root else str(run_dir.parent),
            "run_dir": str(run_dir), **accounting,
            **run_metrics(requests, batches, window_s, monitor, issued=issued,
-                         sla_attainment_bound=_bound(info))}
+                         written=_written(info))}
     return RunRecord(run_dir, row, completed_latencies_s(requests), warnings)
 
 

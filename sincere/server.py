@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from sincere.bound import sla_attainment_bound
+from sincere.fidelity import profile_fit
 from sincere.identity import with_identity
 from sincere.metrics import run_metrics
 from sincere.profiles import ProfileSet
@@ -137,6 +138,10 @@ class ExperimentServer:
         self._busy_model: str | None = None
         self.last_end_s = 0.0
         self.traffic_end_s: float | None = None  # when stop() came
+        # The server's own time between batches (sincere.fidelity): scheduling, records, GIL.
+        self._last_arrival_s = 0.0
+        self._waiting_for_s: float | None = None
+        self.server_time_s = 0.0
         # Fixed when the run finishes (the drain is over): a request refused afterwards is
         # recorded and counted, but changes no duration, rate or fraction.
         self.run_time_s: float | None = None
@@ -255,6 +260,7 @@ class ExperimentServer:
             refusal = self._refusal(model)
             if refusal is None:
                 self.book.add(request)
+                self._last_arrival_s = arrival_s
                 with self._record_lock:
                     self._counts["received"] += 1
                 self._cond.notify_all()
@@ -407,7 +413,9 @@ class ExperimentServer:
                 if decision.runs:
                     self._busy_model = decision.model
                     work = decision, self.book.take(decision.model, decision.size)
+                    self._note_decision_lag(now)
                 elif not hopeless:
+                    self._waiting_for_s = decision.wake_at
                     wait_s = math.inf if decision.wake_at is None else decision.wake_at - now
                     if self._draining:
                         wait_s = min(wait_s, self._drain_deadline_s - now,
@@ -418,6 +426,15 @@ class ExperimentServer:
                 self._settle(request, "shed", error=SHED_ERROR, http_status=503)
             if decision.runs:
                 return work
+
+    def _note_decision_lag(self, now: float) -> None:
+        """The server's own delay before a batch: from the event that made it due (the last
+        batch's end, the latest arrival, or the timer it waited for) to now."""
+        due_s = max(self.last_end_s, self._last_arrival_s)
+        if self._waiting_for_s is not None and self._waiting_for_s <= now:
+            due_s = max(due_s, self._waiting_for_s)
+        self._waiting_for_s = None
+        self.server_time_s += max(0.0, now - due_s)
 
     def _unload_removed(self) -> None:
         if self._to_unload is None:
@@ -466,6 +483,8 @@ class ExperimentServer:
                 self.mark_broken(model, reason)
                 return
         start_s = self.now()
+        if previous == model:
+            self.server_time_s += start_s - dispatch_s  # no swap: all of it is the server's
         with self._in_engine():
             result = self.engine.generate([r.payload.prompt for r in requests],
                                           self.max_new_tokens)
@@ -568,16 +587,19 @@ class ExperimentServer:
             return self.traffic_end_s
         return self.run_time_s if self.run_time_s is not None else self.now()
 
-    def _bound(self, requests: pd.DataFrame) -> float | None:
-        """The SLA-attainment bound on the arrivals received (`sincere.bound`); over every
-        issued request, so requests never received count as misses there too."""
+    def _written(self, requests: pd.DataFrame, batches: pd.DataFrame) -> dict[str, Any]:
+        """The summary figures only the server can compute: the SLA-attainment bound on the
+        arrivals received (`sincere.bound`; over every issued request, so requests never
+        received count as misses there too), the fit to the profile and its own time."""
         served = requests[requests["model"].isin(self.profiles.models)]
         issued = max(len(requests), self._issued or 0)
-        if served.empty or not issued:
-            return None
-        return sla_attainment_bound(served["arrival_s"].to_numpy(float),
-                                    served["model"].astype(str).tolist(), self.sla_s,
-                                    self.profiles, self.max_new_tokens, issued=issued)
+        bound = None if served.empty or not issued else sla_attainment_bound(
+            served["arrival_s"].to_numpy(float), served["model"].astype(str).tolist(),
+            self.sla_s, self.profiles, self.max_new_tokens, issued=issued)
+        return {"sla_attainment_bound": bound,
+                "server_time_per_batch_s": self.server_time_s / len(batches) if len(batches)
+                else None,
+                **profile_fit(batches, self.profiles, self.max_new_tokens)}
 
     def _run_json(self) -> dict[str, Any]:
         run_time_s = self.run_time_s if self.run_time_s is not None else max(self.now(),
@@ -604,5 +626,5 @@ class ExperimentServer:
                            "engine_cpu_s": round(self.engine_cpu_s, 4),
                            "engine_wall_s": round(self.engine_wall_s, 4)},
             "summary": run_metrics(requests, batches, window_s, monitor, issued=self._issued,
-                                   sla_attainment_bound=self._bound(requests)),
+                                   written=self._written(requests, batches)),
         })

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from sincere.bound import sla_attainment_bound
+from sincere.fidelity import profile_fit
 from sincere.grid import GridPoint
 from sincere.identity import with_identity
 from sincere.metrics import run_metrics
@@ -268,9 +269,11 @@ def run_task(task: SimTask) -> dict[str, Any]:
     recorder.close()
     bound = sla_attainment_bound(schedule.scheduled_s, schedule.models, point.sla_s,
                                  task.profiles, task.max_new_tokens)
-    summary = run_metrics(pd.DataFrame(request_rows, columns=REQUEST_COLUMNS),
-                          pd.DataFrame(batch_rows, columns=BATCH_COLUMNS),
-                          outcome.traffic_window_s, sla_attainment_bound=bound)
+    batches = pd.DataFrame(batch_rows, columns=BATCH_COLUMNS)
+    written = {"sla_attainment_bound": bound, "server_time_per_batch_s": 0.0,
+               **profile_fit(batches, task.profiles, task.max_new_tokens)}
+    summary = run_metrics(pd.DataFrame(request_rows, columns=REQUEST_COLUMNS), batches,
+                          outcome.traffic_window_s, written=written)
     run = {
         "run_id": point.run_id,
         "status": "complete",

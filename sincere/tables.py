@@ -139,3 +139,42 @@ def sim_vs_real_table(runs: pd.DataFrame,
     columns = [*pair_key, "simulated_platform", "measured_platform", "metric", "simulated_mean",
                "measured_mean", "relative_error", "runs_simulated", "runs_measured"]
     return pd.DataFrame(rows, columns=columns)
+
+
+# The parts of a simulated-versus-measured latency error, and what explains them.
+ERROR_PARTS = ("queue_wait_mean_s", "swap_wait_mean_s", "processing_mean_s")
+MEASURED_FIT = ("processing_vs_profile", "swap_vs_profile", "server_time_per_batch_s")
+
+
+def decomposition_table(sim_real: pd.DataFrame) -> pd.DataFrame:
+    """One row per simulated/measured pair: SLA attainment both ways and its difference in
+    points, mean latency both ways and its relative error, the latency error split into queue
+    wait, swap wait and processing (simulated − measured, s), the mean swap both ways, and what
+    the measured run says of its profile: batches and swaps against the profile, and the
+    server's own time per batch, which no profile covers."""
+    if sim_real.empty:
+        return pd.DataFrame()
+    key = [c for c in sim_real.columns if c not in (
+        "metric", "simulated_mean", "measured_mean", "relative_error", "runs_simulated",
+        "runs_measured")]
+    wide = sim_real.pivot_table(index=key, columns="metric",
+                                values=["simulated_mean", "measured_mean"], dropna=False)
+    rows = pd.DataFrame(index=wide.index)
+
+    def both(metric: str) -> tuple[pd.Series, pd.Series]:
+        return wide[("simulated_mean", metric)], wide[("measured_mean", metric)]
+
+    sim, real = both("sla_attainment")
+    rows["sla_attainment_simulated"], rows["sla_attainment_measured"] = sim, real
+    rows["sla_attainment_difference_points"] = (sim - real) * 100.0
+    sim, real = both("latency_mean_s")
+    rows["latency_mean_simulated_s"], rows["latency_mean_measured_s"] = sim, real
+    rows["latency_mean_relative_error"] = (sim - real) / real
+    for part in ERROR_PARTS:
+        sim, real = both(part)
+        rows[f"{part.removesuffix('_s')}_error_s"] = sim - real
+    sim, real = both("swap_mean_s")
+    rows["swap_mean_simulated_s"], rows["swap_mean_measured_s"] = sim, real
+    for metric in MEASURED_FIT:
+        rows[f"measured_{metric}"] = both(metric)[1]
+    return rows.reset_index()

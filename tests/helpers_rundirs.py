@@ -46,6 +46,7 @@ class SyntheticRun:
     profiles_name: str | None = None  # simulated runs (default h100-test_cc / h100-test_noncc)
     gpu_name: str = "NVIDIA H100"  # measured runs
     max_queue: int = 3000
+    written: dict[str, float] = field(default_factory=dict)  # summary figures of the writer
     requests: list[dict[str, Any]] = field(default_factory=list)
     batches: list[dict[str, Any]] = field(default_factory=list)
 
@@ -110,7 +111,7 @@ class SyntheticRun:
                            "rejected": counts.get("rejected", 0),
                            "failed": counts.get("failed", 0),
                            "unserved": counts.get("unserved", 0)},
-            "summary": {},
+            "summary": dict(self.written),
         }
         if not self.write_issued:
             del info["accounting"]["issued"]

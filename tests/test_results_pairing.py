@@ -9,8 +9,13 @@ import pytest
 
 from sincere.report import with_groups
 from sincere.runsummary import run_cc_mode, summarise_runs
-from sincere.tables import cc_comparison_table, cell_table, sim_vs_real_table
-from tests.helpers_rundirs import SyntheticRun
+from sincere.tables import (
+    cc_comparison_table,
+    cell_table,
+    decomposition_table,
+    sim_vs_real_table,
+)
+from tests.helpers_rundirs import SyntheticRun, grid_run
 
 
 def completing(count: int, **params) -> SyntheticRun:
@@ -141,3 +146,26 @@ def test_cc_mode_of_a_run(engine: str, environment_mode: str | None, profile_mod
     info = {"params": {"engine": engine, "profiles": {"cc_mode": profile_mode}},
             "environment": {"cc_mode": environment_mode}}
     assert run_cc_mode(info) == expected
+
+
+def test_the_simulated_vs_measured_error_is_decomposed(tmp_path: Path) -> None:
+    # The same grid point both ways; the measured run's batches and swaps take 1.5 times as
+    # long (grid_run's slowdown), and it reports its fit to the profile and its own time.
+    grid_run("BestBatch+Timer", 4.0, 0, "sim", "off").write(tmp_path / "sim")
+    real = grid_run("BestBatch+Timer", 4.0, 0, "hf", "off", slowdown=1.5)
+    real.written = {"processing_vs_profile": 1.5, "swap_vs_profile": 1.5,
+                    "server_time_per_batch_s": 0.004}
+    real.write(tmp_path / "real")
+    decomposition = decomposition_table(sim_vs_real_table(runs_table(tmp_path / "sim",
+                                                                     tmp_path / "real")))
+    assert len(decomposition) == 1
+    row = decomposition.iloc[0]
+    assert row["processing_mean_error_s"] == pytest.approx(0.8 - 1.2)
+    assert row["swap_mean_simulated_s"] == pytest.approx(0.5)
+    assert row["swap_mean_measured_s"] == pytest.approx(0.75)
+    parts = (row["queue_wait_mean_error_s"] + row["swap_wait_mean_error_s"]
+             + row["processing_mean_error_s"])
+    assert parts == pytest.approx(row["latency_mean_simulated_s"]
+                                  - row["latency_mean_measured_s"])
+    assert (row["measured_processing_vs_profile"], row["measured_server_time_per_batch_s"]) == (
+        1.5, 0.004)
