@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import ctypes
 import json
 import math
 import os
@@ -29,6 +28,7 @@ from typing import Any
 from sincere.client import ServerUnavailable, wait_for_server
 from sincere.grid import GridPoint
 from sincere.identity import differences, params_hash, run_identity, with_identity
+from sincere.processes import die_with_parent
 from sincere.records import write_json_atomic
 from sincere.schemas import REQUEST_STATUSES
 from sincere.strategies import make_strategy
@@ -37,7 +37,6 @@ from sincere.traffic import pattern_options
 
 ROOT = Path(__file__).resolve().parent.parent  # where the scripts are
 PARTIAL_DIR = ".partial"
-PR_SET_PDEATHSIG = 1  # prctl option: the signal a child gets when its parent dies
 STOP_GRACE_S = 15.0  # after SIGTERM, how long a child may take to write its files
 
 
@@ -54,7 +53,7 @@ class Child:
         with log_path.open("ab") as log_file:
             process = subprocess.Popen(list(argv), cwd=ROOT, stdout=log_file,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       start_new_session=True, preexec_fn=_die_with_parent)
+                                       start_new_session=True, preexec_fn=die_with_parent)
         return cls(name, process, log_path)
 
     @property
@@ -73,19 +72,6 @@ class Child:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)  # anything the child left behind
         return self.process.poll()
-
-
-try:  # looked up here, in the parent: a child between fork and exec should do little
-    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):  # not Linux
-    _PRCTL = None
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM it when the runner dies, even by SIGKILL (Linux), so
-    a killed runner leaves no server or generator behind."""
-    if _PRCTL is not None:
-        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
