@@ -61,7 +61,7 @@ RETRY_FAILED = True  # on a rerun, redo runs that failed (finished runs are alwa
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
-    from sincere.grid import run_is_complete
+    from sincere.grid import skip_on_rerun
     from sincere.runner import PARTIAL_DIR, RunSpec, run_point
     from sincere.traffic import PATTERNS as KNOWN_PATTERNS
     from sincere.traffic import options_from_constants
@@ -101,12 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                        base_seed=cfg.SEED, host=cfg.HOST, port=cfg.PORT,
                        start_timeout_s=cfg.START_TIMEOUT_S, run_timeout_s=cfg.RUN_TIMEOUT_S)
 
-    def finished(run_dir: Path) -> bool:
-        if run_is_complete(run_dir):
-            return True
-        return not cfg.RETRY_FAILED and (run_dir / "run.json").is_file()
-
-    todo = [p for p in points if not finished(results_dir / p.run_id)]
+    todo = [p for p in points if not skip_on_rerun(results_dir / p.run_id, cfg.RETRY_FAILED)]
     print(f"run_experiments: {len(points)} runs ({len(points) - len(todo)} already done), "
           f"{cfg.DURATION_S:g} s of traffic each -> {results_dir}/", flush=True)
 

@@ -50,3 +50,12 @@ def run_is_complete(run_dir: Path) -> bool:
         return json.loads((run_dir / "run.json").read_text()).get("status") == "complete"
     except (OSError, ValueError):
         return False
+
+
+def skip_on_rerun(run_dir: Path, retry_failed: bool) -> bool:
+    """Whether a rerun of the grid leaves this run directory as it is: the run completed, or
+    it failed and failed runs are not retried. The one place a rerun of real runs decides,
+    whether the runs go one after another here or to a Ray cluster."""
+    if run_is_complete(run_dir):
+        return True
+    return not retry_failed and (run_dir / "run.json").is_file()
