@@ -32,6 +32,7 @@ from sincere.schemas import REQUEST_STATUSES
 
 ROOT = Path(__file__).resolve().parent.parent  # where the scripts are
 PARTIAL_DIR = ".partial"
+PROFILE_KINDS = ("model_loading_times", "batch_profiling")  # the two files of a profile set
 PR_SET_PDEATHSIG = 1  # prctl option: the signal a child gets when its parent dies
 STOP_GRACE_S = 15.0  # after SIGTERM, how long a child may take to write its files
 
@@ -129,6 +130,34 @@ class RunSpec:
         """How long the whole run may take."""
         return self.run_timeout_s or self.duration_s + self.drain_timeout_s + 300.0
 
+    def missing_inputs(self) -> list[str]:
+        """What this machine lacks of the files the run reads: the two scripts, a folder per
+        served model, the prompts, the profiles, the trace; empty when all are there. (A Ray
+        node runs this too, so that a node without the files fails with their names.)"""
+        server, generator = self.server_options, self.generator_options
+
+        def here(value: Any) -> Path:  # the children run in ROOT
+            return ROOT / Path(value)  # an absolute path stays as it is
+
+        missing = [str(ROOT / s) for s in ("api_scheduler_experiments.py", "api_calls.py")
+                   if not (ROOT / s).is_file()]
+        models_dir = here(server.get("MODELS_DIR", "models"))
+        missing += [f"{models_dir / m}/config.json" for m in server.get("MODELS", [])
+                    if not (models_dir / m / "config.json").is_file()]
+        workloads = here(generator.get("WORKLOADS_DIR", "workloads"))
+        if not any(workloads.glob("*.json")):
+            missing.append(f"{workloads}/*.json (the prompts)")
+        profiles_dir = here(server.get("PROFILES_DIR", "profiling_results"))
+        name = str(server.get("PROFILES", "auto"))
+        if "," not in name and not here(name).is_dir():  # a set's name, or auto: any set
+            wanted = "" if name == "auto" else name
+            missing += [f"{profiles_dir}/{kind}_{wanted}*.csv" for kind in PROFILE_KINDS
+                        if not any(profiles_dir.glob(f"{kind}_{wanted}*.csv"))]
+        trace = generator.get("TRACE_PATH")
+        if trace and not here(trace).is_file():
+            missing.append(str(here(trace)))
+        return missing
+
 
 def read_rows(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
@@ -190,10 +219,7 @@ def _failed_run_json(run_dir: Path, point: GridPoint, spec: RunSpec, reason: str
 def run_point(point: GridPoint, spec: RunSpec, log=print) -> dict[str, Any]:
     """Run one grid point; returns its run.json (status complete or failed). KeyboardInterrupt
     stops both children and leaves the staged run to be redone."""
-    staging = spec.results_dir / PARTIAL_DIR / point.run_id
-    final = spec.results_dir / point.run_id
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = _fresh_staging(spec, point)
     port = spec.port or free_port(spec.host)
     url = f"http://{spec.host}:{port}"
     server_argv = script_argv("api_scheduler_experiments.py", {
@@ -205,15 +231,17 @@ def run_point(point: GridPoint, spec: RunSpec, log=print) -> dict[str, Any]:
         "DURATION_S": spec.duration_s, "SEED": point.seed(spec.base_seed),
         "REPEAT": point.repeat, "RUN_DIR": staging})
     children: list[Child] = []
-    reason = ""
+    missing = spec.missing_inputs()
+    reason = f"missing on {socket.gethostname()}: {', '.join(missing)}" if missing else ""
     started = time.monotonic()
     try:
-        server = Child.start("server", server_argv, staging / "server.log")
-        children.append(server)
-        try:
-            wait_for_server(url, spec.start_timeout_s, is_alive=lambda: server.alive)
-        except ServerUnavailable as exc:
-            reason = f"server did not start: {exc}"
+        if not reason:
+            server = Child.start("server", server_argv, staging / "server.log")
+            children.append(server)
+            try:
+                wait_for_server(url, spec.start_timeout_s, is_alive=lambda: server.alive)
+            except ServerUnavailable as exc:
+                reason = f"server did not start: {exc}{_last_error(server.log_path)}"
         if not reason:
             generator = Child.start("generator", generator_argv, staging / "generator.log")
             children.append(generator)
@@ -223,6 +251,37 @@ def run_point(point: GridPoint, spec: RunSpec, log=print) -> dict[str, Any]:
     finally:
         for child in reversed(children):
             child.stop()
+    return _keep(staging, point, spec, reason, started, log)
+
+
+def keep_unrun(point: GridPoint, spec: RunSpec, reason: str, log=print) -> dict[str, Any]:
+    """Keep a run that never got to run (its task was lost with its machine, say) as failed,
+    with ``reason``, in ``spec.results_dir`` as run_point keeps its failures; its run.json."""
+    return _keep(_fresh_staging(spec, point), point, spec, reason, time.monotonic(), log)
+
+
+def promote(staging: Path, final: Path) -> None:
+    """Move a staged run directory to its final place (replacing an earlier attempt), and
+    remove the staging area when nothing else is staged there."""
+    if final.exists():
+        shutil.rmtree(final)
+    staging.rename(final)
+    with contextlib.suppress(OSError):
+        staging.parent.rmdir()  # .partial, when nothing else is staged
+
+
+def _fresh_staging(spec: RunSpec, point: GridPoint) -> Path:
+    staging = spec.results_dir / PARTIAL_DIR / point.run_id
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _keep(staging: Path, point: GridPoint, spec: RunSpec, reason: str, started: float,
+          log) -> dict[str, Any]:
+    """Check the staged run's books, complete its run.json (failed with ``reason`` when there
+    is one) and move it to RESULTS_DIR/<run_id>; the run.json."""
+    final = spec.results_dir / point.run_id
     check = check_accounting(staging)
     if not reason:
         try:
@@ -233,18 +292,26 @@ def run_point(point: GridPoint, spec: RunSpec, log=print) -> dict[str, Any]:
             reason = f"server ended the run as {run.get('status')!r}"
     if reason:
         run = _failed_run_json(staging, point, spec, reason, check)
-        log(f"  {point.run_id}: FAILED: {reason}; see {final}/server.log")
+        logs = f"; see {final}/server.log" if (staging / "server.log").is_file() else ""
+        log(f"  {point.run_id}: FAILED: {reason}{logs}")
     run["accounting_check"] = check
     run.setdefault("params", {}).update(
         {k: v for k, v in spec.extra_params.items() if k not in run["params"]})
     run["wall_time_s"] = round(time.monotonic() - started, 3)
     write_json_atomic(staging / "run.json", run)
-    if final.exists():
-        shutil.rmtree(final)
-    staging.rename(final)
-    with contextlib.suppress(OSError):
-        staging.parent.rmdir()  # .partial, when nothing else is staged
+    promote(staging, final)
     return run
+
+
+def _last_error(log_path: Path) -> str:
+    """``: <the last line starting with error:>`` of a child's log (why a server refused to
+    start, e.g. no profile set), or "" when there is none."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    errors = [line for line in lines if line.startswith("error:")]
+    return f": {errors[-1].removeprefix('error:').strip()}" if errors else ""
 
 
 def _wait(generator: Child, server: Child, deadline: float) -> str:
