@@ -9,6 +9,11 @@ exit, check the accounting (issued = received = ok + rejected + failed + unserve
 request in requests.csv once) and move the run into RESULTS_DIR/<run_id>/. A rerun skips
 finished runs (and redoes failed ones, unless RETRY_FAILED is false). Ctrl-C stops the children
 and leaves nothing half-written that looks finished. One line per run with its headline figures.
+
+With RAY_ADDRESS the runs are Ray tasks spread over the machines of a Ray cluster (or of a local
+Ray instance), each on a node with a free GPU, and every run directory comes back into
+RESULTS_DIR exactly as above; with CC_MODES, each point runs on a node of each mode. See
+docs/cluster.md.
 """
 
 import signal
@@ -57,25 +62,34 @@ MONITOR_PERIOD_S = 0.5  # CPU/GPU sampling period, seconds
 START_TIMEOUT_S = 600.0  # how long the server may take to read the models and answer
 RUN_TIMEOUT_S = 0.0  # a run taking longer fails (0 = duration + drain timeout + 300 s)
 RETRY_FAILED = True  # on a rerun, redo runs that failed (finished runs are always skipped)
+RAY_ADDRESS = ""  # Ray: "" = none, runs here; local = start one here; auto, host:port, ray://...
+RUN_GPUS = 1.0  # Ray: GPUs a run holds (nodes without GPUs: a sincere_run slot instead)
+RUNS_PER_NODE = 1  # Ray local: sincere_run slots here (cluster nodes advertise their own)
+CC_MODES = []  # Ray: run each point on a node of each mode (on off) into RESULTS_DIR/cc_<mode>/
+NODE_ROOT = ""  # Ray: this checkout's path on the nodes ("" = the same path as here)
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
-    from sincere.grid import skip_on_rerun
+    from sincere.grid import GridRun, grid_runs, skip_on_rerun
     from sincere.runner import PARTIAL_DIR, RunSpec, run_point
     from sincere.traffic import PATTERNS as KNOWN_PATTERNS
     from sincere.traffic import options_from_constants
 
+    results_dir = Path(cfg.RESULTS_DIR)
     try:
         points = expand_grid(cfg.STRATEGIES, cfg.PATTERNS, cfg.MEANS, cfg.SLAS, cfg.REPEATS)
         unknown = [p for p in cfg.PATTERNS if p not in KNOWN_PATTERNS]
         if unknown:
             raise ValueError(f"unknown pattern(s) {', '.join(unknown)}; known: "
                              f"{', '.join(KNOWN_PATTERNS)}")
+        if cfg.CC_MODES and not cfg.RAY_ADDRESS:
+            raise ValueError("CC_MODES needs a Ray cluster (RAY_ADDRESS) with nodes of each "
+                             "mode: one machine has one CC mode")
+        runs = grid_runs(points, results_dir, cfg.CC_MODES)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    results_dir = Path(cfg.RESULTS_DIR)
     models = list(cfg.MODEL_MIX)
     server_options = {
         "PROFILES": cfg.PROFILES, "PROFILES_DIR": Path(cfg.PROFILES_DIR).resolve(),
@@ -90,52 +104,71 @@ def main(argv: list[str] | None = None) -> int:
     generator_options = {"MODEL_MIX": cfg.MODEL_MIX,
                          "WORKLOADS_DIR": Path(cfg.WORKLOADS_DIR).resolve()}
 
-    def spec_for(pattern: str) -> RunSpec:
+    def spec_for(run: GridRun) -> RunSpec:
+        pattern = run.point.pattern
         pattern_options = {name.upper(): value
                            for name, value in options_from_constants(cfg, pattern).items()}
         if "TRACE_PATH" in pattern_options:
             pattern_options["TRACE_PATH"] = Path(pattern_options["TRACE_PATH"]).resolve()
-        return RunSpec(results_dir=results_dir, server_options=server_options,
+        return RunSpec(results_dir=run.results_dir, server_options=server_options,
                        generator_options={**generator_options, **pattern_options},
                        duration_s=cfg.DURATION_S, drain_timeout_s=cfg.DRAIN_TIMEOUT_S,
                        base_seed=cfg.SEED, host=cfg.HOST, port=cfg.PORT,
                        start_timeout_s=cfg.START_TIMEOUT_S, run_timeout_s=cfg.RUN_TIMEOUT_S)
 
-    todo = [p for p in points if not skip_on_rerun(results_dir / p.run_id, cfg.RETRY_FAILED)]
-    print(f"run_experiments: {len(points)} runs ({len(points) - len(todo)} already done), "
-          f"{cfg.DURATION_S:g} s of traffic each -> {results_dir}/", flush=True)
+    todo = [run for run in runs if not skip_on_rerun(run.run_dir, cfg.RETRY_FAILED)]
+    where = f" on Ray ({cfg.RAY_ADDRESS})" if cfg.RAY_ADDRESS else ""
+    print(f"run_experiments: {len(runs)} runs ({len(runs) - len(todo)} already done), "
+          f"{cfg.DURATION_S:g} s of traffic each -> {results_dir}/{where}", flush=True)
 
     def on_sigterm(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    failed = 0
+    finished: list[dict] = []
+
+    def report(run: GridRun, result: dict) -> None:
+        finished.append(result)
+        print_progress(len(finished), len(todo), run.label, result)
+
     started = time.monotonic()
     try:
-        for n, point in enumerate(todo, start=1):
-            run = run_point(point, spec_for(point.pattern))
-            failed += run["status"] != "complete"
-            print_progress(n, len(todo), run)
+        if cfg.RAY_ADDRESS:
+            from sincere import cluster
+
+            config = cluster.ClusterConfig(cfg.RAY_ADDRESS, cfg.RUN_GPUS, cfg.RUNS_PER_NODE,
+                                           cfg.NODE_ROOT)
+            try:
+                cluster.run_on_ray(todo, spec_for, config, report)
+            except cluster.ClusterError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+        else:
+            for run in todo:
+                report(run, run_point(run.point, spec_for(run)))
     except KeyboardInterrupt:
-        print(f"\ninterrupted: the unfinished run is left in {results_dir / PARTIAL_DIR} and "
-              "will be redone; rerun the same command to go on", file=sys.stderr)
+        left = ("dropped on their nodes" if cfg.RAY_ADDRESS
+                else f"left in {results_dir / PARTIAL_DIR}")
+        print(f"\ninterrupted: the unfinished runs were stopped (their files {left}) and will "
+              "be redone; rerun the same command to go on", file=sys.stderr)
         return 130
+    failed = sum(run.get("status") != "complete" for run in finished)
     print(f"run_experiments: {len(todo)} runs in {time.monotonic() - started:.0f} s, "
           f"{failed} failed; summarise with: python process_results.py {results_dir}")
     return 1 if failed else 0
 
 
-def print_progress(n: int, total: int, run: dict) -> None:
+def print_progress(n: int, total: int, label: str, run: dict) -> None:
     check = run.get("accounting_check", {})
     counts = check.get("counts", run.get("accounting", {}))
     books = "accounting ok" if check.get("ok") else \
         f"ACCOUNTING: {'; '.join(check.get('problems', [])) or 'not checked'}"
     if run.get("status") != "complete":
-        print(f"[{n}/{total}] {run.get('run_id')}: FAILED ({run.get('failure')}); "
+        print(f"[{n}/{total}] {label}: FAILED ({run.get('failure')}); "
               f"{counts.get('received', 0)} requests recorded; {books}", flush=True)
         return
     summary = run.get("summary", {})
-    print(f"[{n}/{total}] {run['run_id']}: SLA {summary.get('sla_attainment', 0):.1%}, "
+    print(f"[{n}/{total}] {label}: SLA {summary.get('sla_attainment', 0):.1%}, "
           f"p90 {summary.get('latency_p90_s') or float('nan'):.2f} s, "
           f"{summary.get('throughput_rps') or 0:.2f} req/s, {summary.get('swaps')} swaps, "
           f"{counts.get('issued')} issued, unserved {counts.get('unserved')}, "

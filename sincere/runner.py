@@ -254,10 +254,14 @@ def run_point(point: GridPoint, spec: RunSpec, log=print) -> dict[str, Any]:
     return _keep(staging, point, spec, reason, started, log)
 
 
-def keep_unrun(point: GridPoint, spec: RunSpec, reason: str, log=print) -> dict[str, Any]:
-    """Keep a run that never got to run (its task was lost with its machine, say) as failed,
-    with ``reason``, in ``spec.results_dir`` as run_point keeps its failures; its run.json."""
-    return _keep(_fresh_staging(spec, point), point, spec, reason, time.monotonic(), log)
+def keep_unrun(point: GridPoint, spec: RunSpec, reason: str, log=print,
+               files_lost: bool = False) -> dict[str, Any]:
+    """Keep a run that did not run here as failed, with ``reason``, in ``spec.results_dir`` as
+    run_point keeps its failures; its run.json. ``files_lost``: it ran elsewhere and its files
+    are gone (its Ray node died), so its books cannot be checked."""
+    lost = ["the run's files were lost with its task: what it issued is unknown"]
+    return _keep(_fresh_staging(spec, point), point, spec, reason, time.monotonic(), log,
+                 lost if files_lost else [])
 
 
 def promote(staging: Path, final: Path) -> None:
@@ -278,11 +282,13 @@ def _fresh_staging(spec: RunSpec, point: GridPoint) -> Path:
 
 
 def _keep(staging: Path, point: GridPoint, spec: RunSpec, reason: str, started: float,
-          log) -> dict[str, Any]:
-    """Check the staged run's books, complete its run.json (failed with ``reason`` when there
-    is one) and move it to RESULTS_DIR/<run_id>; the run.json."""
+          log, problems: Sequence[str] = ()) -> dict[str, Any]:
+    """Check the staged run's books (adding ``problems``), complete its run.json (failed with
+    ``reason`` when there is one) and move it to RESULTS_DIR/<run_id>; the run.json."""
     final = spec.results_dir / point.run_id
     check = check_accounting(staging)
+    if problems:
+        check = {**check, "ok": False, "problems": [*check["problems"], *problems]}
     if not reason:
         try:
             run = json.loads((staging / "run.json").read_text())

@@ -1,0 +1,326 @@
+"""run_experiments.py on a Ray cluster, for real: a Ray cluster of three local nodes (one Ray
+instance for the module), the tiny models, real servers and generators on the nodes.
+
+The two worker nodes are CPU machines labelled as a CC-off and a CC-on node, as
+``python -m sincere.node --resources --cc-mode ...`` labels them; each has two run slots.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+
+from sincere.grid import GridPoint, GridRun, grid_runs
+from sincere.node import node_resources, pack_run, unpack_run
+from sincere.runner import ROOT, RunSpec, script_argv
+
+RUN_FILES = ["batches.csv", "client.csv", "generator.log", "monitor.csv", "requests.csv",
+             "run.json", "schedule.csv", "server.log"]
+
+
+@dataclass
+class LocalCluster:
+    cluster: object  # ray.cluster_utils.Cluster
+    nodes: dict[str, object]  # CC mode -> its worker node
+
+    @property
+    def address(self) -> str:
+        return self.cluster.address
+
+    def add(self, cc_mode: str) -> None:
+        """A worker node with two run slots, labelled with ``cc_mode``."""
+        self.nodes[cc_mode] = self.cluster.add_node(
+            num_cpus=1, resources=node_resources(2, cc_mode, detected="unknown"))
+        self.cluster.wait_for_nodes()
+
+    def node_running(self, process: psutil.Process) -> str:
+        """The CC mode of the node whose raylet ``process`` descends from ("" if none)."""
+        ancestors = {p.pid for p in process.parents()}
+        for mode, node in self.nodes.items():
+            if node.all_processes["raylet"][0].process.pid in ancestors:
+                return mode
+        return ""
+
+    def servers(self) -> list[psutil.Process]:
+        """The experiment servers running on this cluster's nodes."""
+        found = []
+        for node in self.nodes.values():
+            raylet = psutil.Process(node.all_processes["raylet"][0].process.pid)
+            for child in raylet.children(recursive=True):
+                try:
+                    if "api_scheduler_experiments.py" in " ".join(child.cmdline()):
+                        found.append(child)
+                except psutil.NoSuchProcess:
+                    pass
+        return found
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[LocalCluster]:
+    from ray.cluster_utils import Cluster  # a Ray instance of local nodes (Ray's own tests')
+
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    handle = LocalCluster(cluster, {})
+    try:
+        for mode in ("off", "on"):
+            handle.add(mode)
+        yield handle
+    finally:
+        cluster.shutdown()
+
+
+def grid_argv(results: Path, address: str, models: Path, workloads: Path, tiny_profile,
+              strategies: list[str], cc_modes: list[str], duration_s: float = 2.0) -> list[str]:
+    return script_argv("run_experiments.py", {
+        "RESULTS_DIR": results, "MODELS_DIR": models, "WORKLOADS_DIR": workloads,
+        "PROFILES": "cpu_noncc", "PROFILES_DIR": Path(tiny_profile.loading_file).parent,
+        "STRATEGIES": strategies, "PATTERNS": ["constant"], "MEANS": [3.0], "SLAS": [5.0],
+        "DURATION_S": duration_s, "DRAIN_TIMEOUT_S": 20.0, "MAX_NEW_TOKENS": 4,
+        "MONITOR_PERIOD_S": 0.2, "RAY_ADDRESS": address, "CC_MODES": cc_modes})
+
+
+def wait_for(condition, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while not (found := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+    return found
+
+
+def read_run(run_dir: Path) -> dict:
+    return json.loads((run_dir / "run.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def off_grid(ray_cluster: LocalCluster, tiny_models: Path, server_workloads: Path, tiny_profile,
+             tmp_path_factory: pytest.TempPathFactory):
+    """Two runs at once on the CC-off node, and the first of them run here without Ray."""
+    results = tmp_path_factory.mktemp("cluster") / "results"
+    argv = grid_argv(results, ray_cluster.address, tiny_models, server_workloads, tiny_profile,
+                     ["Immediate", "BestBatch+Timer"], ["off"])
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as driver:
+        most_servers = 0  # the most experiment servers seen running at once on the cluster
+        while driver.poll() is None:
+            most_servers = max(most_servers, len(ray_cluster.servers()))
+            time.sleep(0.2)
+        stdout, stderr = driver.communicate()
+    on_ray = subprocess.CompletedProcess(argv, driver.returncode, stdout, stderr)
+    local_results = results.parent / "local"
+    local = subprocess.run(grid_argv(local_results, "", tiny_models, server_workloads,
+                                     tiny_profile, ["Immediate"], []),
+                           capture_output=True, text=True, timeout=300)
+    return results, on_ray, most_servers, local_results, local
+
+
+def test_two_runs_at_once_land_like_a_local_run(off_grid) -> None:
+    results, on_ray, most_servers, local_results, local = off_grid
+    assert on_ray.returncode == 0, on_ray.stdout + on_ray.stderr
+    assert local.returncode == 0, local.stdout + local.stderr
+    assert sorted(p.name for p in results.iterdir()) == ["cc_off"]
+    names = ["bestbatch-timer__constant__rate3__sla5__rep0",
+             "immediate__constant__rate3__sla5__rep0"]
+    assert sorted(p.name for p in (results / "cc_off").iterdir()) == names
+    runs = {name: results / "cc_off" / name for name in names}
+    for run_dir in runs.values():
+        run = read_run(run_dir)
+        assert run["status"] == "complete", run.get("failure")
+        assert run["accounting_check"]["ok"], run["accounting_check"]
+        assert run["accounting"]["issued"] == run["accounting"]["received"] == 6
+        assert run["environment"]["cc_mode"] == "off"  # the node's label: the CPU detects none
+        assert run["environment"]["cc_mode_detected"] == "unknown"
+        assert run["environment"]["cc_source"] == "ray node resource cc_off"
+    assert on_ray.stdout.count("accounting ok") == 2
+    assert "[2/2] cc_off/" in on_ray.stdout
+    assert most_servers == 2  # both runs at once, on the node's two slots
+    # The same files as a local run of the same point, with the same arrivals.
+    local_dir = local_results / names[1]
+    assert sorted(p.name for p in local_dir.iterdir()) == RUN_FILES
+    for run_dir in runs.values():
+        assert sorted(p.name for p in run_dir.iterdir()) == RUN_FILES
+    assert set(read_run(runs[names[1]])) == set(read_run(local_dir))
+    schedule = (runs[names[1]] / "schedule.csv").read_text()
+    assert schedule == (local_dir / "schedule.csv").read_text()
+    assert not (results / "cc_off" / ".partial").exists()
+
+
+def test_both_cc_modes_pair_in_the_report(off_grid, ray_cluster: LocalCluster,
+                                          tiny_models: Path, server_workloads: Path,
+                                          tiny_profile) -> None:
+    """The same grid with CC_MODES on and off: the off runs are already there and skipped;
+    the on runs go to the CC-on node; the report's CC comparison pairs them cell by cell."""
+    from sincere.metrics import cc_comparison_table
+    from sincere.rundirs import summarise_runs
+
+    results = off_grid[0]
+    kept = {p: (p / "run.json").stat().st_mtime_ns for p in (results / "cc_off").iterdir()}
+    both = subprocess.run(grid_argv(results, ray_cluster.address, tiny_models,
+                                    server_workloads, tiny_profile,
+                                    ["Immediate", "BestBatch+Timer"], ["on", "off"]),
+                          capture_output=True, text=True, timeout=300)
+    assert both.returncode == 0, both.stdout + both.stderr
+    assert "4 runs (2 already done)" in both.stdout
+    assert {p: (p / "run.json").stat().st_mtime_ns for p in kept} == kept
+    for run_dir in (results / "cc_on").iterdir():
+        run = read_run(run_dir)
+        assert run["status"] == "complete" and run["accounting_check"]["ok"]
+        assert run["environment"]["cc_mode"] == "on"
+    records, warnings = summarise_runs([results], workers=1)
+    assert not warnings, warnings
+    assert sorted(r.row["cc_mode"] for r in records) == ["off", "off", "on", "on"]
+    cc = cc_comparison_table(pd.DataFrame([r.row for r in records]))
+    pairs = cc[cc["metric"] == "requests_issued"]
+    assert sorted(pairs["strategy"]) == ["BestBatch+Timer", "Immediate"]
+    assert (pairs["runs_noncc"] == 1).all() and (pairs["runs_cc"] == 1).all()
+    assert (pairs["ratio_noncc_over_cc"] == 1.0).all()  # the same arrivals on both sides
+
+
+def test_a_lost_node_fails_its_run_and_a_rerun_redoes_it(ray_cluster: LocalCluster,
+                                                         tiny_models: Path,
+                                                         server_workloads: Path, tiny_profile,
+                                                         tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    argv = grid_argv(results, ray_cluster.address, tiny_models, server_workloads, tiny_profile,
+                     ["Immediate"], ["on"], duration_s=60.0)
+    driver = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    server = wait_for(lambda: next(iter(ray_cluster.servers()), None), 120, "the run's server")
+    assert ray_cluster.node_running(server) == "on"
+    time.sleep(1.0)  # let it serve a few requests: the node is lost mid-run, not at start
+    ray_cluster.cluster.remove_node(ray_cluster.nodes.pop("on"), allow_graceful=False)
+    output, _ = driver.communicate(timeout=240)
+    assert driver.returncode == 1, output
+    run_dir = results / "cc_on" / "immediate__constant__rate3__sla5__rep0"
+    failed = read_run(run_dir)
+    assert failed["status"] == "failed"
+    assert failed["failure"].startswith("the Ray task was lost: "), failed["failure"]
+    assert not failed["accounting_check"]["ok"]  # its rows were on the lost node
+    assert "lost with its task" in failed["accounting_check"]["problems"][-1]
+    assert failed["params"]["strategy"] == "Immediate" and failed["params"]["mean_rps"] == 3.0
+    assert "FAILED (the Ray task was lost" in output
+    # The run's server followed its worker (the parent-death signal), as it would on a VM
+    # that lost its Ray processes but not its power.
+    psutil.wait_procs([server], timeout=60)
+    assert not server.is_running()
+
+    ray_cluster.add("on")  # the node is back
+    rerun = subprocess.run([*argv, "--duration-s", "2"], capture_output=True, text=True,
+                           timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "1 runs (0 already done)" in rerun.stdout
+    redone = read_run(run_dir)
+    assert redone["status"] == "complete" and redone["accounting_check"]["ok"]
+
+
+def test_ctrl_c_cancels_every_task_and_leaves_no_server(ray_cluster: LocalCluster,
+                                                        tiny_models: Path,
+                                                        server_workloads: Path, tiny_profile,
+                                                        tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    driver = subprocess.Popen(grid_argv(results, ray_cluster.address, tiny_models,
+                                        server_workloads, tiny_profile,
+                                        ["Immediate", "BestBatch+Timer", "Dynamic+Delay"],
+                                        ["off"], duration_s=60.0),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def two_servers() -> list[psutil.Process] | None:
+        servers = ray_cluster.servers()
+        return servers if len(servers) == 2 else None
+
+    servers = wait_for(two_servers, 120,
+                       "two servers on the CC-off node (the third run waits for a slot)")
+    driver.send_signal(signal.SIGINT)
+    output, _ = driver.communicate(timeout=120)
+    assert driver.returncode == 130, output
+    assert "cancelling 3 Ray tasks" in output and "will be redone" in output
+    gone, alive = psutil.wait_procs(servers, timeout=30)
+    assert not alive
+    assert ray_cluster.servers() == []
+    assert not any(p.name != ".partial" for p in (results / "cc_off").glob("*")), \
+        "a cancelled run must not land as if finished"
+
+
+def test_the_local_grid_never_imports_ray(tmp_path: Path, server_workloads: Path,
+                                          tiny_profile) -> None:
+    """RAY_ADDRESS "" is the grid as before: with ray made unimportable, it still runs (here
+    one run that fails at once for want of its model folders, naming them)."""
+    argv = grid_argv(tmp_path / "results", "", tmp_path / "no-models", server_workloads,
+                     tiny_profile, ["Immediate"], [])
+    blocked = ("import runpy, sys; sys.modules['ray'] = None; sys.argv = sys.argv[1:]; "
+               "runpy.run_path(sys.argv[0], run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", blocked, *argv[1:]], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 1, done.stdout + done.stderr
+    run = read_run(tmp_path / "results" / "immediate__constant__rate3__sla5__rep0")
+    assert run["failure"].startswith("missing on ")
+    assert f"{tmp_path / 'no-models'}/llama3-8b/config.json" in run["failure"]
+
+
+def test_cc_modes_need_ray_and_known_names(tmp_path: Path) -> None:
+    base = script_argv("run_experiments.py", {"RESULTS_DIR": tmp_path, "CC_MODES": ["on"]})
+    refused = subprocess.run(base, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "CC_MODES needs a Ray cluster" in refused.stderr
+    with pytest.raises(ValueError, match="unknown CC mode"):
+        grid_runs([GridPoint("Immediate", "gamma", 4.0, 10.0, 0)], tmp_path, ["maybe"])
+
+
+def test_each_mode_has_its_folder_and_one_mode_less_grid_keeps_today_s_layout(
+        tmp_path: Path) -> None:
+    point = GridPoint("Immediate", "gamma", 4.0, 10.0, 0)
+    assert grid_runs([point], tmp_path) == [GridRun(point, tmp_path)]
+    runs = grid_runs([point], tmp_path, ["on", "off"])
+    assert [r.run_dir for r in runs] == [tmp_path / "cc_on" / point.run_id,
+                                         tmp_path / "cc_off" / point.run_id]
+    assert [r.label for r in runs] == [f"cc_on/{point.run_id}", f"cc_off/{point.run_id}"]
+
+
+def test_node_labels_never_contradict_the_gpu() -> None:
+    assert node_resources(1, detected="on") == {"sincere_run": 1.0, "cc_on": 1.0}
+    assert node_resources(2, "off", detected="unknown") == {"sincere_run": 2.0, "cc_off": 1.0}
+    assert node_resources(1, detected="unknown") == {"sincere_run": 1.0}  # no mode: no label
+    with pytest.raises(ValueError, match="reports CC on"):
+        node_resources(1, "off", detected="on")
+
+
+def test_a_packed_run_lands_whole_and_replaces_an_earlier_attempt(tmp_path: Path) -> None:
+    run_dir = tmp_path / "node" / "r1"
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text('{"status": "complete"}')
+    (run_dir / "requests.csv").write_bytes(os.urandom(5000))
+    landed = tmp_path / "results"
+    (landed / "r1").mkdir(parents=True)
+    (landed / "r1" / "stale.csv").write_text("from a failed attempt")
+    assert unpack_run(pack_run(run_dir), landed, "r1") == landed / "r1"
+    assert sorted(p.name for p in (landed / "r1").iterdir()) == ["requests.csv", "run.json"]
+    landed_bytes = (landed / "r1" / "requests.csv").read_bytes()
+    assert landed_bytes == (run_dir / "requests.csv").read_bytes()
+    assert not (landed / ".partial").exists()
+    with pytest.raises(ValueError, match="not r2"):
+        unpack_run(pack_run(run_dir), landed, "r2")
+
+
+def test_paths_in_this_checkout_move_under_node_root(tmp_path: Path) -> None:
+    from sincere.cluster import for_node
+
+    spec = RunSpec(results_dir=tmp_path, server_options={
+        "MODELS_DIR": ROOT / "models", "PROFILES_DIR": Path("/data/profiles"), "MODELS": ["a"]},
+        generator_options={"WORKLOADS_DIR": ROOT / "workloads"}, duration_s=1.0,
+        drain_timeout_s=1.0, base_seed=0)
+    moved = for_node(spec, Path("/srv/sincere"))
+    assert moved.server_options == {"MODELS_DIR": Path("/srv/sincere/models"),
+                                    "PROFILES_DIR": Path("/data/profiles"), "MODELS": ["a"]}
+    assert moved.generator_options == {"WORKLOADS_DIR": Path("/srv/sincere/workloads")}
+    assert for_node(spec, ROOT) == spec
