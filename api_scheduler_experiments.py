@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from sincere.engine import Engine, set_cpu_threads
+    from sincere.environment import environment_block, format_environment
     from sincere.experiment import (
         build_server,
         make_http_server,
@@ -64,7 +65,6 @@ def main(argv: list[str] | None = None) -> int:
         resolve_profiles,
         run_directory,
     )
-    from sincere.monitor import environment_block, format_environment
     from sincere.server_app import Limits, create_app
 
     env = environment_block()

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    from sincere.monitor import environment_block
+    from sincere.environment import environment_block
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     print(auto_profile_name(environment_block(), torch.device(device).type, args.decode))
