@@ -14,7 +14,7 @@ from typing import Any
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
-from sincere.monitor import Monitor
+from sincere.monitor import Monitor, visible_gpu
 from sincere.profiles import ProfileError, ProfileSet, load_profiles
 from sincere.profiling import cc_label, device_name
 from sincere.server import ExperimentServer
@@ -90,7 +90,7 @@ def build_server(cfg: Any, engine: Any, profiles: ProfileSet, models: list[str],
         drain_timeout_s=cfg.DRAIN_TIMEOUT_S, max_queue=cfg.MAX_QUEUE,
         rate_window_s=cfg.RATE_WINDOW_S, params=params, environment=environment,
         monitor_factory=lambda start: Monitor(run_dir / "monitor.csv", period_s=period_s,
-                                              start_monotonic=start))
+                                              gpu_index=visible_gpu(), start_monotonic=start))
 
 
 class _HttpServer(ThreadedWSGIServer):

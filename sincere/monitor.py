@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Self, TextIO
 
@@ -38,6 +39,21 @@ def _format_cell(value: float | None) -> str:
     return str(value)
 
 
+def visible_gpu(environ: Mapping[str, str] | None = None) -> int | str | None:
+    """The GPU this process computes on, as NVML names it: the first entry of
+    CUDA_VISIBLE_DEVICES (an index, or a ``GPU-``/``MIG-`` UUID), 0 when the variable is unset,
+    None when it hides every GPU. NVML ignores the variable, so without this a run that Ray
+    gave GPU 3 would sample GPU 0. (An index is taken in NVML's order, which is CUDA's on a
+    node of identical GPUs.)"""
+    environ = os.environ if environ is None else environ
+    if "CUDA_VISIBLE_DEVICES" not in environ:
+        return 0
+    first = environ["CUDA_VISIBLE_DEVICES"].split(",")[0].strip()
+    if first.isdigit():
+        return int(first)
+    return first if first.startswith(("GPU-", "MIG-")) else None
+
+
 class Monitor:
     """Samples CPU, RAM and one GPU on a fixed period into ``monitor.csv`` and into memory.
 
@@ -45,11 +61,13 @@ class Monitor:
     monitor opens), so the server can share its run clock. Ticks fall at ``start + k * period_s``;
     a tick missed because sampling ran late is skipped, not bunched. ``out_path=None`` keeps the
     samples in memory only. Use ``with Monitor(...)`` or ``start()`` / ``stop()``;
-    ``sample_once()`` takes one sample now, with or without the thread.
+    ``sample_once()`` takes one sample now, with or without the thread. ``gpu_index``: the GPU's
+    NVML index, or its UUID, or None for no GPU (see ``visible_gpu``).
     """
 
     def __init__(self, out_path: str | Path | None, period_s: float = 0.5,
-                 gpu_index: int = 0, start_monotonic: float | None = None, nvml: Any = None,
+                 gpu_index: int | str | None = 0, start_monotonic: float | None = None,
+                 nvml: Any = None,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
         if period_s <= 0:
@@ -88,9 +106,11 @@ class Monitor:
         psutil.cpu_percent(interval=None)  # the first call only sets the reference point
         self._nvml, self.nvml_error = self._resources.enter_context(
             nvml_session(self._nvml_arg))
-        if self._nvml is not None:
+        if self._nvml is not None and self.gpu_index is not None:
+            by_uuid = isinstance(self.gpu_index, str)
             try:
-                self._handle = self._nvml.nvmlDeviceGetHandleByIndex(self.gpu_index)
+                self._handle = getattr(self._nvml, "nvmlDeviceGetHandleByUUID" if by_uuid
+                                       else "nvmlDeviceGetHandleByIndex")(self.gpu_index)
             except NVML_FAILURES as exc:
                 self.nvml_error = describe_failure(exc)
         if self.out_path is not None:
