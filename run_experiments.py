@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     try:
-        if cfg.RAY_ADDRESS:
+        if cfg.RAY_ADDRESS and todo:
             from sincere import cluster
 
             config = cluster.ClusterConfig(cfg.RAY_ADDRESS, cfg.RUN_GPUS, cfg.RUNS_PER_NODE,

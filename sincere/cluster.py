@@ -14,12 +14,13 @@ import logging
 import signal
 import sys
 import tarfile
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sincere.grid import CC_MODES, GridRun, cc_name
+from sincere.grid import GridRun, cc_name
 from sincere.node import RUN_SLOT, node_resources, run_on_node, unpack_run
 from sincere.runner import ROOT, STOP_GRACE_S, RunSpec, keep_unrun
 
@@ -28,6 +29,7 @@ CC_SHARE = 0.001  # of a node's cc_<mode> resource (1) a run holds: a label, not
 # SIGTERM, grace, SIGKILL for each) before their Ray workers are killed outright.
 CANCEL_GRACE_S = 2 * (STOP_GRACE_S + 5.0) + 5.0
 WAIT_POLL_S = 1.0  # the driver's wait for finished runs returns this often (Ctrl-C lands)
+NODE_CHECK_S = 15.0  # how often the driver checks that waiting runs still have a node
 
 
 class ClusterError(RuntimeError):
@@ -60,7 +62,8 @@ def run_on_ray(runs: Sequence[GridRun], spec_for: Callable[[GridRun], RunSpec],
     pending: dict[Any, GridRun] = {}
     try:
         use_gpus = config.run_gpus > 0 and _alive_total(ray, "GPU") > 0
-        log(_check_capacity(ray, {r.cc_mode for r in runs}, use_gpus, config.run_gpus))
+        need = ("GPU", config.run_gpus) if use_gpus else (RUN_SLOT, 1.0)
+        log(_check_capacity(ray, {r.cc_mode for r in runs}, *need))
         task = ray.remote(run_on_node)
         for run in runs:
             options = task_options(run, use_gpus, config.run_gpus)
@@ -68,11 +71,16 @@ def run_on_ray(runs: Sequence[GridRun], spec_for: Callable[[GridRun], RunSpec],
             ref = task.options(**options).remote(run.point, node_spec, run.cc_mode,
                                                  str(config.root_on_nodes))
             pending[ref] = run
+        stranded: set[str] = set()  # modes whose waiting runs no alive node can take
+        next_check = time.monotonic() + NODE_CHECK_S
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_POLL_S)
             for ref in ready:
                 run = pending.pop(ref)
                 on_done(run, _collect(ray, ref, run, spec_for(run)))
+            if time.monotonic() >= next_check:
+                stranded = _say_stranded(ray, pending.values(), *need, stranded, log)
+                next_check = time.monotonic() + NODE_CHECK_S
     except KeyboardInterrupt:
         _cancel(ray, list(pending))
         raise
@@ -130,26 +138,44 @@ def _alive_total(ray: Any, resource: str) -> float:
     return sum(node.get(resource, 0.0) for node in _alive_nodes(ray))
 
 
-def _check_capacity(ray: Any, cc_modes: set[str], use_gpus: bool, run_gpus: float) -> str:
+def _able_nodes(nodes: Sequence[dict[str, float]], cc_mode: str, unit: str,
+                need: float) -> list[dict[str, float]]:
+    """The nodes that could take a run of ``cc_mode`` ("" = any) holding ``need`` ``unit``."""
+    return [n for n in nodes if n.get(unit, 0.0) >= need
+            and (not cc_mode or n.get(cc_name(cc_mode), 0.0) > 0)]
+
+
+def _check_capacity(ray: Any, cc_modes: set[str], unit: str, need: float) -> str:
     """One line on what each mode's runs will use; ClusterError when a mode has no node that
     could ever take its runs (Ray would wait for one forever)."""
     nodes = _alive_nodes(ray)
-    unit, need = ("GPU", run_gpus) if use_gpus else (RUN_SLOT, 1.0)
     parts = []
     for mode in sorted(cc_modes):
-        able = [n for n in nodes if n.get(unit, 0.0) >= need
-                and (not mode or n.get(cc_name(mode), 0.0) > 0)]
-        where = f"{cc_name(mode)} nodes" if mode else "nodes"
+        able = _able_nodes(nodes, mode, unit, need)
         if not able:
             advertise = (f" advertising {cc_name(mode)}" if mode else "")
             raise ClusterError(
                 f"no node of the Ray cluster{advertise} has {need:g} {unit} for a run "
                 f"({len(nodes)} nodes alive; see docs/cluster.md for `ray start --resources`)")
         slots = sum(n.get(unit, 0.0) for n in able) // need
-        parts.append(f"{len(able)} {where} ({slots:g} runs at once)")
-    modes = ", ".join(m for m in CC_MODES if m in cc_modes)
-    return (f"ray: {len(nodes)} nodes; each run holds {need:g} {unit}; "
-            f"{'; '.join(parts)}" + (f"; CC modes {modes}" if modes else ""))
+        where = f"{cc_name(mode)} " if mode else ""
+        parts.append(f"{where}on {len(able)} node{'s' * (len(able) != 1)}, "
+                     f"{slots:g} at once")
+    return (f"ray: {len(nodes)} nodes alive; each run holds {need:g} {unit}; runs "
+            f"{'; '.join(parts)}")
+
+
+def _say_stranded(ray: Any, waiting: Iterable[GridRun], unit: str, need: float,
+                  said: set[str], log: Callable[[str], None]) -> set[str]:
+    """Say once when a mode's waiting runs lose the last node that could take them (it died):
+    they wait for one to join, as Ray does; the modes stranded now."""
+    nodes = _alive_nodes(ray)
+    stranded = {run.cc_mode for run in waiting if not _able_nodes(nodes, run.cc_mode, unit, need)}
+    for mode in sorted(stranded - said):
+        which = f"{cc_name(mode)} " if mode else ""
+        log(f"ray: no alive node can take the waiting {which}runs; they wait for one to join "
+            "(ray start on such a node), or Ctrl-C")
+    return stranded
 
 
 def _collect(ray: Any, ref: Any, run: GridRun, spec: RunSpec) -> dict[str, Any]:
@@ -194,3 +220,44 @@ def _cancel(ray: Any, refs: list[Any]) -> None:
         ray.cancel(ref, force=True)
     if left:
         ray.wait(left, num_returns=len(left), timeout=10.0)
+
+
+def describe_nodes(nodes: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per alive node of ``ray.nodes()``: its address, GPUs, run slots and CC mode."""
+    lines = []
+    for node in nodes:
+        if not node.get("Alive"):
+            continue
+        resources = node.get("Resources", {})
+        modes = [m for m in ("on", "off") if resources.get(cc_name(m), 0) > 0]
+        lines.append(f"{node.get('NodeManagerAddress', '?'):<16} GPU {resources.get('GPU', 0):g}"
+                     f"  {RUN_SLOT} {resources.get(RUN_SLOT, 0):g}"
+                     f"  CC {', '.join(modes) or 'not advertised'}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sincere.cluster --nodes``: what each node of the Ray cluster offers a grid."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--nodes", action="store_true", required=True,
+                        help="list the alive nodes: GPUs, run slots, CC mode")
+    parser.add_argument("--address", default="auto", help="the cluster (default: auto)")
+    args = parser.parse_args(argv)
+    import ray
+
+    try:
+        ray.init(address=args.address, logging_level=logging.WARNING, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        print(f"error: could not join Ray at {args.address!r}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        print("\n".join(describe_nodes(ray.nodes())))
+    finally:
+        ray.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -188,6 +188,21 @@ def test_both_cc_modes_pair_in_the_report(off_grid, ray_cluster: LocalCluster,
     assert (pairs["ratio_noncc_over_cc"] == 1.0).all()  # the same arrivals on both sides
 
 
+def node_list(address: str) -> str:
+    """``python -m sincere.cluster --nodes``: a line per alive node."""
+    listed = subprocess.run([sys.executable, "-m", "sincere.cluster", "--nodes", "--address",
+                             address], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    return listed.stdout
+
+
+def test_the_node_list_shows_what_each_node_offers(ray_cluster: LocalCluster) -> None:
+    offers = sorted(line.split(None, 1)[1]
+                    for line in node_list(ray_cluster.address).splitlines())
+    assert offers == ["GPU 0  sincere_run 0  CC not advertised",  # the head
+                      "GPU 0  sincere_run 2  CC off", "GPU 0  sincere_run 2  CC on"]
+
+
 def test_a_lost_node_fails_its_run_and_a_rerun_redoes_it(ray_cluster: LocalCluster,
                                                          tiny_models: Path,
                                                          server_workloads: Path, tiny_profile,
@@ -215,6 +230,13 @@ def test_a_lost_node_fails_its_run_and_a_rerun_redoes_it(ray_cluster: LocalClust
     # that lost its Ray processes but not its power.
     psutil.wait_procs([server], timeout=60)
     assert not server.is_running()
+
+    # With no CC-on node left, the grid is refused rather than left waiting for one.
+    wait_for(lambda: "CC on" not in node_list(ray_cluster.address), 120,
+             "Ray to see the CC-on node gone")
+    refused = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "no node of the Ray cluster advertising cc_on has 1 sincere_run" in refused.stderr
 
     ray_cluster.add("on")  # the node is back
     rerun = subprocess.run([*argv, "--duration-s", "2"], capture_output=True, text=True,
