@@ -104,81 +104,94 @@ def read_run(run_dir: Path) -> dict:
     return json.loads((run_dir / "run.json").read_text())
 
 
+RAY_BLOCKED = ("import runpy, sys; sys.modules['ray'] = None; sys.argv = sys.argv[1:]; "
+               "runpy.run_path(sys.argv[0], run_name='__main__')")  # then `import ray` fails
+
+
+@dataclass
+class Grids:
+    """The module's grid on the cluster (both modes) and one of its points run here."""
+
+    results: Path
+    on_ray: subprocess.CompletedProcess
+    most_at_once: dict[str, int]  # CC mode -> the most servers seen at once on its node
+    local_results: Path
+    local: subprocess.CompletedProcess
+
+
 @pytest.fixture(scope="module")
-def off_grid(ray_cluster: LocalCluster, tiny_models: Path, server_workloads: Path, tiny_profile,
-             tmp_path_factory: pytest.TempPathFactory):
-    """Two runs at once on the CC-off node, and the first of them run here without Ray."""
+def grids(ray_cluster: LocalCluster, tiny_models: Path, server_workloads: Path, tiny_profile,
+          tmp_path_factory: pytest.TempPathFactory) -> Grids:
+    """Two points in both CC modes: two runs at once on each node. Then the first point run
+    here without Ray, with ray made unimportable."""
     results = tmp_path_factory.mktemp("cluster") / "results"
     argv = grid_argv(results, ray_cluster.address, tiny_models, server_workloads, tiny_profile,
-                     ["Immediate", "BestBatch+Timer"], ["off"])
+                     ["Immediate", "BestBatch+Timer"], ["on", "off"])
+    most_at_once = {"on": 0, "off": 0}
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True) as driver:
-        most_servers = 0  # the most experiment servers seen running at once on the cluster
         while driver.poll() is None:
-            most_servers = max(most_servers, len(ray_cluster.servers()))
+            modes = [ray_cluster.node_running(server) for server in ray_cluster.servers()]
+            for mode in most_at_once:
+                most_at_once[mode] = max(most_at_once[mode], modes.count(mode))
             time.sleep(0.2)
         stdout, stderr = driver.communicate()
     on_ray = subprocess.CompletedProcess(argv, driver.returncode, stdout, stderr)
     local_results = results.parent / "local"
-    local = subprocess.run(grid_argv(local_results, "", tiny_models, server_workloads,
-                                     tiny_profile, ["Immediate"], []),
-                           capture_output=True, text=True, timeout=300)
-    return results, on_ray, most_servers, local_results, local
+    local_argv = grid_argv(local_results, "", tiny_models, server_workloads, tiny_profile,
+                           ["Immediate"], [])
+    local = subprocess.run([sys.executable, "-c", RAY_BLOCKED, *local_argv[1:]],
+                           capture_output=True, text=True, timeout=300, cwd=ROOT)
+    return Grids(results, on_ray, most_at_once, local_results, local)
 
 
-def test_two_runs_at_once_land_like_a_local_run(off_grid) -> None:
-    results, on_ray, most_servers, local_results, local = off_grid
-    assert on_ray.returncode == 0, on_ray.stdout + on_ray.stderr
-    assert local.returncode == 0, local.stdout + local.stderr
-    assert sorted(p.name for p in results.iterdir()) == ["cc_off"]
-    names = ["bestbatch-timer__constant__rate3__sla5__rep0",
-             "immediate__constant__rate3__sla5__rep0"]
-    assert sorted(p.name for p in (results / "cc_off").iterdir()) == names
-    runs = {name: results / "cc_off" / name for name in names}
-    for run_dir in runs.values():
-        run = read_run(run_dir)
-        assert run["status"] == "complete", run.get("failure")
-        assert run["accounting_check"]["ok"], run["accounting_check"]
-        assert run["accounting"]["issued"] == run["accounting"]["received"] == 6
-        assert run["environment"]["cc_mode"] == "off"  # the node's label: the CPU detects none
-        assert run["environment"]["cc_mode_detected"] == "unknown"
-        assert run["environment"]["cc_source"] == "ray node resource cc_off"
-    assert on_ray.stdout.count("accounting ok") == 2
-    assert "[2/2] cc_off/" in on_ray.stdout
-    assert most_servers == 2  # both runs at once, on the node's two slots
-    # The same files as a local run of the same point, with the same arrivals.
-    local_dir = local_results / names[1]
+NAMES = ["bestbatch-timer__constant__rate3__sla5__rep0", "immediate__constant__rate3__sla5__rep0"]
+
+
+def test_two_runs_at_once_land_like_a_local_run(grids: Grids) -> None:
+    assert grids.on_ray.returncode == 0, grids.on_ray.stdout + grids.on_ray.stderr
+    assert sorted(p.name for p in grids.results.iterdir()) == ["cc_off", "cc_on"]
+    assert grids.most_at_once == {"on": 2, "off": 2}  # each node's two slots busy at once
+    assert grids.on_ray.stdout.count("accounting ok") == 4
+    assert "[4/4] cc_o" in grids.on_ray.stdout
+    for mode in ("on", "off"):
+        assert sorted(p.name for p in (grids.results / f"cc_{mode}").iterdir()) == NAMES
+        for name in NAMES:
+            run_dir = grids.results / f"cc_{mode}" / name
+            run = read_run(run_dir)
+            assert run["status"] == "complete", run.get("failure")
+            assert run["accounting_check"]["ok"], run["accounting_check"]
+            assert run["accounting"]["issued"] == run["accounting"]["received"] == 6
+            # The node's label, since a CPU detects no CC mode.
+            assert run["environment"]["cc_mode"] == mode
+            assert run["environment"]["cc_mode_detected"] == "unknown"
+            assert run["environment"]["cc_source"] == f"ray node resource cc_{mode}"
+            assert sorted(p.name for p in run_dir.iterdir()) == RUN_FILES
+    # The same files as a local run of the same point, and the same arrivals.
+    assert grids.local.returncode == 0, grids.local.stdout + grids.local.stderr
+    local_dir = grids.local_results / NAMES[1]
     assert sorted(p.name for p in local_dir.iterdir()) == RUN_FILES
-    for run_dir in runs.values():
-        assert sorted(p.name for p in run_dir.iterdir()) == RUN_FILES
-    assert set(read_run(runs[names[1]])) == set(read_run(local_dir))
-    schedule = (runs[names[1]] / "schedule.csv").read_text()
+    on_ray = grids.results / "cc_off" / NAMES[1]
+    assert set(read_run(on_ray)) == set(read_run(local_dir))
+    schedule = (on_ray / "schedule.csv").read_text()
     assert schedule == (local_dir / "schedule.csv").read_text()
-    assert not (results / "cc_off" / ".partial").exists()
+    assert not any((grids.results / f"cc_{mode}" / ".partial").exists() for mode in ("on", "off"))
 
 
-def test_both_cc_modes_pair_in_the_report(off_grid, ray_cluster: LocalCluster,
-                                          tiny_models: Path, server_workloads: Path,
-                                          tiny_profile) -> None:
-    """The same grid with CC_MODES on and off: the off runs are already there and skipped;
-    the on runs go to the CC-on node; the report's CC comparison pairs them cell by cell."""
+def test_the_local_grid_never_imports_ray(grids: Grids) -> None:
+    """RAY_ADDRESS "" is the grid as before: its run above ran with ray unimportable."""
+    assert grids.local.returncode == 0, grids.local.stdout + grids.local.stderr
+    assert "on Ray" not in grids.local.stdout
+    assert read_run(grids.local_results / NAMES[1])["status"] == "complete"
+
+
+def test_both_cc_modes_pair_in_the_report(grids: Grids) -> None:
+    """The report's CC comparison pairs the runs of the two modes cell by cell; a rerun of
+    the grid finds every run done."""
     from sincere.metrics import cc_comparison_table
     from sincere.rundirs import summarise_runs
 
-    results = off_grid[0]
-    kept = {p: (p / "run.json").stat().st_mtime_ns for p in (results / "cc_off").iterdir()}
-    both = subprocess.run(grid_argv(results, ray_cluster.address, tiny_models,
-                                    server_workloads, tiny_profile,
-                                    ["Immediate", "BestBatch+Timer"], ["on", "off"]),
-                          capture_output=True, text=True, timeout=300)
-    assert both.returncode == 0, both.stdout + both.stderr
-    assert "4 runs (2 already done)" in both.stdout
-    assert {p: (p / "run.json").stat().st_mtime_ns for p in kept} == kept
-    for run_dir in (results / "cc_on").iterdir():
-        run = read_run(run_dir)
-        assert run["status"] == "complete" and run["accounting_check"]["ok"]
-        assert run["environment"]["cc_mode"] == "on"
-    records, warnings = summarise_runs([results], workers=1)
+    records, warnings = summarise_runs([grids.results], workers=1)
     assert not warnings, warnings
     assert sorted(r.row["cc_mode"] for r in records) == ["off", "off", "on", "on"]
     cc = cc_comparison_table(pd.DataFrame([r.row for r in records]))
@@ -186,6 +199,11 @@ def test_both_cc_modes_pair_in_the_report(off_grid, ray_cluster: LocalCluster,
     assert sorted(pairs["strategy"]) == ["BestBatch+Timer", "Immediate"]
     assert (pairs["runs_noncc"] == 1).all() and (pairs["runs_cc"] == 1).all()
     assert (pairs["ratio_noncc_over_cc"] == 1.0).all()  # the same arrivals on both sides
+    kept = {p: p.stat().st_mtime_ns for p in grids.results.glob("cc_*/*/run.json")}
+    rerun = subprocess.run(grids.on_ray.args, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "4 runs (4 already done)" in rerun.stdout
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept
 
 
 def node_list(address: str) -> str:
@@ -273,22 +291,6 @@ def test_ctrl_c_cancels_every_task_and_leaves_no_server(ray_cluster: LocalCluste
     assert ray_cluster.servers() == []
     assert not any(p.name != ".partial" for p in (results / "cc_off").glob("*")), \
         "a cancelled run must not land as if finished"
-
-
-def test_the_local_grid_never_imports_ray(tmp_path: Path, server_workloads: Path,
-                                          tiny_profile) -> None:
-    """RAY_ADDRESS "" is the grid as before: with ray made unimportable, it still runs (here
-    one run that fails at once for want of its model folders, naming them)."""
-    argv = grid_argv(tmp_path / "results", "", tmp_path / "no-models", server_workloads,
-                     tiny_profile, ["Immediate"], [])
-    blocked = ("import runpy, sys; sys.modules['ray'] = None; sys.argv = sys.argv[1:]; "
-               "runpy.run_path(sys.argv[0], run_name='__main__')")
-    done = subprocess.run([sys.executable, "-c", blocked, *argv[1:]], capture_output=True,
-                          text=True, timeout=120, cwd=ROOT)
-    assert done.returncode == 1, done.stdout + done.stderr
-    run = read_run(tmp_path / "results" / "immediate__constant__rate3__sla5__rep0")
-    assert run["failure"].startswith("missing on ")
-    assert f"{tmp_path / 'no-models'}/llama3-8b/config.json" in run["failure"]
 
 
 def test_cc_modes_need_ray_and_known_names(tmp_path: Path) -> None:
