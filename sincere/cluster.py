@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sincere.grid import GridRun, cc_name
+from sincere.grid import CC_MODES, GridRun, cc_name
 from sincere.node import RUN_SLOT, node_resources, run_on_node, unpack_run
 from sincere.runner import ROOT, STOP_GRACE_S, RunSpec, keep_unrun
 
@@ -229,7 +229,7 @@ def describe_nodes(nodes: Sequence[dict[str, Any]]) -> list[str]:
         if not node.get("Alive"):
             continue
         resources = node.get("Resources", {})
-        modes = [m for m in ("on", "off") if resources.get(cc_name(m), 0) > 0]
+        modes = [m for m in CC_MODES if resources.get(cc_name(m), 0) > 0]
         lines.append(f"{node.get('NodeManagerAddress', '?'):<16} GPU {resources.get('GPU', 0):g}"
                      f"  {RUN_SLOT} {resources.get(RUN_SLOT, 0):g}"
                      f"  CC {', '.join(modes) or 'not advertised'}")
