@@ -31,7 +31,8 @@ RESULTS_DIR = "results"  # the run directory goes under here...
 RUN_ID = ""  # ...with this name ("" = <strategy>__sla<SLA>__<date-time>)
 RUN_DIR = ""  # or exactly here (overrides RESULTS_DIR and RUN_ID; run_experiments.py sets it)
 HOST = "127.0.0.1"  # address to listen on (0.0.0.0 to serve other machines)
-PORT = 5000  # port to listen on
+PORT = 5000  # port to listen on (0 = a free one)
+PORT_FILE = ""  # write the port listened on into this file ("" = none; run_experiments.py sets it)
 DRAIN_TIMEOUT_S = 600.0  # after /stop, serve the queues for at most this long
 MAX_QUEUE = 3000  # queued requests beyond this are refused with 429 and Retry-After
 MAX_PROMPT_CHARS = 32000  # longer prompts are refused (413)
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from sincere.engine import Engine, set_cpu_threads
+    from sincere.environment import environment_block, format_environment
     from sincere.experiment import (
         build_server,
         make_http_server,
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         resolve_profiles,
         run_directory,
     )
-    from sincere.monitor import environment_block, format_environment
+    from sincere.records import write_text_atomic
     from sincere.server_app import Limits, create_app
 
     env = environment_block()
@@ -117,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                      info={"cc_mode": env["cc_mode"], "device": engine.device.type,
                            "profiles": Path(profiles.loading_file).name})
     httpd = make_http_server(cfg.HOST, cfg.PORT, app)
+    if cfg.PORT_FILE:
+        write_text_atomic(Path(cfg.PORT_FILE), str(httpd.server_port))
     server.start()
 
     def on_signal(signum: int, _frame: object) -> None:

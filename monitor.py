@@ -9,7 +9,8 @@ import sys
 import time
 
 from sincere.cli import parse_constants
-from sincere.monitor import Monitor, environment_block, format_environment
+from sincere.environment import environment_block, format_environment
+from sincere.monitor import Monitor
 
 OUT = "monitor.csv"        # where the samples go
 PERIOD_S = 0.5             # sampling period in seconds

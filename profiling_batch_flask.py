@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     from werkzeug.serving import make_server
 
     from sincere.engine import Engine, set_cpu_threads
-    from sincere.monitor import Monitor, environment_block
+    from sincere.environment import environment_block
+    from sincere.monitor import Monitor
     from sincere.profiling import device_name, hardware_name
     from sincere.workloads import read_workloads
 

@@ -42,7 +42,7 @@ def profile_loading(models_dir: Path, aliases: list[str], profiles_dir: Path,
                     log: Callable[[str], None] = print) -> Path:
     """Time each model's loads and unloads (all of ``models_dir``'s when ``aliases`` is empty)
     and write the model_loading_times CSV; its path. ``env`` is an environment block
-    (sincere.monitor) naming the hardware and the CC mode. ValueError for a missing model."""
+    (sincere.environment) naming the hardware and the CC mode. ValueError for a missing model."""
     from sincere.engine import Engine
     from sincere.profiling import (
         LOADING_COLUMNS,
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from sincere.engine import set_cpu_threads  # after parsing: --help stays instant
-    from sincere.monitor import environment_block
+    from sincere.environment import environment_block
 
     if (cfg.DEVICE or ("cuda" if torch.cuda.is_available() else "cpu")) == "cpu":
         set_cpu_threads(cfg.CPU_THREADS)

@@ -9,6 +9,11 @@ exit, check the accounting (issued = received = ok + rejected + failed + unserve
 request in requests.csv once) and move the run into RESULTS_DIR/<run_id>/. A rerun skips
 finished runs (and redoes failed ones, unless RETRY_FAILED is false). Ctrl-C stops the children
 and leaves nothing half-written that looks finished. One line per run with its headline figures.
+
+With RAY_ADDRESS the runs are Ray tasks spread over the machines of a Ray cluster (or of a local
+Ray instance), each on a node with a free GPU, and every run directory comes back into
+RESULTS_DIR exactly as above; with CC_MODES, each point runs on a node of each mode. See
+docs/cluster.md.
 """
 
 import signal
@@ -60,29 +65,37 @@ START_TIMEOUT_S = 600.0  # how long the server may take to read the models and a
 RUN_TIMEOUT_S = 0.0  # a run taking longer fails (0 = duration + drain timeout + 300 s)
 RETRY_FAILED = True  # on a rerun, redo runs that failed (finished runs are always skipped)
 OVERWRITE = False  # redo runs already finished in RESULTS_DIR (else: kept if same parameters)
+RAY_ADDRESS = ""  # Ray: "" = none, runs here; local = start one here; auto, host:port, ray://...
+RUN_GPUS = 1.0  # Ray: GPUs a run holds (nodes without GPUs: a sincere_run slot instead)
+RUNS_PER_NODE = 1  # Ray local: sincere_run slots here (cluster nodes advertise their own)
+CC_MODES = []  # Ray: run each point on a node of each mode (on off) into RESULTS_DIR/cc_<mode>/
+NODE_ROOT = ""  # Ray: this checkout's path on the nodes ("" = the same path as here)
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
+    from sincere import cluster
     from sincere.experiment import grid_profiles
-    from sincere.grid import PlannedRun, RunConflict, runs_to_do
+    from sincere.grid import GridRun, PlannedRun, RunConflict, grid_runs, runs_to_do
     from sincere.identity import run_identity
     from sincere.runner import PARTIAL_DIR, RunSpec, run_point
     from sincere.traffic import PATTERNS as KNOWN_PATTERNS
     from sincere.traffic import options_from_constants
 
+    results_dir = Path(cfg.RESULTS_DIR)
     try:
         points = expand_grid(cfg.STRATEGIES, cfg.PATTERNS, cfg.MEANS, cfg.SLAS, cfg.REPEATS)
         unknown = [p for p in cfg.PATTERNS if p not in KNOWN_PATTERNS]
         if unknown:
             raise ValueError(f"unknown pattern(s) {', '.join(unknown)}; known: "
                              f"{', '.join(KNOWN_PATTERNS)}")
-        profiles = grid_profiles(cfg.PROFILES, Path(cfg.PROFILES_DIR), cfg.DEVICE, cfg.DECODE,
-                                 cfg.STD_FACTOR)
+        if cfg.CC_MODES and not cfg.RAY_ADDRESS:
+            raise ValueError("CC_MODES needs a Ray cluster (RAY_ADDRESS) with nodes of each "
+                             "mode: one machine has one CC mode")
+        runs = grid_runs(points, results_dir, cfg.CC_MODES)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    results_dir = Path(cfg.RESULTS_DIR)
     models = list(cfg.MODEL_MIX)
     server_options = {
         "PROFILES": cfg.PROFILES, "PROFILES_DIR": Path(cfg.PROFILES_DIR).resolve(),
@@ -98,63 +111,102 @@ def main(argv: list[str] | None = None) -> int:
     }
     generator_options = {"MODEL_MIX": cfg.MODEL_MIX,
                          "WORKLOADS_DIR": Path(cfg.WORKLOADS_DIR).resolve()}
+    profile_args = (cfg.PROFILES, Path(cfg.PROFILES_DIR).resolve(), cfg.DEVICE, cfg.DECODE,
+                    cfg.STD_FACTOR)
+    profiles: dict[str, dict] = {}  # ProfileSet.describe() of the servers, by CC mode of node
 
-    def spec_for(pattern: str) -> RunSpec:
+    def spec_for(run: GridRun) -> RunSpec:
+        pattern = run.point.pattern
         pattern_options = {name.upper(): value
                            for name, value in options_from_constants(cfg, pattern).items()}
         if "TRACE_PATH" in pattern_options:
             pattern_options["TRACE_PATH"] = Path(pattern_options["TRACE_PATH"]).resolve()
-        return RunSpec(results_dir=results_dir, server_options=server_options,
+        return RunSpec(results_dir=run.results_dir, server_options=server_options,
                        generator_options={**generator_options, **pattern_options},
                        duration_s=cfg.DURATION_S, drain_timeout_s=cfg.DRAIN_TIMEOUT_S,
                        base_seed=cfg.SEED, host=cfg.HOST, port=cfg.PORT,
                        start_timeout_s=cfg.START_TIMEOUT_S, run_timeout_s=cfg.RUN_TIMEOUT_S,
-                       profiles=profiles.describe(cfg.PROFILES))
+                       profiles=profiles[run.cc_mode])
 
-    specs = {p.run_id: spec_for(p.pattern) for p in points}
-    try:
-        planned = runs_to_do([PlannedRun(p.run_id, results_dir / p.run_id,
-                                         run_identity(specs[p.run_id].params(p)))
-                              for p in points], cfg.OVERWRITE, cfg.RETRY_FAILED)
-    except RunConflict as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    wanted = {run.run_id for run in planned}
-    todo = [p for p in points if p.run_id in wanted]
-    print(f"run_experiments: {len(points)} runs ({len(points) - len(todo)} already done), "
-          f"{cfg.DURATION_S:g} s of traffic each -> {results_dir}/", flush=True)
+    def plan() -> list[GridRun]:
+        """The runs to make: those not finished with these parameters (RunConflict when a
+        finished one was made with others), announced."""
+        wanted = runs_to_do([PlannedRun(run.label, run.run_dir,
+                                        run_identity(spec_for(run).params(run.point)))
+                             for run in runs], cfg.OVERWRITE, cfg.RETRY_FAILED)
+        labels = {planned.run_id for planned in wanted}
+        todo[:] = [run for run in runs if run.label in labels]
+        where = f" on Ray ({cfg.RAY_ADDRESS})" if cfg.RAY_ADDRESS else ""
+        print(f"run_experiments: {len(runs)} runs ({len(runs) - len(todo)} already done with "
+              f"these parameters), {cfg.DURATION_S:g} s of traffic each -> {results_dir}/"
+              f"{where}", flush=True)
+        return todo
 
     def on_sigterm(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    failed = 0
+    todo: list[GridRun] = []
+    finished: list[dict] = []
+
+    def report(run: GridRun, result: dict) -> None:
+        finished.append(result)
+        print_progress(len(finished), len(todo), run.label, result)
+
+    def local_profiles() -> dict[str, dict]:
+        """Every run's servers plan with this machine's profile set (the nodes of a cluster
+        have the same files at the same paths)."""
+        described = grid_profiles(*profile_args).describe(cfg.PROFILES)
+        return {run.cc_mode: described for run in runs}
+
     started = time.monotonic()
     try:
-        for n, point in enumerate(todo, start=1):
-            run = run_point(point, specs[point.run_id])
-            failed += run["status"] != "complete"
-            print_progress(n, len(todo), run)
+        if not cfg.RAY_ADDRESS:
+            profiles.update(local_profiles())
+            for run in plan():
+                report(run, run_point(run.point, spec_for(run)))
+        else:
+            config = cluster.ClusterConfig(cfg.RAY_ADDRESS, cfg.RUN_GPUS, cfg.RUNS_PER_NODE,
+                                           cfg.NODE_ROOT)
+            # PROFILES=auto on a cluster: each node plans with its own device's and CC mode's
+            # profile, so the nodes are asked which; else the files here are the nodes' too.
+            on_nodes = cfg.PROFILES == "auto" and cfg.RAY_ADDRESS != "local"
+            if not on_nodes:
+                profiles.update(local_profiles())
+            if on_nodes or plan():
+                with cluster.connected(config) as ray:
+                    if on_nodes:
+                        profiles.update(cluster.profiles_on_nodes(
+                            ray, [run.cc_mode for run in runs], config, profile_args))
+                        plan()
+                    if todo:
+                        cluster.run_on_ray(ray, todo, spec_for, config, report)
+    except (RunConflict, ValueError, cluster.ClusterError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print(f"\ninterrupted: the unfinished run is left in {results_dir / PARTIAL_DIR} and "
-              "will be redone; rerun the same command to go on", file=sys.stderr)
+        left = ("dropped on their nodes" if cfg.RAY_ADDRESS
+                else f"left in {results_dir / PARTIAL_DIR}")
+        print(f"\ninterrupted: the unfinished runs were stopped (their files {left}) and will "
+              "be redone; rerun the same command to go on", file=sys.stderr)
         return 130
+    failed = sum(run.get("status") != "complete" for run in finished)
     print(f"run_experiments: {len(todo)} runs in {time.monotonic() - started:.0f} s, "
           f"{failed} failed; summarise with: python process_results.py {results_dir}")
     return 1 if failed else 0
 
 
-def print_progress(n: int, total: int, run: dict) -> None:
+def print_progress(n: int, total: int, label: str, run: dict) -> None:
     check = run.get("accounting_check", {})
     counts = check.get("counts", run.get("accounting", {}))
     books = "accounting ok" if check.get("ok") else \
         f"ACCOUNTING: {'; '.join(check.get('problems', [])) or 'not checked'}"
     if run.get("status") != "complete":
-        print(f"[{n}/{total}] {run.get('run_id')}: FAILED ({run.get('failure')}); "
+        print(f"[{n}/{total}] {label}: FAILED ({run.get('failure')}); "
               f"{counts.get('received', 0)} requests recorded; {books}", flush=True)
         return
     summary = run.get("summary", {})
-    print(f"[{n}/{total}] {run['run_id']}: SLA {summary.get('sla_attainment', 0):.1%}, "
+    print(f"[{n}/{total}] {label}: SLA {summary.get('sla_attainment', 0):.1%}, "
           f"p90 {summary.get('latency_p90_s') or float('nan'):.2f} s, "
           f"{summary.get('throughput_rps') or 0:.2f} req/s, {summary.get('swaps')} swaps, "
           f"{counts.get('issued')} issued, unserved {counts.get('unserved')}, "

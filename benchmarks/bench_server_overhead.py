@@ -18,6 +18,7 @@ machine (run_pipeline.sh's first three stages).
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import tempfile
@@ -88,13 +89,21 @@ def drive(url: str, schedule, prompts, server: subprocess.Popen) -> dict:
     return {"answer": result.stop_answer or {}, "ok": ok}
 
 
+def _free_port() -> int:
+    """A TCP port free at this moment (for the bare app, the only server this benchmark runs
+    at that time)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
     if cfg.BARE_SERVER:
         serve_bare(cfg.PORT)
         return 0
     from sincere.architectures import DEFAULT_MODEL_MIX
-    from sincere.runner import Child, free_port, script_argv
+    from sincere.runner import Child, start_server
     from sincere.traffic import build_schedule
     from sincere.workloads import read_workloads
 
@@ -104,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         scratch_dir = Path(scratch)
-        port = free_port()
+        port = _free_port()
         bare = Child.start("bare", [sys.executable, __file__, "--bare-server", "--port",
                                     str(port)], scratch_dir / "bare.log")
         try:
@@ -114,15 +123,15 @@ def main(argv: list[str] | None = None) -> int:
         cpu = outcome["answer"]["server_cpu"]
         rows.append(("bare Flask (baseline)", outcome["ok"], cpu["process_cpu_s"], 0.0))
 
-        port = free_port()
         run_dir = scratch_dir / "run"
-        server = Child.start("sincere", script_argv("api_scheduler_experiments.py", {
+        run_dir.mkdir()
+        server, url = start_server({
             "MODE": cfg.MODE, "SLA": cfg.SLA, "MAX_NEW_TOKENS": cfg.MAX_NEW_TOKENS,
             "MODELS_DIR": Path(cfg.MODELS_DIR).resolve(), "PROFILES": cfg.PROFILES,
-            "PROFILES_DIR": Path(cfg.PROFILES_DIR).resolve(), "RUN_DIR": run_dir,
-            "PORT": port, "CPU_THREADS": 1}), scratch_dir / "server.log")
+            "PROFILES_DIR": Path(cfg.PROFILES_DIR).resolve(), "CPU_THREADS": 1}, run_dir,
+            scratch_dir / "server.log", timeout_s=300.0)
         try:
-            outcome = drive(f"http://127.0.0.1:{port}", schedule, prompts, server.process)
+            outcome = drive(url, schedule, prompts, server.process)
             server.process.wait(60)
         finally:
             server.stop()

@@ -40,7 +40,7 @@ MONITOR_PERIOD_S = 0.5  # CPU/GPU sampling period during the sweep, seconds
 def environment(device: str) -> dict[str, Any]:
     """The environment block (GPU, driver, CC mode); a minimal one where psutil is missing."""
     try:
-        from sincere.monitor import environment_block
+        from sincere.environment import environment_block
     except ImportError as exc:  # a bare GPU image may lack psutil: the profiles do not need it
         import torch
 

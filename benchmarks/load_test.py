@@ -61,8 +61,8 @@ def run_load(models_dir: Path, workloads_dir: Path, profiles: str, profiles_dir:
              drain_timeout_s: float = DRAIN_TIMEOUT_S, seed: int = 0) -> dict[str, Any]:
     """One overload run; the figures and the problems found (an empty list when all held)."""
     from sincere.architectures import DEFAULT_MODEL_MIX
-    from sincere.client import send_schedule, wait_for_server
-    from sincere.runner import Child, free_port, script_argv
+    from sincere.client import send_schedule
+    from sincere.runner import start_server
     from sincere.traffic import build_schedule
     from sincere.workloads import read_workloads
 
@@ -71,19 +71,17 @@ def run_load(models_dir: Path, workloads_dir: Path, profiles: str, profiles_dir:
                               prompt_ids=sorted(prompts))
     with tempfile.TemporaryDirectory() as scratch:
         run_dir = Path(scratch) / "run"
-        port = free_port()
-        server = Child.start("server", script_argv("api_scheduler_experiments.py", {
+        run_dir.mkdir()
+        server, url = start_server({
             "MODE": mode, "SLA": sla_s, "MAX_NEW_TOKENS": max_new_tokens,
             "MODELS_DIR": models_dir.resolve(), "PROFILES": profiles,
-            "PROFILES_DIR": profiles_dir.resolve(), "RUN_DIR": run_dir, "PORT": port,
-            "MAX_QUEUE": max_queue, "DRAIN_TIMEOUT_S": drain_timeout_s}),
-            Path(scratch) / "server.log")
+            "PROFILES_DIR": profiles_dir.resolve(), "MAX_QUEUE": max_queue,
+            "DRAIN_TIMEOUT_S": drain_timeout_s}, run_dir, Path(scratch) / "server.log",
+            timeout_s=300.0)
         memory_mib: list[float] = []
         stop = threading.Event()
         started = time.monotonic()
         try:
-            url = f"http://127.0.0.1:{port}"
-            wait_for_server(url, 300.0, is_alive=lambda: server.alive)
             sampler = threading.Thread(target=sample_memory,
                                        args=(server.process.pid, stop, memory_mib), daemon=True)
             sampler.start()

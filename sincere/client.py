@@ -36,10 +36,12 @@ class ServerUnavailable(RuntimeError):
 
 
 def wait_for_server(url: str, timeout_s: float, poll_s: float = 0.25,
-                    is_alive: Callable[[], bool] | None = None) -> dict[str, Any]:
+                    is_alive: Callable[[], bool] | None = None,
+                    accept: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
     """Poll ``url``/health until it answers 200 (its JSON) or ``timeout_s`` passes.
 
-    ``is_alive`` (e.g. a subprocess's ``poll() is None``) ends the wait early when it says no.
+    ``is_alive`` (e.g. a subprocess's ``poll() is None``) ends the wait early when it says no;
+    ``accept`` refuses an answer that is not from the server waited for.
     """
     deadline = time.monotonic() + timeout_s
     last_error = "no answer"
@@ -49,8 +51,12 @@ def wait_for_server(url: str, timeout_s: float, poll_s: float = 0.25,
         try:
             response = requests.get(f"{url}/health", timeout=2.0)
             if response.status_code == 200:
-                return response.json()
-            last_error = f"HTTP {response.status_code}"
+                health = response.json()
+                if accept is None or accept(health):
+                    return health
+                last_error = "another server answers on that port"
+            else:
+                last_error = f"HTTP {response.status_code}"
         except requests.RequestException as exc:
             last_error = type(exc).__name__
         time.sleep(poll_s)

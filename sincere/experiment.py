@@ -14,7 +14,7 @@ from typing import Any
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
-from sincere.monitor import Monitor
+from sincere.monitor import Monitor, visible_gpu
 from sincere.profiles import ProfileError, ProfileSet, load_profiles
 from sincere.profiling import cc_label, device_name
 from sincere.server import ExperimentServer
@@ -76,7 +76,7 @@ def grid_profiles(name: str, profiles_dir: Path, device: str, decode: str,
     identity before they run); ValueError when there is none."""
     import torch
 
-    from sincere.monitor import environment_block
+    from sincere.environment import environment_block
 
     device_type = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")).type
     environment = environment_block() if name == "auto" else {}
@@ -131,7 +131,7 @@ def build_server(cfg: Any, engine: Any, profiles: ProfileSet, models: list[str],
         drain_timeout_s=cfg.DRAIN_TIMEOUT_S, max_queue=cfg.MAX_QUEUE,
         rate_window_s=cfg.RATE_WINDOW_S, params=params, environment=environment,
         monitor_factory=lambda start: Monitor(run_dir / "monitor.csv", period_s=period_s,
-                                              start_monotonic=start))
+                                              gpu_index=visible_gpu(), start_monotonic=start))
 
 
 class _HttpServer(ThreadedWSGIServer):
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    from sincere.monitor import environment_block
+    from sincere.environment import environment_block
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     print(auto_profile_name(environment_block(), torch.device(device).type, args.decode))

@@ -33,6 +33,48 @@ class GridPoint:
         return base_seed + self.repeat
 
 
+CC_MODES = ("on", "off")  # the confidential-computing modes a grid can ask its machines for
+
+
+def cc_name(cc_mode: str) -> str:
+    """``cc_on`` / ``cc_off``: the results folder of a CC mode's runs, and the Ray resource its
+    nodes advertise."""
+    return f"cc_{cc_mode}"
+
+
+@dataclass(frozen=True)
+class GridRun:
+    """One run to make: a grid point, the CC mode its machine must have ("" = any machine),
+    and the folder its run directory goes in."""
+
+    point: GridPoint
+    results_dir: Path
+    cc_mode: str = ""
+
+    @property
+    def run_dir(self) -> Path:
+        return self.results_dir / self.point.run_id
+
+    @property
+    def label(self) -> str:
+        """The run as the progress lines name it: ``cc_on/<run_id>``, or ``<run_id>``."""
+        return f"{cc_name(self.cc_mode)}/{self.point.run_id}" if self.cc_mode else self.point.run_id
+
+
+def grid_runs(points: Sequence[GridPoint], results_dir: Path,
+              cc_modes: Sequence[str] = ()) -> list[GridRun]:
+    """Every point once per CC mode, both modes of a point one after the other, each mode's
+    runs in ``RESULTS_DIR/cc_<mode>/`` (process_results.py pairs them by the mode in their
+    run.json); without modes, every point once in ``RESULTS_DIR/`` as on one machine."""
+    unknown = [m for m in cc_modes if m not in CC_MODES]
+    if unknown:
+        raise ValueError(f"unknown CC mode(s) {', '.join(unknown)}; known: {', '.join(CC_MODES)}")
+    if not cc_modes:
+        return [GridRun(p, results_dir) for p in points]
+    modes = list(dict.fromkeys(cc_modes))
+    return [GridRun(p, results_dir / cc_name(m), m) for p in points for m in modes]
+
+
 def expand_grid(strategies: Sequence[str], patterns: Sequence[str], means_rps: Sequence[float],
                 slas_s: Sequence[float], repeats: int) -> list[GridPoint]:
     """Every cell × repeat, in a stable order; unknown strategy names are refused up front."""

@@ -166,10 +166,14 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write strict JSON (no NaN or Infinity) through a temporary file and a rename, so a reader
-    never sees half a file."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file and a rename, so a reader never sees half a file."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(json_safe(payload), indent=2, sort_keys=False, default=str,
-                              allow_nan=False) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """Write strict JSON (no NaN or Infinity), atomically."""
+    write_text_atomic(path, json.dumps(json_safe(payload), indent=2, sort_keys=False,
+                                       default=str, allow_nan=False) + "\n")

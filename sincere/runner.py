@@ -37,6 +37,7 @@ from sincere.traffic import pattern_options
 
 ROOT = Path(__file__).resolve().parent.parent  # where the scripts are
 PARTIAL_DIR = ".partial"
+PROFILE_KINDS = ("model_loading_times", "batch_profiling")  # the two files of a profile set
 STOP_GRACE_S = 15.0  # after SIGTERM, how long a child may take to write its files
 
 
@@ -72,13 +73,6 @@ class Child:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)  # anything the child left behind
         return self.process.poll()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free at this moment."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 def flag_args(options: dict[str, Any]) -> list[str]:
@@ -143,6 +137,34 @@ class RunSpec:
             "host_cache": server.get("HOST_CACHE", True), **self.extra_params,
         }
 
+    def missing_inputs(self) -> list[str]:
+        """What this machine lacks of the files the run reads: the two scripts, a folder per
+        served model, the prompts, the profiles, the trace; empty when all are there. (A Ray
+        node runs this too, so that a node without the files fails with their names.)"""
+        server, generator = self.server_options, self.generator_options
+
+        def here(value: Any) -> Path:  # the children run in ROOT
+            return ROOT / Path(value)  # an absolute path stays as it is
+
+        missing = [str(ROOT / s) for s in ("api_scheduler_experiments.py", "api_calls.py")
+                   if not (ROOT / s).is_file()]
+        models_dir = here(server.get("MODELS_DIR", "models"))
+        missing += [f"{models_dir / m}/config.json" for m in server.get("MODELS", [])
+                    if not (models_dir / m / "config.json").is_file()]
+        workloads = here(generator.get("WORKLOADS_DIR", "workloads"))
+        if not any(workloads.glob("*.json")):
+            missing.append(f"{workloads}/*.json (the prompts)")
+        profiles_dir = here(server.get("PROFILES_DIR", "profiling_results"))
+        name = str(server.get("PROFILES", "auto"))
+        if "," not in name and not here(name).is_dir():  # a set's name, or auto: any set
+            wanted = "" if name == "auto" else name
+            missing += [f"{profiles_dir}/{kind}_{wanted}*.csv" for kind in PROFILE_KINDS
+                        if not any(profiles_dir.glob(f"{kind}_{wanted}*.csv"))]
+        trace = generator.get("TRACE_PATH")
+        if trace and not here(trace).is_file():
+            missing.append(str(here(trace)))
+        return missing
+
 
 def read_rows(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
@@ -202,31 +224,26 @@ def _failed_run_json(run_dir: Path, point: GridPoint, spec: RunSpec, reason: str
 def run_point(point: GridPoint, spec: RunSpec, log=print) -> dict[str, Any]:
     """Run one grid point; returns its run.json (status complete or failed). KeyboardInterrupt
     stops both children and leaves the staged run to be redone."""
-    staging = spec.results_dir / PARTIAL_DIR / point.run_id
-    final = spec.results_dir / point.run_id
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    port = spec.port or free_port(spec.host)
-    url = f"http://{spec.host}:{port}"
-    server_argv = script_argv("api_scheduler_experiments.py", {
-        **spec.server_options, "MODE": point.strategy, "SLA": point.sla_s,
-        "RUN_DIR": staging, "HOST": spec.host, "PORT": port,
-        "DRAIN_TIMEOUT_S": spec.drain_timeout_s})
-    generator_argv = script_argv("api_calls.py", {
-        **spec.generator_options, "URL": url, "PATTERN": point.pattern, "MEAN": point.mean_rps,
-        "DURATION_S": spec.duration_s, "SEED": point.seed(spec.base_seed),
-        "REPEAT": point.repeat, "RUN_DIR": staging})
+    staging = _fresh_staging(spec, point)
+    server_options = {**spec.server_options, "MODE": point.strategy, "SLA": point.sla_s,
+                      "DRAIN_TIMEOUT_S": spec.drain_timeout_s}
     children: list[Child] = []
-    reason = ""
+    missing = spec.missing_inputs()
+    reason = f"missing on {socket.gethostname()}: {', '.join(missing)}" if missing else ""
     started = time.monotonic()
     try:
-        server = Child.start("server", server_argv, staging / "server.log")
-        children.append(server)
-        try:
-            wait_for_server(url, spec.start_timeout_s, is_alive=lambda: server.alive)
-        except ServerUnavailable as exc:
-            reason = f"server did not start: {exc}"
         if not reason:
+            try:
+                server, url = start_server(server_options, staging, staging / "server.log",
+                                           spec.host, spec.port, spec.start_timeout_s)
+                children.append(server)
+            except ServerUnavailable as exc:
+                reason = f"server did not start: {exc}{_last_error(staging / 'server.log')}"
+        if not reason:
+            generator_argv = script_argv("api_calls.py", {
+                **spec.generator_options, "URL": url, "PATTERN": point.pattern,
+                "MEAN": point.mean_rps, "DURATION_S": spec.duration_s,
+                "SEED": point.seed(spec.base_seed), "REPEAT": point.repeat, "RUN_DIR": staging})
             generator = Child.start("generator", generator_argv, staging / "generator.log")
             children.append(generator)
             reason = _wait(generator, server, started + spec.limit_s())
@@ -235,7 +252,44 @@ def run_point(point: GridPoint, spec: RunSpec, log=print) -> dict[str, Any]:
     finally:
         for child in reversed(children):
             child.stop()
+    return _keep(staging, point, spec, reason, started, log)
+
+
+def keep_unrun(point: GridPoint, spec: RunSpec, reason: str, log=print,
+               files_lost: bool = False) -> dict[str, Any]:
+    """Keep a run that did not run here as failed, with ``reason``, in ``spec.results_dir`` as
+    run_point keeps its failures; its run.json. ``files_lost``: it ran elsewhere and its files
+    are gone (its Ray node died), so its books cannot be checked."""
+    lost = ["the run's files were lost with its task: what it issued is unknown"]
+    return _keep(_fresh_staging(spec, point), point, spec, reason, time.monotonic(), log,
+                 lost if files_lost else [])
+
+
+def promote(staging: Path, final: Path) -> None:
+    """Move a staged run directory to its final place (replacing an earlier attempt), and
+    remove the staging area when nothing else is staged there."""
+    if final.exists():
+        shutil.rmtree(final)
+    staging.rename(final)
+    with contextlib.suppress(OSError):
+        staging.parent.rmdir()  # .partial, when nothing else is staged
+
+
+def _fresh_staging(spec: RunSpec, point: GridPoint) -> Path:
+    staging = spec.results_dir / PARTIAL_DIR / point.run_id
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _keep(staging: Path, point: GridPoint, spec: RunSpec, reason: str, started: float,
+          log, problems: Sequence[str] = ()) -> dict[str, Any]:
+    """Check the staged run's books (adding ``problems``), complete its run.json (failed with
+    ``reason`` when there is one) and move it to RESULTS_DIR/<run_id>; the run.json."""
+    final = spec.results_dir / point.run_id
     check = check_accounting(staging)
+    if problems:
+        check = {**check, "ok": False, "problems": [*check["problems"], *problems]}
     if not reason:
         try:
             run = json.loads((staging / "run.json").read_text())
@@ -245,7 +299,8 @@ def run_point(point: GridPoint, spec: RunSpec, log=print) -> dict[str, Any]:
             reason = f"server ended the run as {run.get('status')!r}"
     if reason:
         run = _failed_run_json(staging, point, spec, reason, check)
-        log(f"  {point.run_id}: FAILED: {reason}; see {final}/server.log")
+        logs = f"; see {final}/server.log" if (staging / "server.log").is_file() else ""
+        log(f"  {point.run_id}: FAILED: {reason}{logs}")
     run["accounting_check"] = check
     run.setdefault("params", {}).update(
         {k: v for k, v in spec.extra_params.items() if k not in run["params"]})
@@ -258,12 +313,56 @@ def run_point(point: GridPoint, spec: RunSpec, log=print) -> dict[str, Any]:
             f"{'; '.join(run['params_mismatch'])}")
     run["wall_time_s"] = round(time.monotonic() - started, 3)
     write_json_atomic(staging / "run.json", run)
-    if final.exists():
-        shutil.rmtree(final)
-    staging.rename(final)
-    with contextlib.suppress(OSError):
-        staging.parent.rmdir()  # .partial, when nothing else is staged
+    promote(staging, final)
     return run
+
+
+def start_server(options: dict[str, Any], run_dir: Path, log_path: Path,
+                 host: str = "127.0.0.1", port: int = 0,
+                 timeout_s: float = 600.0) -> tuple[Child, str]:
+    """api_scheduler_experiments.py with these constants, serving the run in ``run_dir``: the
+    child and its URL once it answers as that run's server (ServerUnavailable, the child
+    stopped, when it does not). Without a ``port`` the server binds a free one and writes it
+    down: a port picked here and bound there could meanwhile be taken by another server (two
+    runs on one Ray node), whose answers would then pass for this run's."""
+    port_file = run_dir / ".port"
+    server = Child.start("server", script_argv("api_scheduler_experiments.py", {
+        **options, "RUN_DIR": run_dir, "HOST": host, "PORT": port,
+        **({} if port else {"PORT_FILE": port_file})}), log_path)
+    try:
+        port = port or _read_port(port_file, timeout_s, server)
+        url = f"http://{host}:{port}"
+        wait_for_server(url, timeout_s, is_alive=lambda: server.alive,
+                        accept=lambda health: health.get("run_dir") == str(run_dir))
+    except BaseException:
+        server.stop()
+        raise
+    return server, url
+
+
+def _read_port(port_file: Path, timeout_s: float, server: Child) -> int:
+    """The port the server bound, once it has written it down."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            port = int(port_file.read_text())
+            port_file.unlink()
+            return port
+        if not server.alive:
+            raise ServerUnavailable("the server process exited while starting")
+        time.sleep(0.1)
+    raise ServerUnavailable(f"the server named no port within {timeout_s:g} s")
+
+
+def _last_error(log_path: Path) -> str:
+    """``: <the last line starting with error:>`` of a child's log (why a server refused to
+    start, e.g. no profile set), or "" when there is none."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    errors = [line for line in lines if line.startswith("error:")]
+    return f": {errors[-1].removeprefix('error:').strip()}" if errors else ""
 
 
 def _wait(generator: Child, server: Child, deadline: float) -> str:

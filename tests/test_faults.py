@@ -203,7 +203,7 @@ def test_a_killed_runner_leaves_no_process_and_a_rerun_resumes(
     kept = (first / "run.json").stat().st_mtime_ns
     rerun = subprocess.run(argv, capture_output=True, text=True, timeout=240)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    assert "2 runs (1 already done)" in rerun.stdout
+    assert "2 runs (1 already done with these parameters)" in rerun.stdout
     assert (first / "run.json").stat().st_mtime_ns == kept  # not run twice
     runs = sorted(p.name for p in results.iterdir())
     assert runs == ["dynamic-delay__constant__rate3__sla5__rep0",

@@ -15,14 +15,14 @@ from typing import Any
 import pynvml
 import pytest
 
-from sincere.monitor import (
+from sincere.environment import (
     GIB,
-    Monitor,
     detect_cc,
     environment_block,
     get_sys_info,
     parse_cc_status,
 )
+from sincere.monitor import Monitor, visible_gpu
 from sincere.schemas import MONITOR_COLUMNS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -182,6 +182,28 @@ def test_gpu_columns_from_nvml_and_one_failing_reading_leaves_one_gap(tmp_path: 
     assert float(row["sm_clock_mhz"]) == 1980
     assert row["temperature_c"] == ""
     assert nvml.calls.count("nvmlInit") == nvml.calls.count("nvmlShutdown") == 1
+
+
+@pytest.mark.parametrize(("visible", "gpu"), [
+    (None, 0), ("3", 3), ("2,0", 2), ("GPU-5f0c9e1a-77b2", "GPU-5f0c9e1a-77b2"), ("", None),
+    ("-1", None)])
+def test_the_monitor_samples_the_gpu_cuda_lets_the_run_see(visible: str | None,
+                                                           gpu: int | str | None) -> None:
+    """A Ray task holding GPU 3 runs with CUDA_VISIBLE_DEVICES=3; NVML ignores the variable
+    and numbers every GPU, so the sampler must be told which to read."""
+    environ = {} if visible is None else {"CUDA_VISIBLE_DEVICES": visible}
+    assert visible_gpu(environ) == gpu
+    utilisation = {"gpu0": 11, "gpu2": 22, "gpu3": 33, "uuid": 44}
+    nvml = FakeNvml(
+        nvmlDeviceGetHandleByIndex=lambda index: f"gpu{index}",
+        nvmlDeviceGetHandleByUUID=lambda uuid: "uuid",
+        nvmlDeviceGetUtilizationRates=lambda handle: pynvml.c_nvmlUtilization_t(
+            gpu=utilisation[handle], memory=5))
+    monitor = Monitor(None, gpu_index=gpu, nvml=nvml)
+    sample = monitor.sample_once()
+    monitor.stop()
+    expected = {0: 11, 2: 22, 3: 33, "GPU-5f0c9e1a-77b2": 44, None: None}[gpu]
+    assert sample["gpu_util_pct"] == expected
 
 
 def test_means_over_a_window(tmp_path: Path) -> None:

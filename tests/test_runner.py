@@ -36,6 +36,8 @@ def test_runs_are_kept_checked_and_resumed(tmp_path: Path, tiny_models, server_w
         assert (done / name).is_file(), name
     assert "accounting ok" in first.stdout
     assert not (results / ".partial").exists()
+    # The identity the runner worked out before the run is the one the server recorded.
+    assert "params_mismatch" not in run and len(run["params_hash"]) == 16
 
     # A run that failed earlier and a half-staged one left by a killed runner: the rerun
     # skips the finished run, redoes the failed one and clears the staging area.
@@ -49,7 +51,7 @@ def test_runs_are_kept_checked_and_resumed(tmp_path: Path, tiny_models, server_w
     second = run_grid(results, tiny_models, server_workloads, tiny_profile,
                       ["Immediate", "BestBatch+Timer", "Dynamic+Delay"])
     assert second.returncode == 0, second.stdout + second.stderr
-    assert "3 runs (1 already done)" in second.stdout
+    assert "3 runs (1 already done with these parameters)" in second.stdout
     assert (done / "run.json").stat().st_mtime_ns == kept_mtime
     for name in ("bestbatch-timer", "dynamic-delay"):
         run = json.loads((results / f"{name}__constant__rate3__sla5__rep0" / "run.json")
@@ -78,3 +80,31 @@ def test_accounting_check_names_what_is_missing(tmp_path: Path) -> None:
     assert "1 issued requests not in requests.csv (e.g. r000002)" in check["problems"]
     assert "1 issued requests not in client.csv" in check["problems"]
     assert "issued 3 != received 2" in check["problems"]
+
+
+def test_a_run_without_its_files_fails_at_once_naming_them(tmp_path: Path, tiny_models,
+                                                           server_workloads, tiny_profile) -> None:
+    """The check a Ray node makes before it starts anything: each missing input is named,
+    and the run is kept as failed without a server."""
+    from sincere.grid import GridPoint
+    from sincere.runner import RunSpec, run_point
+
+    profiles_dir = Path(tiny_profile.loading_file).parent
+    spec = RunSpec(results_dir=tmp_path / "results", server_options={
+        "MODELS_DIR": tiny_models, "MODELS": ["granite-7b", "mistral-7b"],
+        "PROFILES": "cpu_noncc", "PROFILES_DIR": profiles_dir},
+        generator_options={"WORKLOADS_DIR": server_workloads}, duration_s=2.0,
+        drain_timeout_s=5.0, base_seed=0)
+    assert spec.missing_inputs() == [f"{tiny_models}/mistral-7b/config.json"]
+    spec.server_options.update(PROFILES="h100_cc", MODELS=["granite-7b"])
+    spec.generator_options.update(WORKLOADS_DIR=tmp_path / "empty",
+                                  TRACE_PATH=tmp_path / "trace.csv")
+    assert spec.missing_inputs() == [
+        f"{tmp_path}/empty/*.json (the prompts)",
+        f"{profiles_dir}/model_loading_times_h100_cc*.csv",
+        f"{profiles_dir}/batch_profiling_h100_cc*.csv", str(tmp_path / "trace.csv")]
+    run = run_point(GridPoint("Immediate", "constant", 3.0, 5.0, 0), spec, log=lambda _: None)
+    assert run["status"] == "failed"
+    assert run["failure"].startswith("missing on ") and "h100_cc" in run["failure"]
+    kept = tmp_path / "results" / "immediate__constant__rate3__sla5__rep0"
+    assert sorted(p.name for p in kept.iterdir()) == ["run.json"]  # no server was started
