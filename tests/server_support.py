@@ -7,7 +7,9 @@ differ from run_experiments.py (one process, so torch is imported once).
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,6 +129,23 @@ def run_in_process(engine: Engine, profiles: ProfileSet, workloads_dir: Path, ru
                                  na_values=[""]),
                      pd.read_csv(run_dir / "batches.csv", keep_default_na=False,
                                  na_values=[""]), server)
+
+
+@contextlib.contextmanager
+def live_server(engine: Engine, profiles: ProfileSet, strategy: Strategy, new_tokens: int,
+                run_dir: Path, limits: Limits | None = None, sla_s: float = 30.0,
+                models: tuple[str, ...] | list[str] = MODELS) -> Iterator[tuple[str, Any]]:
+    """(url, server) of a server on the tiny models over HTTP; ended and closed afterwards."""
+    server = ExperimentServer(engine, profiles, strategy, sla_s, new_tokens, run_dir,
+                              list(models), drain_timeout_s=30.0).start()
+    try:
+        with serving(create_app(server, limits or Limits())) as url:
+            yield url, server
+    finally:
+        server.abort()
+        server.wait_finished(30)
+        server.close()
+        engine.unload()
 
 
 def schedule_for(workloads_dir: Path, mean_rps: float, duration_s: float, seed: int = 0,

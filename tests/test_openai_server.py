@@ -23,7 +23,7 @@ from sincere.run_end import RunEnd
 from sincere.server import ExperimentServer
 from sincere.server_app import Limits, create_app
 from sincere.strategies import make_strategy
-from tests.server_support import HoldToLargest
+from tests.server_support import HoldToLargest, live_server
 
 MODELS = ["granite-7b", "gemma-7b", "llama3-8b"]
 NEW_TOKENS = 3
@@ -39,15 +39,9 @@ def client(url: str) -> openai.OpenAI:
 @pytest.fixture(scope="module")
 def live(engine, tiny_profile, tmp_path_factory):
     """(url, server) of a server that answers at once (Immediate, NEW_TOKENS new tokens)."""
-    run_dir = tmp_path_factory.mktemp("openai_run")
-    server = ExperimentServer(engine, tiny_profile, make_strategy("Immediate"), 30.0,
-                              NEW_TOKENS, run_dir, MODELS, drain_timeout_s=30.0).start()
-    with serving(create_app(server, LIMITS)) as url:
-        yield url, server
-    server.abort()
-    server.wait_finished(30)
-    server.close()
-    engine.unload()
+    with live_server(engine, tiny_profile, make_strategy("Immediate"), NEW_TOKENS,
+                     tmp_path_factory.mktemp("openai_run"), LIMITS, models=MODELS) as live:
+        yield live
 
 
 def test_models_lists_the_aliases(live) -> None:
