@@ -26,7 +26,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 from sincere.metrics import swapped_batches
 
 DPI = 90
-ENGINE_NAMES = {"sim": "simulated", "hf": "measured"}
+ENGINE_NAMES = {"sim": "simulated", "hf": "measured", "external": "client-side"}
 
 
 def group_label(engine: str, cc_mode: str, platform: str | None = None) -> str:

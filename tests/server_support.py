@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from sincere.api_modes import ApiMode
 from sincere.client import send_schedule
 from sincere.engine import Engine
 from sincere.experiment import serving
@@ -102,7 +103,8 @@ def run_in_process(engine: Engine, profiles: ProfileSet, workloads_dir: Path, ru
                    strategy: str | Strategy, schedule: Schedule, sla_s: float,
                    max_new_tokens: int,
                    drain_timeout_s: float = 60.0, models: tuple[str, ...] = MODELS,
-                   during: Any = None, **server_options: Any) -> RunOutput:
+                   during: Any = None, api: ApiMode | None = None,
+                   **server_options: Any) -> RunOutput:
     """One run through the HTTP server; ``during(server, url)`` runs while traffic flows."""
     prompts = read_workloads(workloads_dir)
     chosen = strategy if isinstance(strategy, Strategy) else make_strategy(strategy)
@@ -117,7 +119,7 @@ def run_in_process(engine: Engine, profiles: ProfileSet, workloads_dir: Path, ru
 
                 threading.Thread(target=during, args=(server, url), daemon=True).start()
             result = send_schedule(url, schedule, prompts, client_csv=run_dir / "client.csv",
-                                   timeout_s=120.0, start_params={"pattern": "test"})
+                                   timeout_s=120.0, start_params={"pattern": "test"}, api=api)
             schedule.write_csv(run_dir / "schedule.csv")
     finally:
         server.abort("interrupted")  # no-op once the run has finished
