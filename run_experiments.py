@@ -9,6 +9,12 @@ exit, check the accounting (issued = received = ok + rejected + failed + unserve
 request in requests.csv once) and move the run into RESULTS_DIR/<run_id>/. A rerun skips
 finished runs (and redoes failed ones, unless RETRY_FAILED is false). Ctrl-C stops the children
 and leaves nothing half-written that looks finished. One line per run with its headline figures.
+
+With SERVER_URL set, the grid (PATTERNS x MEANS x SLAS x REPEATS) goes to that server instead,
+which the user runs (vLLM, SGLang, any OpenAI-compatible server; API openai-completions or
+openai-chat, the key from OPENAI_API_KEY): no server is started here, and each run is kept
+client-side, with the CC mode that CC_MODE gives when it cannot be detected
+(sincere/external_runs.py).
 """
 
 import signal
@@ -57,17 +63,24 @@ MONITOR_PERIOD_S = 0.5  # CPU/GPU sampling period, seconds
 START_TIMEOUT_S = 600.0  # how long the server may take to read the models and answer
 RUN_TIMEOUT_S = 0.0  # a run taking longer fails (0 = duration + drain timeout + 300 s)
 RETRY_FAILED = True  # on a rerun, redo runs that failed (finished runs are always skipped)
+SERVER_URL = ""  # run the grid against this running server instead of starting SINCERE's
+API = "sincere"  # how the generator sends: sincere (/inference), openai-completions, openai-chat
+SERVED_MODELS = {}  # OpenAI API: alias=served model name, where the server names a model otherwise
+CC_MODE = ""  # with SERVER_URL: on or off, the server machine's CC mode when it is not detected
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
+    from sincere.external_runs import external_points, run_external_point
     from sincere.grid import run_is_complete
     from sincere.runner import PARTIAL_DIR, RunSpec, run_point
     from sincere.traffic import PATTERNS as KNOWN_PATTERNS
     from sincere.traffic import options_from_constants
 
     try:
-        points = expand_grid(cfg.STRATEGIES, cfg.PATTERNS, cfg.MEANS, cfg.SLAS, cfg.REPEATS)
+        points = (external_points(cfg.PATTERNS, cfg.MEANS, cfg.SLAS, cfg.REPEATS)
+                  if cfg.SERVER_URL else
+                  expand_grid(cfg.STRATEGIES, cfg.PATTERNS, cfg.MEANS, cfg.SLAS, cfg.REPEATS))
         unknown = [p for p in cfg.PATTERNS if p not in KNOWN_PATTERNS]
         if unknown:
             raise ValueError(f"unknown pattern(s) {', '.join(unknown)}; known: "
@@ -88,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         **({"DEVICE": cfg.DEVICE} if cfg.DEVICE else {}),
     }
     generator_options = {"MODEL_MIX": cfg.MODEL_MIX,
-                         "WORKLOADS_DIR": Path(cfg.WORKLOADS_DIR).resolve()}
+                         "WORKLOADS_DIR": Path(cfg.WORKLOADS_DIR).resolve(), "API": cfg.API,
+                         "SERVED_MODELS": cfg.SERVED_MODELS, "MAX_TOKENS": cfg.MAX_NEW_TOKENS,
+                         "CC_MODE": cfg.CC_MODE}
 
     def spec_for(pattern: str) -> RunSpec:
         pattern_options = {name.upper(): value
@@ -108,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
 
     todo = [p for p in points if not finished(results_dir / p.run_id)]
     print(f"run_experiments: {len(points)} runs ({len(points) - len(todo)} already done), "
-          f"{cfg.DURATION_S:g} s of traffic each -> {results_dir}/", flush=True)
+          f"{cfg.DURATION_S:g} s of traffic each"
+          f"{f' to {cfg.SERVER_URL} ({cfg.API})' if cfg.SERVER_URL else ''} -> {results_dir}/",
+          flush=True)
 
     def on_sigterm(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
@@ -118,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         for n, point in enumerate(todo, start=1):
-            run = run_point(point, spec_for(point.pattern))
+            run = (run_external_point(point, spec_for(point.pattern), cfg.SERVER_URL)
+                   if cfg.SERVER_URL else run_point(point, spec_for(point.pattern)))
             failed += run["status"] != "complete"
             print_progress(n, len(todo), run)
     except KeyboardInterrupt:

@@ -238,13 +238,18 @@ def run_point(point: GridPoint, spec: RunSpec, log=print) -> dict[str, Any]:
     run.setdefault("params", {}).update(
         {k: v for k, v in spec.extra_params.items() if k not in run["params"]})
     run["wall_time_s"] = round(time.monotonic() - started, 3)
+    keep_run(staging, final, run)
+    return run
+
+
+def keep_run(staging: Path, final: Path, run: dict[str, Any]) -> None:
+    """Write the run's run.json and move it from the staging area to its place."""
     write_json_atomic(staging / "run.json", run)
     if final.exists():
         shutil.rmtree(final)
     staging.rename(final)
     with contextlib.suppress(OSError):
         staging.parent.rmdir()  # .partial, when nothing else is staged
-    return run
 
 
 def _wait(generator: Child, server: Child, deadline: float) -> str:
