@@ -6,6 +6,7 @@
     GET    /health, /status
     GET    /models; POST /models {"alias"[, "path"]}; DELETE /models/<alias>
     POST   /v1/completions, /v1/chat/completions; GET /v1/models (sincere.openai_api)
+    GET    /metrics (the run's counters for Prometheus scrapers, sincere.prometheus)
 
 Every call to /inference (or /v1/completions, /v1/chat/completions), and every call to a wrong
 path or with a wrong method, ends in requests.csv with a status; bad input gets a 4xx and
@@ -204,7 +205,7 @@ def create_app(server: ExperimentServer, limits: Limits = Limits(),
             message = (f"no such endpoint: {request.method} {request.path[:80]}; endpoints: "
                        "POST /inference, POST /start, POST /stop, GET /health, GET /status, "
                        "GET|POST /models, DELETE /models/<alias>, POST /v1/completions, "
-                       "POST /v1/chat/completions, GET /v1/models")
+                       "POST /v1/chat/completions, GET /v1/models, GET /metrics")
         elif code == 405:
             allowed = ", ".join(sorted(m for m in exc.valid_methods or [] if m != "OPTIONS")) \
                 if hasattr(exc, "valid_methods") else ""
@@ -332,9 +333,10 @@ def create_app(server: ExperimentServer, limits: Limits = Limits(),
                              f"{', '.join(server.models) or 'none'}", 404) from None
         return jsonify(removed=alias, queued_requests_failed=failed, models=server.models)
 
-    from sincere import openai_api  # it builds on this module's parsing helpers
+    from sincere import openai_api, prometheus  # they build on this module's helpers
 
     openai_api.register(app, server, limits)
+    prometheus.register(app, server)
     return app
 
 

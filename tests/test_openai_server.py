@@ -161,6 +161,20 @@ def test_the_request_id_header_names_the_record_once(live) -> None:
     assert answer.json()["id"].startswith("cmpl-s")  # the second: a server id
 
 
+def test_metrics_are_scraped_not_recorded(live) -> None:
+    """GET /metrics (AIPerf scrapes it) answers the run's counters and is no request of it."""
+    url, server = live
+    before = server.accounting()
+    for method in ("GET", "HEAD"):
+        answer = requests.request(method, f"{url}/metrics", timeout=30)
+        assert answer.status_code == 200
+        assert answer.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    text = requests.get(f"{url}/metrics", timeout=30).text
+    assert f'sincere_requests_total{{status="ok"}} {before["completed"]}' in text
+    assert 'sincere_queue_length{model="llama3-8b"} 0' in text
+    assert server.accounting() == before
+
+
 def test_every_call_is_in_the_records(live) -> None:
     """Runs last in this module: every completion call above, refused or served, is one row of
     requests.csv, and the accounting adds up."""
@@ -196,15 +210,30 @@ def test_a_chat_template_renders_the_messages(tiny_models: Path, tmp_path: Path)
     assert engine.chat_template_prompt("llama3-8b", messages) is None  # no template
 
 
+class IdleClock:
+    """The idle watcher's clock: it moves only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now_s = 0.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+IDLE_STOP_S = 5.0
+
+
 def run_without_start(engine, tiny_profile, run_dir: Path, strategy, during) -> dict:
-    """A server that no /start begins; ``during(url, run_end)`` sends requests and ends it."""
+    """A server that no /start begins; ``during(url, run_end, clock)`` sends requests and ends
+    the run (IDLE_STOP_S on ``clock``, which stands still unless moved)."""
     server = ExperimentServer(engine, tiny_profile, strategy, 30.0, NEW_TOKENS, run_dir, MODELS,
                               drain_timeout_s=30.0).start()
     app = create_app(server, LIMITS)
-    run_end = RunEnd(server, app, idle_stop_s=0.3, poll_s=0.05).start()
+    clock = IdleClock()
+    run_end = RunEnd(server, app, idle_stop_s=IDLE_STOP_S, poll_s=0.02, clock=clock).start()
     try:
         with serving(app) as url:
-            during(url, run_end)
+            during(url, run_end, clock)
             assert server.wait_finished(60)
     finally:
         server.abort()
@@ -216,12 +245,14 @@ def run_without_start(engine, tiny_profile, run_dir: Path, strategy, during) -> 
 
 def test_an_idle_run_without_start_ends_and_is_written(engine, tiny_profile,
                                                       tmp_path: Path) -> None:
-    def two_requests(url: str, _run_end: RunEnd) -> None:
+    def two_requests_then_idle(url: str, run_end: RunEnd, clock: IdleClock) -> None:
         for model in ("granite-7b", "llama3-8b"):
             client(url).completions.create(model=model, prompt=PROMPT)
+        while not run_end.server.wait_finished(0.05):  # nothing more comes: time passes
+            clock.now_s += IDLE_STOP_S / 2
 
     run = run_without_start(engine, tiny_profile, tmp_path / "run", make_strategy("Immediate"),
-                            two_requests)
+                            two_requests_then_idle)
     assert run["status"] == "complete"
     assert run["accounting"]["received"] == run["accounting"]["completed"] == 2
 
@@ -231,7 +262,7 @@ def test_a_signal_drains_a_run_without_start(engine, tiny_profile, tmp_path: Pat
     one of them is in the records."""
     answers: list[int] = []
 
-    def queue_then_signal(url: str, run_end: RunEnd) -> None:
+    def queue_then_signal(url: str, run_end: RunEnd, _clock: IdleClock) -> None:
         def ask() -> None:
             try:
                 client(url).completions.create(model="llama3-8b", prompt=PROMPT)
@@ -266,9 +297,11 @@ def test_a_signal_aborts_a_run_the_generator_started(engine, tiny_profile,
     unserved) and idleness does not end it."""
     answers: list[int] = []
 
-    def start_queue_then_signal(url: str, run_end: RunEnd) -> None:
+    def start_queue_then_signal(url: str, run_end: RunEnd, clock: IdleClock) -> None:
         requests.post(f"{url}/start", json={"params": {"pattern": "test"}}, timeout=30)
-        assert not run_end.server.wait_finished(1.0)  # idle for 0.3 s and more, not ended
+        for _ in range(10):  # idle, but this run ends only by /stop (or a signal)
+            clock.now_s += IDLE_STOP_S
+            assert not run_end.server.wait_finished(0.05)  # the watcher looks every 0.02 s
 
         def ask() -> None:
             try:
