@@ -17,6 +17,7 @@ are read from WORKLOADS_DIR and sent, never written or printed; the key is read 
 OPENAI_API_KEY environment variable and never written or printed either.
 """
 
+import argparse
 import logging
 import os
 import sys
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 
 from sincere import architectures
+from sincere.api_modes import ApiMode
 from sincere.cli import parse_constants
 
 URL = "http://127.0.0.1:5000"  # the server: SINCERE's experiment server, or any OpenAI-compatible
@@ -58,7 +60,6 @@ CC_MODE = ""  # another server's run: on or off, recorded when this machine cann
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    from sincere.api_modes import ApiMode
     from sincere.client import ServerUnavailable, find_server, send_schedule
     from sincere.client_runs import cc_mode_of
     from sincere.traffic import build_schedule, options_from_constants
@@ -124,8 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def write_client_run(run_dir: Path, cfg, api, params: dict, issued: int, served: list[str],
-                     cc_mode: tuple[str, str], started_epoch_s: float) -> dict:
+def write_client_run(run_dir: Path, cfg: argparse.Namespace, api: ApiMode, params: dict,
+                     issued: int, served: list[str], cc_mode: tuple[str, str],
+                     started_epoch_s: float) -> dict:
     """run.json of a run against a server that is not SINCERE's (no key in it)."""
     from sincere.client_runs import client_run_json, read_client_side
     from sincere.records import write_json_atomic

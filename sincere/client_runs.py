@@ -29,6 +29,7 @@ from sincere.rundirs import RUN_FILE, RunRecord, flat_params, read_csv
 
 CLIENT_SIDE = "client"
 ENGINE = "external"  # run.json params.engine of a client-side run
+PLATFORM = "external server"  # what ran, in the report's tables (its GPU is not known here)
 CLIENT_DTYPES = {"request_id": "str", "model": "str", "scheduled_s": "float64",
                  "sent_s": "float64", "received_s": "float64", "client_latency_s": "float64",
                  "http_status": "float64", "error": "str", "output_tokens": "float64"}
@@ -168,7 +169,7 @@ def summarise_client_run(run_dir: Path, info: dict[str, Any],
                         "processed what it holds")
     accounting = {f"accounting_{k}": v for k, v in info.get("accounting", {}).items()}
     sla_s = params.get("sla_s")
-    row = {**flat_params(info),
+    row = {**flat_params(info), "platform": PLATFORM,  # the server's GPU is not seen from here
            "results_dir": str(results_root) if results_root else str(run_dir.parent),
            "run_dir": str(run_dir), **accounting,
            **client_metrics(client, float(sla_s) if isinstance(sla_s, (int, float)) else None,

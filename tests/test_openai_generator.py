@@ -80,6 +80,7 @@ def test_a_client_side_run_matches_the_servers_records(engine, tiny_profile,
     assert sorted(server_rows["request_id"]) == sorted(schedule.request_ids())  # X-Request-Id
     row = record.row
     assert row["engine"] == "external" and row["cc_mode"] == "off"
+    assert row["platform"] == "external server"
     assert row["requests_issued"] == row["requests_ok"] == len(schedule)
     assert row["requests_lost"] == 0 and row["swaps"] is None
     assert row["output_tokens_per_s"] * row["run_time_s"] == pytest.approx(
