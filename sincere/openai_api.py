@@ -2,7 +2,7 @@
 
     POST /v1/completions        {"model": alias, "prompt": str, ...}
     POST /v1/chat/completions   {"model": alias, "messages": [...], ...}
-    GET  /v1/models
+    GET  /v1/models, /v1/models/<model>
 
 A request goes through the same intake, queues, strategy, records and accounting as
 ``/inference``: ``ExperimentServer.submit`` queues it, the scheduler thread runs it in a batch,
@@ -56,9 +56,10 @@ def as_openai_error(response: Response) -> Response:
         return response
     body = response.get_json(silent=True)
     if isinstance(body, dict) and isinstance(body.get("error"), str):
-        # Under a completions path a 404 can only be about the model.
-        code = "model_not_found" if response.status_code == 404 and request.path in (
-            f"{PREFIX}/completions", f"{PREFIX}/chat/completions") else None
+        # Under a completions or model path a 404 can only be about the model.
+        about_model = request.path in (f"{PREFIX}/completions", f"{PREFIX}/chat/completions") \
+            or request.path.startswith(f"{PREFIX}/models/")
+        code = "model_not_found" if response.status_code == 404 and about_model else None
         response.set_data(json.dumps(schema.error_body(body["error"], response.status_code,
                                                        code)))
     return response
@@ -145,6 +146,15 @@ def create_blueprint(server: ExperimentServer, limits: Limits) -> Blueprint:
     @blueprint.get("/models")
     def models() -> Response:
         return jsonify(schema.models_body(server.models, started_epoch_s))
+
+    @blueprint.get("/models/<path:model>")
+    def model(model: str) -> Response:
+        listed = schema.models_body(server.models, started_epoch_s)["data"]
+        found = [m for m in listed if m["id"] == model]
+        if not found:  # a look-up, not a request of the run: not recorded
+            raise InputError(f"the model {model[:100]!r} does not exist on this server; "
+                             f"served: {', '.join(server.models) or 'none'}", 404)
+        return jsonify(found[0])
 
     return blueprint
 

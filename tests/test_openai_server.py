@@ -45,8 +45,14 @@ def live(engine, tiny_profile, tmp_path_factory):
 
 
 def test_models_lists_the_aliases(live) -> None:
-    url, _ = live
+    url, server = live
+    before = server.accounting()
     assert sorted(m.id for m in client(url).models.list()) == sorted(MODELS)
+    assert client(url).models.retrieve("gemma-7b").id == "gemma-7b"
+    with pytest.raises(openai.NotFoundError) as missing:
+        client(url).models.retrieve("mistral-7b")
+    assert missing.value.body["code"] == "model_not_found"
+    assert server.accounting() == before  # look-ups are no requests of the run
 
 
 def test_a_completion_is_the_engines_answer(live, engine) -> None:
@@ -129,6 +135,8 @@ def test_what_cannot_be_honoured_is_refused_and_recorded(live, kwargs, status, e
     assert raised.value.status_code == status
     assert words in raised.value.body["message"]
     assert raised.value.body["type"] == "invalid_request_error"
+    if status == 404:
+        assert raised.value.body["code"] == "model_not_found"
     assert server.accounting()["rejected"] == before + 1
 
 
