@@ -41,9 +41,11 @@ MAX_PROMPT_CHARS = 32000  # longer prompts are refused (413)
 MAX_BODY_BYTES = 262144  # larger request bodies are refused (413)
 STD_FACTOR = 1.0  # k: the scheduler plans load time as mean + k * std
 MARGIN_S = 1.0  # safety margin of the timers, seconds
+SHED_LATE = False  # shed requests that can no longer meet their SLA (always on for MaxGoodput)
 MAX_QUEUE_DELAY_S = 1.0  # Dynamic+Delay: longest wait of the oldest request, seconds
 RATE_WINDOW_S = 60.0  # SelectBatch+Timer: window of the arrival-rate estimate, seconds
 HOST_CACHE = True  # keep every served model's weights in host RAM: a swap is a copy to the GPU
+ALLOW_PROFILE_MISMATCH = False  # serve with a profile of another CC mode or load path (recorded)
 DEVICE = ""  # torch device ("" = cuda when there is one, else cpu)
 CPU_THREADS = 0  # torch threads on a CPU device (0 = all cores but one, at least one)
 DECODE = "eager"  # batch engine: eager generate, or static (static KV cache + torch.compile)
@@ -64,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from sincere.experiment import (
         build_server,
         make_http_server,
+        profile_mismatches,
         resolve_models,
         resolve_profiles,
         run_directory,
@@ -87,6 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    mismatches = profile_mismatches(profiles, env, cfg.HOST_CACHE, models)
+    if mismatches:
+        print("".join(f"{'warning' if cfg.ALLOW_PROFILE_MISMATCH else 'error'}: {problem}\n"
+                      for problem in mismatches), end="", file=sys.stderr)
+        if not cfg.ALLOW_PROFILE_MISMATCH:
+            print("error: the timers would be planned on times this server does not have; "
+                  "fix the above, or set --allow-profile-mismatch true (run.json records it)",
+                  file=sys.stderr)
+            return 2
     unreadable = {}  # a model that cannot be read fails its requests; the others are served
     for model in models if cfg.HOST_CACHE else []:
         try:

@@ -12,8 +12,8 @@ and leaves nothing half-written that looks finished. One line per run with its h
 
 With SERVER_URL set, the grid (PATTERNS x MEANS x SLAS x REPEATS) goes to that server instead,
 which the user runs (vLLM, SGLang, any OpenAI-compatible server; API openai-completions or
-openai-chat, the key from OPENAI_API_KEY): no server is started here, and each run is kept
-client-side, with the CC mode that CC_MODE gives when it cannot be detected
+openai-chat, the key from OPENAI_API_KEY): no server is started here, no profile is needed, and
+each run is kept client-side, with the CC mode that CC_MODE gives when it cannot be detected
 (sincere/external_runs.py).
 """
 
@@ -44,6 +44,7 @@ MAX_NEW_TOKENS = 50  # new tokens per request
 DRAIN_TIMEOUT_S = 600.0  # after the traffic ends, serve the queues for at most this long
 STD_FACTOR = 1.0  # k: the scheduler plans load time as mean + k * std
 MARGIN_S = 1.0  # safety margin of the timers, seconds
+SHED_LATE = False  # shed requests that can no longer meet their SLA (always on for MaxGoodput)
 MAX_QUEUE_DELAY_S = 1.0  # Dynamic+Delay: longest wait of the oldest request, seconds
 RATE_WINDOW_S = 60.0  # SelectBatch+Timer: window of the arrival-rate estimate, seconds
 MAX_QUEUE = 3000  # the server refuses requests beyond this many queued (429)
@@ -59,10 +60,12 @@ PORT = 0  # the server's port (0 = a free port for each run)
 DEVICE = ""  # torch device for the server ("" = cuda when there is one, else cpu)
 DECODE = "eager"  # the server's batch engine: eager, or static (static KV cache + torch.compile)
 HOST_CACHE = True  # the server keeps every model's weights in host RAM between swaps
+ALLOW_PROFILE_MISMATCH = False  # let the server plan with a profile of another CC mode or load path
 MONITOR_PERIOD_S = 0.5  # CPU/GPU sampling period, seconds
 START_TIMEOUT_S = 600.0  # how long the server may take to read the models and answer
 RUN_TIMEOUT_S = 0.0  # a run taking longer fails (0 = duration + drain timeout + 300 s)
 RETRY_FAILED = True  # on a rerun, redo runs that failed (finished runs are always skipped)
+OVERWRITE = False  # redo runs already finished in RESULTS_DIR (else: kept if same parameters)
 SERVER_URL = ""  # run the grid against this running server instead of starting SINCERE's
 API = "sincere"  # how the generator sends: sincere (/inference), openai-completions, openai-chat
 SERVED_MODELS = {}  # OpenAI API: alias=served model name, where the server names a model otherwise
@@ -71,8 +74,10 @@ CC_MODE = ""  # with SERVER_URL: on or off, the server machine's CC mode when it
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
-    from sincere.external_runs import external_points, run_external_point
-    from sincere.grid import run_is_complete
+    from sincere.experiment import grid_profiles
+    from sincere.external_runs import external_params, external_points, run_external_point
+    from sincere.grid import PlannedRun, RunConflict, runs_to_do
+    from sincere.identity import run_identity
     from sincere.runner import PARTIAL_DIR, RunSpec, run_point
     from sincere.traffic import PATTERNS as KNOWN_PATTERNS
     from sincere.traffic import options_from_constants
@@ -85,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise ValueError(f"unknown pattern(s) {', '.join(unknown)}; known: "
                              f"{', '.join(KNOWN_PATTERNS)}")
+        profiles = None if cfg.SERVER_URL else grid_profiles(  # another server: none needed
+            cfg.PROFILES, Path(cfg.PROFILES_DIR), cfg.DEVICE, cfg.DECODE, cfg.STD_FACTOR)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -94,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         "PROFILES": cfg.PROFILES, "PROFILES_DIR": Path(cfg.PROFILES_DIR).resolve(),
         "MODELS_DIR": Path(cfg.MODELS_DIR).resolve(), "MODELS": models,
         "MAX_NEW_TOKENS": cfg.MAX_NEW_TOKENS, "STD_FACTOR": cfg.STD_FACTOR,
-        "MARGIN_S": cfg.MARGIN_S, "MAX_QUEUE_DELAY_S": cfg.MAX_QUEUE_DELAY_S,
+        "MARGIN_S": cfg.MARGIN_S, "SHED_LATE": cfg.SHED_LATE,
+        "MAX_QUEUE_DELAY_S": cfg.MAX_QUEUE_DELAY_S,
         "RATE_WINDOW_S": cfg.RATE_WINDOW_S, "MAX_QUEUE": cfg.MAX_QUEUE,
+        "ALLOW_PROFILE_MISMATCH": cfg.ALLOW_PROFILE_MISMATCH,
         "HOST_CACHE": cfg.HOST_CACHE, "MONITOR_PERIOD_S": cfg.MONITOR_PERIOD_S,
         "DECODE": cfg.DECODE,
         **({"DEVICE": cfg.DEVICE} if cfg.DEVICE else {}),
@@ -114,14 +123,21 @@ def main(argv: list[str] | None = None) -> int:
                        generator_options={**generator_options, **pattern_options},
                        duration_s=cfg.DURATION_S, drain_timeout_s=cfg.DRAIN_TIMEOUT_S,
                        base_seed=cfg.SEED, host=cfg.HOST, port=cfg.PORT,
-                       start_timeout_s=cfg.START_TIMEOUT_S, run_timeout_s=cfg.RUN_TIMEOUT_S)
+                       start_timeout_s=cfg.START_TIMEOUT_S, run_timeout_s=cfg.RUN_TIMEOUT_S,
+                       profiles=profiles.describe(cfg.PROFILES) if profiles else {})
 
-    def finished(run_dir: Path) -> bool:
-        if run_is_complete(run_dir):
-            return True
-        return not cfg.RETRY_FAILED and (run_dir / "run.json").is_file()
-
-    todo = [p for p in points if not finished(results_dir / p.run_id)]
+    specs = {p.run_id: spec_for(p.pattern) for p in points}
+    try:
+        planned = runs_to_do([PlannedRun(p.run_id, results_dir / p.run_id,
+                                         run_identity(external_params(p, specs[p.run_id])
+                                                      if cfg.SERVER_URL else
+                                                      specs[p.run_id].params(p)))
+                              for p in points], cfg.OVERWRITE, cfg.RETRY_FAILED)
+    except RunConflict as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    wanted = {run.run_id for run in planned}
+    todo = [p for p in points if p.run_id in wanted]
     print(f"run_experiments: {len(points)} runs ({len(points) - len(todo)} already done), "
           f"{cfg.DURATION_S:g} s of traffic each"
           f"{f' to {cfg.SERVER_URL} ({cfg.API})' if cfg.SERVER_URL else ''} -> {results_dir}/",
@@ -135,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         for n, point in enumerate(todo, start=1):
-            run = (run_external_point(point, spec_for(point.pattern), cfg.SERVER_URL)
-                   if cfg.SERVER_URL else run_point(point, spec_for(point.pattern)))
+            run = (run_external_point(point, specs[point.run_id], cfg.SERVER_URL)
+                   if cfg.SERVER_URL else run_point(point, specs[point.run_id]))
             failed += run["status"] != "complete"
             print_progress(n, len(todo), run)
     except KeyboardInterrupt:

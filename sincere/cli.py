@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import difflib
 import inspect
 import re
 from collections.abc import Mapping, Sequence
@@ -87,8 +88,11 @@ def build_parser(constants: Mapping[str, Any], description: str | None = None,
                  positional: str | None = None) -> argparse.ArgumentParser:
     """An argparse parser with one flag per constant; ``positional`` may also be given bare."""
     comments = comments or {}
+    # No abbreviations: a prefix would silently set another constant (--max-queue would set
+    # MAX_QUEUE_DELAY_S where the script has no MAX_QUEUE).
     parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False)
     for name, default in constants.items():
         help_text = f"{comments.get(name, '')} (default: {_format_default(default)})".strip()
         kwargs: dict[str, Any] = {"dest": name, "default": default, "help": help_text,
@@ -123,6 +127,23 @@ def build_parser(constants: Mapping[str, Any], description: str | None = None,
     return parser
 
 
+def unknown_arguments_message(unknown: Sequence[str], parser: argparse.ArgumentParser) -> str:
+    """What was not understood, with the flags closest to each unknown one."""
+    flags = [option for action in parser._actions for option in action.option_strings
+             if option.startswith("--")]
+    parts = []
+    for item in unknown:
+        if not item.startswith("-"):
+            continue
+        name = item.split("=", 1)[0]
+        close = difflib.get_close_matches(name, flags, n=3, cutoff=0.6)
+        parts.append(f"unknown flag {name}" + (f" (did you mean {', '.join(close)}?)"
+                                                if close else ""))
+    if not parts:
+        parts.append(f"unexpected argument(s): {' '.join(unknown)}")
+    return "; ".join(parts) + ". Every flag names a constant: --help lists them."
+
+
 def parse_constants(namespace: Mapping[str, Any], argv: Sequence[str] | None = None,
                     description: str | None = None,
                     positional: str | None = None) -> argparse.Namespace:
@@ -144,7 +165,9 @@ def parse_constants(namespace: Mapping[str, Any], argv: Sequence[str] | None = N
         constants = {k: constants[k] for k in order if k in constants}
     parser = build_parser(constants, description or namespace.get("__doc__"), comments,
                           positional)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.error(unknown_arguments_message(unknown, parser))
     for action in parser._actions:
         mapping_type = getattr(action, "mapping_type", None)
         if mapping_type is None:

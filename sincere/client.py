@@ -24,8 +24,8 @@ import requests
 
 from sincere.api_modes import ApiMode, error_message, list_served_models, sincere_health
 from sincere.records import CsvLog
+from sincere.schedule import Schedule
 from sincere.schemas import CLIENT_COLUMNS
-from sincere.traffic import Schedule
 
 log = logging.getLogger("sincere.client")
 

@@ -24,8 +24,10 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 
+from sincere.identity import with_identity
 from sincere.metrics import METRIC_KEYS
-from sincere.rundirs import RUN_FILE, RunRecord, flat_params, read_csv
+from sincere.rundirs import RUN_FILE, read_csv
+from sincere.runsummary import RunRecord, flat_params
 
 CLIENT_SIDE = "client"
 ENGINE = "external"  # run.json params.engine of a client-side run
@@ -86,45 +88,54 @@ def completed_latencies_s(client: pd.DataFrame) -> np.ndarray:
     return latency_s[np.isfinite(latency_s)]
 
 
-def client_run_time_s(client: pd.DataFrame, duration_s: float | None) -> float:
-    """From the first request's schedule to the last answer, or the traffic's duration if
-    later (as a server-side run time runs to the end of traffic or of the drain)."""
-    received = pd.to_numeric(client["received_s"], errors="coerce").max() if len(
-        client) else math.nan
-    ends = [v for v in (received, duration_s) if v is not None and math.isfinite(v)]
-    return max(ends) if ends else math.nan
+def traffic_window_s(client: pd.DataFrame, duration_s: Any) -> float:
+    """The traffic window the rates are over: the run's duration, else (a trace replayed to its
+    end) the last request's schedule."""
+    if isinstance(duration_s, (int, float)) and math.isfinite(duration_s) and duration_s > 0:
+        return float(duration_s)
+    scheduled = pd.to_numeric(client.get("scheduled_s", pd.Series(dtype=float)),
+                              errors="coerce")
+    return float(scheduled.max()) if scheduled.notna().any() else math.nan
 
 
-def client_metrics(client: pd.DataFrame, sla_s: float | None, run_time_s: float,
+def client_metrics(client: pd.DataFrame, sla_s: float | None, window_s: float,
                    issued: int | None = None) -> dict[str, float | int | None]:
-    """The run's metrics (the keys of ``metrics.METRIC_KEYS``) from client.csv; those a client
-    cannot see (queue and swap waits, batches, GPU) are None."""
+    """The run's metrics (the keys of ``metrics.METRIC_KEYS``) from client.csv, as SPEC section
+    6 defines them with the client's latency: rates over the traffic window ``window_s``,
+    counting what was answered in it; those a client cannot see (queue and swap waits, batches,
+    GPU) are None."""
     issued = max(len(client), int(issued)) if issued is not None else len(client)
     books = client_accounting(client, issued)
-    latency_s = completed_latencies_s(client)
-    sla_met = int((latency_s <= sla_s).sum()) if sla_s is not None and math.isfinite(
-        sla_s) else None
     ok = _status(client) == 200
-    tokens = pd.to_numeric(client.get("output_tokens", pd.Series(dtype=float)),
+    latency_s = pd.to_numeric(client["client_latency_s"], errors="coerce").to_numpy(float)
+    received_s = pd.to_numeric(client["received_s"], errors="coerce").to_numpy(float)
+    in_window = ok & (received_s <= window_s)
+    sla_known = sla_s is not None and math.isfinite(sla_s)
+    met = ok & (latency_s <= sla_s) if sla_known else np.zeros(len(client), dtype=bool)
+    tokens = pd.to_numeric(client.get("output_tokens", pd.Series(np.nan, index=client.index)),
                            errors="coerce").to_numpy(float)
-    output_tokens = float(np.nansum(tokens[ok])) if len(tokens) == len(client) else math.nan
 
-    def per_s(count: float | None) -> float | None:
-        if count is None or not math.isfinite(count) or not run_time_s > 0:
-            return None
-        return float(count) / run_time_s
+    def per_s(count: float) -> float | None:
+        return float(count) / window_s if window_s > 0 else None  # NaN window: None
 
+    last_answer_s = float(np.nanmax(received_s[ok])) if ok.any() else math.nan
+    ends = [e for e in (last_answer_s, window_s) if math.isfinite(e)]
     values: dict[str, float | int | None] = dict.fromkeys(METRIC_KEYS)
     values.update({
         "requests_issued": issued, "requests_received": books["answered"],
         "requests_lost": books["lost"], "requests_ok": books["completed"],
         "requests_rejected": books["rejected"], "requests_failed": books["failed"],
-        "sla_met_requests": sla_met,
-        "sla_attainment": sla_met / issued if sla_met is not None and issued else None,
-        "throughput_rps": per_s(books["completed"]),
-        "output_tokens_per_s": per_s(output_tokens),
-        "goodput_rps": per_s(sla_met),
-        "run_time_s": run_time_s if math.isfinite(run_time_s) else None})
+        "sla_met_requests": int(met.sum()) if sla_known else None,
+        "sla_attainment": int(met.sum()) / issued if sla_known and issued else None,
+        "throughput_rps": per_s(int(in_window.sum())),
+        "output_tokens_per_s": per_s(float(np.nansum(tokens[in_window]))),
+        "goodput_rps": per_s(int((met & in_window).sum())) if sla_known else None,
+        "traffic_window_s": window_s if math.isfinite(window_s) else None,
+        "drain_s": max(0.0, last_answer_s - window_s) if math.isfinite(last_answer_s)
+        and math.isfinite(window_s) else None,
+        "completed_in_drain": int((ok & (received_s > window_s)).sum()),
+        "run_time_s": max(ends) if ends else None})
+    latency_s = completed_latencies_s(client)
     if latency_s.size:
         p50, p90, p99 = np.percentile(latency_s, [50.0, 90.0, 99.0])
         values.update(latency_mean_s=float(latency_s.mean()), latency_p50_s=float(p50),
@@ -135,15 +146,16 @@ def client_metrics(client: pd.DataFrame, sla_s: float | None, run_time_s: float,
 def client_run_json(run_id: str, params: dict[str, Any], environment: dict[str, Any],
                     client: pd.DataFrame, issued: int, started_epoch_s: float,
                     status: str = "complete") -> dict[str, Any]:
-    """The run.json of a client-side run: params (engine ``external``), the server's
-    environment as far as known, the client's accounting and the metrics."""
+    """The run.json of a client-side run: params (engine ``external``) with their identity,
+    the server's environment as far as known, the client's accounting and the metrics."""
     params = {**params, "engine": ENGINE}
-    run_time_s = client_run_time_s(client, params.get("duration_s"))
-    return {"run_id": run_id, "status": status, "side": CLIENT_SIDE, "params": params,
-            "environment": environment, "accounting": client_accounting(client, issued),
-            "started_epoch_s": started_epoch_s,
-            "run_time_s": run_time_s if math.isfinite(run_time_s) else None,
-            "summary": client_metrics(client, params.get("sla_s"), run_time_s, issued)}
+    window_s = traffic_window_s(client, params.get("duration_s"))
+    summary = client_metrics(client, params.get("sla_s"), window_s, issued)
+    return with_identity({
+        "run_id": run_id, "status": status, "side": CLIENT_SIDE, "params": params,
+        "environment": environment, "accounting": client_accounting(client, issued),
+        "started_epoch_s": started_epoch_s, "traffic_window_s": summary["traffic_window_s"],
+        "run_time_s": summary["run_time_s"], "summary": summary})
 
 
 def read_client_side(run_dir: Path) -> pd.DataFrame:
@@ -153,14 +165,11 @@ def read_client_side(run_dir: Path) -> pd.DataFrame:
 
 def summarise_client_run(run_dir: Path, info: dict[str, Any],
                          results_root: Path | None = None) -> RunRecord:
-    """A client-side run summarised for process_results.py, like ``rundirs.summarise_run``."""
+    """A client-side run summarised for process_results.py, like ``runsummary.summarise_run``."""
     warnings: list[str] = []
     client = read_client_side(run_dir)
     params = info.get("params", {})
-    run_time_s = info.get("run_time_s")
-    if not isinstance(run_time_s, (int, float)) or not math.isfinite(run_time_s):
-        run_time_s = client_run_time_s(client, params.get("duration_s"))
-        warnings.append(f"{run_dir / RUN_FILE}: no run_time_s; taken from client.csv")
+    window_s = traffic_window_s(client, info.get("traffic_window_s") or params.get("duration_s"))
     issued = info.get("accounting", {}).get("issued")
     if not isinstance(issued, int) or isinstance(issued, bool):
         issued = len(client)
@@ -173,5 +182,5 @@ def summarise_client_run(run_dir: Path, info: dict[str, Any],
            "results_dir": str(results_root) if results_root else str(run_dir.parent),
            "run_dir": str(run_dir), **accounting,
            **client_metrics(client, float(sla_s) if isinstance(sla_s, (int, float)) else None,
-                            float(run_time_s), issued)}
+                            window_s, issued)}
     return RunRecord(run_dir, row, completed_latencies_s(client), warnings)

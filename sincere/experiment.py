@@ -19,6 +19,7 @@ from sincere.profiles import ProfileError, ProfileSet, load_profiles
 from sincere.profiling import cc_label, device_name
 from sincere.server import ExperimentServer
 from sincere.strategies import make_strategy, strategy_slug
+from sincere.strategies import options_from_constants as strategy_options
 
 LISTEN_BACKLOG = 4096  # connections the kernel holds while the accept loop catches up
 
@@ -41,6 +42,45 @@ def resolve_profiles(name: str, profiles_dir: Path, environment: dict[str, Any],
     except ProfileError as exc:
         hint = " (run run_profiling.sh on this machine first)" if name == "auto" else ""
         raise ValueError(f"profile set {wanted!r}: {exc}{hint}") from None
+
+
+def profile_mismatches(profiles: ProfileSet, environment: dict[str, Any], host_cache: bool,
+                       models: list[str]) -> list[str]:
+    """Where the profile contradicts this server, each with its fix: a CC mode other than the
+    one detected here, or load times of another load path than the one swaps will take
+    (host RAM with HOST_CACHE, the disk without). Every timer would be planned on wrong times."""
+    name = Path(profiles.loading_file).name
+    problems = []
+    detected, profiled = environment.get("cc_mode"), profiles.cc_mode
+    if {detected, profiled} <= {"on", "off"} and detected != profiled:
+        problems.append(
+            f"the profile {name} was measured with CC {profiled} but this GPU has CC {detected}: "
+            f"profile this machine (run_profiling.sh) or name a {cc_label(detected)} profile set")
+    for model in models:
+        path = profiles[model].load_path
+        if not path:
+            continue
+        cached = path.startswith("host_cache")
+        if cached != host_cache:
+            problems.append(
+                f"{model}: the profile {name} times loads by {path} but HOST_CACHE is "
+                f"{'on' if host_cache else 'off'}, so swaps will load "
+                f"{'from host RAM' if host_cache else 'from disk'}: set HOST_CACHE to "
+                f"{'true' if cached else 'false'} or profile with that load path")
+    return problems
+
+
+def grid_profiles(name: str, profiles_dir: Path, device: str, decode: str,
+                  std_factor: float) -> ProfileSet:
+    """The profile set the servers of a grid run on this machine will plan with (for the runs'
+    identity before they run); ValueError when there is none."""
+    import torch
+
+    from sincere.monitor import environment_block
+
+    device_type = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")).type
+    environment = environment_block() if name == "auto" else {}
+    return resolve_profiles(name, profiles_dir, environment, device_type, std_factor, decode)
 
 
 def resolve_models(wanted: list[str], engine: Any, profiles: ProfileSet) -> list[str]:
@@ -76,10 +116,11 @@ def run_directory(run_dir: str, results_dir: str, run_id: str, strategy: str,
 def build_server(cfg: Any, engine: Any, profiles: ProfileSet, models: list[str],
                  run_dir: Path, environment: dict[str, Any]) -> ExperimentServer:
     """The run's ExperimentServer from a script's constants (api_scheduler_experiments.py)."""
-    strategy = make_strategy(cfg.MODE, margin_s=cfg.MARGIN_S,
-                             max_queue_delay_s=cfg.MAX_QUEUE_DELAY_S,
-                             rate_window_s=cfg.RATE_WINDOW_S)
+    strategy = make_strategy(cfg.MODE, **strategy_options(vars(cfg)))
     params = {"profiles": profiles.describe(cfg.PROFILES),
+              "profile_mismatch": profile_mismatches(profiles, environment, cfg.HOST_CACHE,
+                                                     models),
+              "allow_profile_mismatch": bool(cfg.ALLOW_PROFILE_MISMATCH),
               "host_cache": bool(cfg.HOST_CACHE), "device": engine.device.type,
               "decode": engine.decode,
               "dtype": str(engine.dtype).removeprefix("torch."),

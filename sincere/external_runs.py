@@ -20,8 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sincere.client_runs import ENGINE
 from sincere.grid import GridPoint
+from sincere.identity import with_identity
 from sincere.runner import PARTIAL_DIR, Child, RunSpec, keep_run, read_rows, script_argv
+from sincere.traffic import pattern_options
 
 STRATEGY = "external"  # the grid's strategy label: the server schedules as it does
 
@@ -34,6 +37,21 @@ def external_points(patterns: Sequence[str], means_rps: Sequence[float],
         raise ValueError("repeats must be at least 1")
     return [GridPoint(STRATEGY, p, float(m), float(sla), r)
             for r, p, m, sla in itertools.product(range(repeats), patterns, means_rps, slas_s)]
+
+
+def external_params(point: GridPoint, spec: RunSpec) -> dict[str, Any]:
+    """run.json's ``params`` as api_calls.py will write them for this run, known before it runs:
+    the grid compares their identity with a finished run's."""
+    generator = spec.generator_options
+    mix = generator.get("MODEL_MIX") or {}
+    return {"strategy": STRATEGY, "pattern": point.pattern,
+            "pattern_params": {name: generator[name.upper()]
+                               for name in pattern_options(point.pattern)
+                               if name.upper() in generator},
+            "mean_rps": point.mean_rps, "sla_s": point.sla_s, "duration_s": spec.duration_s,
+            "seed": point.seed(spec.base_seed), "repeat": point.repeat,
+            "models": sorted(mix), "model_mix": mix,
+            "max_new_tokens": generator.get("MAX_TOKENS"), "engine": ENGINE}
 
 
 def check_client_accounting(run_dir: Path) -> dict[str, Any]:
@@ -84,10 +102,8 @@ def run_external_point(point: GridPoint, spec: RunSpec, server_url: str,
     try:
         run = json.loads((staging / "run.json").read_text())
     except (OSError, ValueError):
-        run = {"run_id": point.run_id, "side": "client", "params": {
-            "strategy": STRATEGY, "pattern": point.pattern, "mean_rps": point.mean_rps,
-            "sla_s": point.sla_s, "duration_s": spec.duration_s, "engine": "external",
-            "seed": point.seed(spec.base_seed), "repeat": point.repeat}, "environment": {}}
+        run = with_identity({"run_id": point.run_id, "side": "client",
+                             "params": external_params(point, spec), "environment": {}})
         reason = reason or "the generator wrote no readable run.json"
     if reason:
         run.update(status="failed", failure=reason)

@@ -7,7 +7,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from sincere.identity import differences, params_hash, run_identity
 from sincere.strategies import STRATEGIES, strategy_slug
 
 
@@ -44,9 +46,62 @@ def expand_grid(strategies: Sequence[str], patterns: Sequence[str], means_rps: S
                                                      strategies)]
 
 
+def read_previous_run(run_dir: Path) -> dict[str, Any] | None:
+    """The run.json a finished attempt left in ``run_dir``, or None (none, or unreadable)."""
+    try:
+        run = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return run if isinstance(run, dict) else None
+
+
 def run_is_complete(run_dir: Path) -> bool:
     """True when the run directory holds a run.json that says the run completed."""
-    try:
-        return json.loads((run_dir / "run.json").read_text()).get("status") == "complete"
-    except (OSError, ValueError):
-        return False
+    run = read_previous_run(run_dir)
+    return run is not None and run.get("status") == "complete"
+
+
+class RunConflict(ValueError):
+    """Finished runs in the results folder were made with other parameters."""
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """A run the grid wants, where it goes, and what it will be (its identity)."""
+
+    run_id: str
+    run_dir: Path
+    identity: dict[str, Any]
+
+
+def runs_to_do(planned: Sequence[PlannedRun], overwrite: bool = False,
+               retry_failed: bool = True) -> list[PlannedRun]:
+    """The runs to run: all with ``overwrite``; else those not finished with these parameters.
+
+    A finished run (complete, or failed when ``retry_failed`` is off) is reused only when its
+    identity is this run's; one made with other parameters is never reused silently: RunConflict
+    names the parameters that differ and the two ways on.
+    """
+    if overwrite:
+        return list(planned)
+    todo, conflicts = [], []
+    for run in planned:
+        previous = read_previous_run(run.run_dir)
+        finished = previous is not None and (
+            previous.get("status") == "complete" or (not retry_failed
+                                                     and previous.get("status") is not None))
+        if not finished:
+            todo.append(run)
+            continue
+        found = previous.get("identity") if isinstance(previous.get("identity"), dict) \
+            else run_identity(previous.get("params") or {})
+        if params_hash(found) != params_hash(run.identity):
+            conflicts.append((run, differences(run.identity, found)))
+    if conflicts:
+        run, changed = conflicts[0]
+        folder = run.run_dir.parent
+        raise RunConflict(
+            f"{len(conflicts)} finished run(s) in {folder}/ were made with other parameters, "
+            f"e.g. {run.run_id}: {'; '.join(changed) or 'an older run.json'} (found -> asked). "
+            f"Write into another folder (--results-dir DIR), or redo them with --overwrite true.")
+    return todo

@@ -15,6 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sincere.identity import profiles_digest
 from sincere.schemas import BATCH_PROFILE_COLUMNS, LOADING_PROFILE_COLUMNS
 
 DEFAULT_PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiling_results"
@@ -83,6 +84,12 @@ class ModelProfile:
         curve, _ = self._curve(max_new_tokens)
         return self.max_batch[curve.max_new_tokens]
 
+    def least_time_per_request_s(self, max_new_tokens: int) -> float:
+        """min over the profiled batch sizes that fit of P(b) / b: the least GPU time one
+        request can take (at the best batch, by definition of B)."""
+        best = self.best_batch(max_new_tokens)
+        return self.processing_s(best, max_new_tokens) / best
+
     def best_batch(self, max_new_tokens: int) -> int:
         """The profiled batch size with the highest throughput (the smaller one on a tie)."""
         curve, _ = self._curve(max_new_tokens)
@@ -104,9 +111,10 @@ class ProfileSet:
     sources: tuple[str, ...] = field(default_factory=tuple)
 
     def describe(self, name: str) -> dict[str, object]:
-        """The ``profiles`` entry of run.json: the set's name as given and where it came from
-        (the simulator and the server write it alike)."""
+        """The ``profiles`` entry of run.json: the set's name as given, where it came from and
+        a digest of the two files' contents (the simulator and the server write it alike)."""
         return {"name": name, "loading_file": self.loading_file, "batch_file": self.batch_file,
+                "digest": profiles_digest(self.loading_file, self.batch_file),
                 "device": self.device, "cc_mode": self.cc_mode, "std_factor": self.std_factor}
 
     def __getitem__(self, model: str) -> ModelProfile:

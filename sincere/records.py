@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -150,8 +151,25 @@ class RunRecorder:
         self.close()
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None (JSON ``null``): strict JSON
+    has no ``NaN`` or ``Infinity``, and pandas, jq and browsers refuse them. numpy scalars
+    become Python numbers."""
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
+    """Write strict JSON (no NaN or Infinity) through a temporary file and a rename, so a reader
+    never sees half a file."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+    tmp.write_text(json.dumps(json_safe(payload), indent=2, sort_keys=False, default=str,
+                              allow_nan=False) + "\n")
     os.replace(tmp, path)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import ctypes
 import json
+import math
 import os
 import shutil
 import signal
@@ -27,12 +27,16 @@ from typing import Any
 
 from sincere.client import ServerUnavailable, wait_for_server
 from sincere.grid import GridPoint
+from sincere.identity import differences, params_hash, run_identity, with_identity
+from sincere.processes import die_with_parent
 from sincere.records import write_json_atomic
 from sincere.schemas import REQUEST_STATUSES
+from sincere.strategies import make_strategy
+from sincere.strategies import options_from_constants as strategy_options
+from sincere.traffic import pattern_options
 
 ROOT = Path(__file__).resolve().parent.parent  # where the scripts are
 PARTIAL_DIR = ".partial"
-PR_SET_PDEATHSIG = 1  # prctl option: the signal a child gets when its parent dies
 STOP_GRACE_S = 15.0  # after SIGTERM, how long a child may take to write its files
 
 
@@ -49,7 +53,7 @@ class Child:
         with log_path.open("ab") as log_file:
             process = subprocess.Popen(list(argv), cwd=ROOT, stdout=log_file,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       start_new_session=True, preexec_fn=_die_with_parent)
+                                       start_new_session=True, preexec_fn=die_with_parent)
         return cls(name, process, log_path)
 
     @property
@@ -68,19 +72,6 @@ class Child:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)  # anything the child left behind
         return self.process.poll()
-
-
-try:  # looked up here, in the parent: a child between fork and exec should do little
-    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):  # not Linux
-    _PRCTL = None
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM it when the runner dies, even by SIGKILL (Linux), so
-    a killed runner leaves no server or generator behind."""
-    if _PRCTL is not None:
-        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -124,10 +115,33 @@ class RunSpec:
     start_timeout_s: float = 600.0
     run_timeout_s: float = 0.0  # 0: duration + drain timeout + 300 s
     extra_params: dict[str, Any] = field(default_factory=dict)
+    profiles: dict[str, Any] = field(default_factory=dict)  # ProfileSet.describe() of the server's
 
     def limit_s(self) -> float:
         """How long the whole run may take."""
-        return self.run_timeout_s or self.duration_s + self.drain_timeout_s + 300.0
+        duration_s = self.duration_s if math.isfinite(self.duration_s) else 0.0
+        return self.run_timeout_s or duration_s + self.drain_timeout_s + 300.0
+
+    def params(self, point: GridPoint) -> dict[str, Any]:
+        """run.json's ``params`` as this run's server and generator will write them, known
+        before it runs: the grid compares their identity with a finished run's."""
+        server, generator = self.server_options, self.generator_options
+        strategy = make_strategy(point.strategy, **strategy_options(server))
+        return {
+            "strategy": point.strategy, "strategy_params": strategy.params(),
+            "pattern": point.pattern,
+            "pattern_params": {name: generator[name.upper()]
+                               for name in pattern_options(point.pattern)
+                               if name.upper() in generator},
+            "mean_rps": point.mean_rps, "sla_s": point.sla_s, "duration_s": self.duration_s,
+            "seed": point.seed(self.base_seed), "repeat": point.repeat,
+            "models": list(server.get("MODELS") or generator.get("MODEL_MIX") or []),
+            "model_mix": generator.get("MODEL_MIX"),
+            "max_new_tokens": server.get("MAX_NEW_TOKENS"), "engine": "hf",
+            "profiles": self.profiles, "drain_timeout_s": self.drain_timeout_s,
+            "max_queue": server.get("MAX_QUEUE"), "decode": server.get("DECODE", "eager"),
+            "host_cache": server.get("HOST_CACHE", True), **self.extra_params,
+        }
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -139,7 +153,7 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 def check_accounting(run_dir: Path) -> dict[str, Any]:
     """Every issued request in requests.csv exactly once with a status, and the counts add up:
-    issued = received = ok + rejected + failed + unserved."""
+    issued = received = ok + rejected + failed + unserved + shed."""
     issued_ids = [r["request_id"] for r in read_rows(run_dir / "schedule.csv")]
     client_ids = [r["request_id"] for r in read_rows(run_dir / "client.csv")]
     server_rows = read_rows(run_dir / "requests.csv")
@@ -163,7 +177,8 @@ def check_accounting(run_dir: Path) -> dict[str, Any]:
         problems.append(f"unknown status(es) in requests.csv: {', '.join(bad)}")
     counts = {"issued": len(issued_ids), "received": len(server_rows),
               "completed": statuses["ok"], "rejected": statuses["rejected"],
-              "failed": statuses["failed"], "unserved": statuses["unserved"]}
+              "failed": statuses["failed"], "unserved": statuses["unserved"],
+              "shed": statuses["shed"]}
     if counts["issued"] != counts["received"]:
         problems.append(f"issued {counts['issued']} != received {counts['received']}")
     return {"ok": not problems, "counts": counts, "problems": problems}
@@ -176,11 +191,8 @@ def _failed_run_json(run_dir: Path, point: GridPoint, spec: RunSpec, reason: str
     try:
         run = json.loads((run_dir / "run.json").read_text())
     except (OSError, ValueError):
-        run = {"run_id": point.run_id, "params": {
-            "strategy": point.strategy, "pattern": point.pattern, "mean_rps": point.mean_rps,
-            "sla_s": point.sla_s, "duration_s": spec.duration_s,
-            "seed": point.seed(spec.base_seed), "repeat": point.repeat, "engine": "hf",
-            **spec.extra_params}, "environment": {}}
+        run = with_identity({"run_id": point.run_id, "params": spec.params(point),
+                             "environment": {}})
     run["status"] = "failed"
     run["failure"] = reason
     run["accounting"] = check["counts"]
@@ -237,6 +249,13 @@ def run_point(point: GridPoint, spec: RunSpec, log=print) -> dict[str, Any]:
     run["accounting_check"] = check
     run.setdefault("params", {}).update(
         {k: v for k, v in spec.extra_params.items() if k not in run["params"]})
+    asked = run_identity(spec.params(point))
+    if run.get("params_hash") != params_hash(asked):
+        # The server recorded other parameters than the grid asked for (a bug, or an older
+        # server): keep what it recorded and say where they differ.
+        run["params_mismatch"] = differences(asked, run.get("identity") or {})
+        log(f"  {point.run_id}: the server recorded other parameters than asked: "
+            f"{'; '.join(run['params_mismatch'])}")
     run["wall_time_s"] = round(time.monotonic() - started, 3)
     keep_run(staging, final, run)
     return run

@@ -35,5 +35,5 @@ BATCH_PROFILE_COLUMNS = [
     "throughput_rps", "output_tokens_per_s", "peak_gpu_mem_gib", "oom",
 ]
 
-REQUEST_STATUSES = ("ok", "rejected", "failed", "unserved")
+REQUEST_STATUSES = ("ok", "rejected", "failed", "unserved", "shed")
 BATCH_REASONS = ("full", "timer", "partial", "drain", "immediate")

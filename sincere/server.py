@@ -27,6 +27,9 @@ from typing import Any
 
 import pandas as pd
 
+from sincere.bound import sla_attainment_bound
+from sincere.fidelity import profile_fit
+from sincere.identity import with_identity
 from sincere.metrics import run_metrics
 from sincere.profiles import ProfileSet
 from sincere.queues import QueueBook, Request
@@ -38,7 +41,8 @@ from sincere.records import (
     settled,
     write_json_atomic,
 )
-from sincere.strategies import Decision, Strategy
+from sincere.scheduling import Decision
+from sincere.strategies import Strategy
 
 log = logging.getLogger("sincere.server")
 
@@ -68,7 +72,9 @@ class Pending:
 
 
 # HTTP status a waiting caller gets for each final status of a request that was queued.
-HTTP_STATUS = {"ok": 200, "failed": 500, "unserved": 503}
+HTTP_STATUS = {"ok": 200, "failed": 500, "unserved": 503, "shed": 503}
+SHED_ERROR = ("shed: the request can no longer complete within its SLA, even if its batch "
+              "started now (SHED_LATE)")
 DEFAULT_ERRORS = {"unserved": "not served before the drain timeout", "failed": "the batch failed"}
 OUTCOME_FIELDS = ("request_id", "model", "status", "batch_id", "batch_size", "queue_wait_s",
                   "swap_wait_s", "processing_s", "latency_s", "sla_met", "prompt_tokens",
@@ -116,7 +122,8 @@ class ExperimentServer:
         self._ids = itertools.count()
         self._batch_ids = itertools.count()
         self._seen_ids: set[str] = set()
-        self._counts = {"received": 0, "ok": 0, "rejected": 0, "failed": 0, "unserved": 0}
+        self._counts = {"received": 0, "ok": 0, "rejected": 0, "failed": 0, "unserved": 0,
+                        "shed": 0}
         self._removed: set[str] = set()
         self._broken: dict[str, str] = {}  # model -> why it could not be loaded
         self.failure: str | None = None  # why the run ended early, if it did
@@ -131,6 +138,13 @@ class ExperimentServer:
         self._busy_model: str | None = None
         self.last_end_s = 0.0
         self.traffic_end_s: float | None = None  # when stop() came
+        # The server's own time between batches (sincere.fidelity): scheduling, records, GIL.
+        self._last_arrival_s = 0.0
+        self._waiting_for_s: float | None = None
+        self.server_time_s = 0.0
+        # Fixed when the run finishes (the drain is over): a request refused afterwards is
+        # recorded and counted, but changes no duration, rate or fraction.
+        self.run_time_s: float | None = None
         # CPU seconds of the whole process over the run, and of the scheduler thread inside
         # engine calls: with one torch thread on a CPU, their difference is the server's own
         # work (HTTP, queues, records, monitor), as benchmarks/bench_server_overhead.py reports.
@@ -246,6 +260,7 @@ class ExperimentServer:
             refusal = self._refusal(model)
             if refusal is None:
                 self.book.add(request)
+                self._last_arrival_s = arrival_s
                 with self._record_lock:
                     self._counts["received"] += 1
                 self._cond.notify_all()
@@ -378,9 +393,11 @@ class ExperimentServer:
         return self.book.total() == 0 and not self._expecting_stragglers(now)
 
     def _next_batch(self) -> tuple[Decision, list[Request]] | None:
-        """Wait until the strategy sends a batch; None once the drain is over."""
-        with self._cond:
-            while True:
+        """Wait until the strategy sends a batch; None once the drain is over. Requests the
+        strategy sheds on the way are settled at once."""
+        while True:
+            hopeless: list[Request] = []
+            with self._cond:
                 self._unload_removed()
                 now = self.now()
                 if self._draining and self._drain_over(now):
@@ -391,14 +408,33 @@ class ExperimentServer:
                 decision = self.strategy.decide(self.book.view(
                     now, self.engine.resident, self.profiles, self.sla_s, self.max_new_tokens,
                     self._draining))
+                for model, count in decision.shed:
+                    hopeless.extend(self.book.take(model, count))
                 if decision.runs:
                     self._busy_model = decision.model
-                    return decision, self.book.take(decision.model, decision.size)
-                wait_s = math.inf if decision.wake_at is None else decision.wake_at - now
-                if self._draining:
-                    wait_s = min(wait_s, self._drain_deadline_s - now,
-                                 max(self._straggler_deadline_s - now, 0.0))
-                self._cond.wait(None if math.isinf(wait_s) else max(wait_s, 0.0))
+                    work = decision, self.book.take(decision.model, decision.size)
+                    self._note_decision_lag(now)
+                elif not hopeless:
+                    self._waiting_for_s = decision.wake_at
+                    wait_s = math.inf if decision.wake_at is None else decision.wake_at - now
+                    if self._draining:
+                        wait_s = min(wait_s, self._drain_deadline_s - now,
+                                     max(self._straggler_deadline_s - now, 0.0))
+                    self._cond.wait(None if math.isinf(wait_s) else max(wait_s, 0.0))
+                    continue
+            for request in hopeless:
+                self._settle(request, "shed", error=SHED_ERROR, http_status=503)
+            if decision.runs:
+                return work
+
+    def _note_decision_lag(self, now: float) -> None:
+        """The server's own delay before a batch: from the event that made it due (the last
+        batch's end, the latest arrival, or the timer it waited for) to now."""
+        due_s = max(self.last_end_s, self._last_arrival_s)
+        if self._waiting_for_s is not None and self._waiting_for_s <= now:
+            due_s = max(due_s, self._waiting_for_s)
+        self._waiting_for_s = None
+        self.server_time_s += max(0.0, now - due_s)
 
     def _unload_removed(self) -> None:
         if self._to_unload is None:
@@ -431,12 +467,24 @@ class ExperimentServer:
             except Exception as exc:  # noqa: BLE001 - a model that fails to load fails its batch
                 reason = type(exc).__name__
                 log.error("loading %s failed: %s", model, reason)
+                # The attempt was a swap (the resident model is gone, the time is spent): it is
+                # recorded as a batch that swapped and processed nothing.
+                failed_s = self.now()
+                with self._record_lock:
+                    self.recorder.batch(BatchRecord(
+                        batch_id=next(self._batch_ids), model=model, batch_size=len(requests),
+                        reason=decision.reason, dispatch_s=dispatch_s, swap_from=previous,
+                        swap_s=failed_s - dispatch_s, start_s=failed_s, end_s=failed_s,
+                        processing_s=0.0, output_tokens=0))
+                self.last_end_s = failed_s
                 for request in requests:
                     self._settle(request, "failed", error=f"model {model!r} could not be "
                                                           f"loaded ({reason})")
                 self.mark_broken(model, reason)
                 return
         start_s = self.now()
+        if previous == model:
+            self.server_time_s += start_s - dispatch_s  # no swap: all of it is the server's
         with self._in_engine():
             result = self.engine.generate([r.payload.prompt for r in requests],
                                           self.max_new_tokens)
@@ -499,6 +547,7 @@ class ExperimentServer:
             left = self.book.take_all()
         for request in left:
             self._settle(request, "unserved")
+        self.run_time_s = max(self.now(), self.last_end_s)
         self.process_cpu_s = time.process_time() - self._process_cpu_at_begin_s
         if self.monitor is not None:
             self.monitor.stop()
@@ -519,21 +568,49 @@ class ExperimentServer:
                      self.run_json["accounting"])
 
     def accounting(self) -> dict[str, int | None]:
-        """issued (as the generator said), received, completed, rejected, failed, unserved."""
+        """issued (as the generator said), received, completed, rejected, failed, unserved,
+        shed."""
         with self._record_lock:
             counts = dict(self._counts)
         return {"issued": self._issued, "received": counts["received"],
                 "completed": counts["ok"], "rejected": counts["rejected"],
-                "failed": counts["failed"], "unserved": counts["unserved"]}
+                "failed": counts["failed"], "unserved": counts["unserved"],
+                "shed": counts["shed"]}
+
+    def traffic_window_s(self) -> float:
+        """The traffic window: the generator's duration when it gave a finite one, else until
+        /stop came (a whole trace replayed), else the run time (a run that was aborted)."""
+        duration_s = self.params.get("duration_s")
+        if isinstance(duration_s, (int, float)) and math.isfinite(duration_s) and duration_s > 0:
+            return float(duration_s)
+        if self.traffic_end_s is not None:
+            return self.traffic_end_s
+        return self.run_time_s if self.run_time_s is not None else self.now()
+
+    def _written(self, requests: pd.DataFrame, batches: pd.DataFrame) -> dict[str, Any]:
+        """The summary figures only the server can compute: the SLA-attainment bound on the
+        arrivals received (`sincere.bound`; over every issued request, so requests never
+        received count as misses there too), the fit to the profile and its own time."""
+        served = requests[requests["model"].isin(self.profiles.models)]
+        issued = max(len(requests), self._issued or 0)
+        bound = None if served.empty or not issued else sla_attainment_bound(
+            served["arrival_s"].to_numpy(float), served["model"].astype(str).tolist(),
+            self.sla_s, self.profiles, self.max_new_tokens, issued=issued)
+        return {"sla_attainment_bound": bound,
+                "server_time_per_batch_s": self.server_time_s / len(batches) if len(batches)
+                else None,
+                **profile_fit(batches, self.profiles, self.max_new_tokens)}
 
     def _run_json(self) -> dict[str, Any]:
-        run_time_s = max(self.now(), self.last_end_s)
+        run_time_s = self.run_time_s if self.run_time_s is not None else max(self.now(),
+                                                                             self.last_end_s)
+        window_s = self.traffic_window_s()
         accounting = self.accounting()  # first: the rows read next hold at least these
         requests = pd.read_csv(self.run_dir / "requests.csv")
         batches = pd.read_csv(self.run_dir / "batches.csv")
         monitor_path = self.run_dir / "monitor.csv"
         monitor = pd.read_csv(monitor_path) if monitor_path.is_file() else None
-        return {
+        return with_identity({
             "run_id": self.run_dir.name, "status": self._end_status,
             "params": {**self.params, "strategy": self.strategy.name, "sla_s": self.sla_s,
                        "max_new_tokens": self.max_new_tokens, "engine": "hf",
@@ -544,10 +621,10 @@ class ExperimentServer:
             "failure": self.failure, "broken_models": self.broken_models,
             "environment": self.environment, "accounting": accounting,
             "started_epoch_s": self.started_epoch_s, "traffic_end_s": self.traffic_end_s,
-            "run_time_s": run_time_s,
+            "traffic_window_s": window_s, "run_time_s": run_time_s,
             "server_cpu": {"process_cpu_s": round(self.process_cpu_s, 4),
                            "engine_cpu_s": round(self.engine_cpu_s, 4),
                            "engine_wall_s": round(self.engine_wall_s, 4)},
-            "summary": run_metrics(requests, batches, run_time_s, monitor,
-                                   issued=self._issued),
-        }
+            "summary": run_metrics(requests, batches, window_s, monitor, issued=self._issued,
+                                   written=self._written(requests, batches)),
+        })

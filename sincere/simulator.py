@@ -20,7 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sincere.bound import sla_attainment_bound
+from sincere.fidelity import profile_fit
 from sincere.grid import GridPoint
+from sincere.identity import with_identity
 from sincere.metrics import run_metrics
 from sincere.profiles import ProfileSet
 from sincere.queues import QueueBook, Request
@@ -33,9 +36,10 @@ from sincere.records import (
     settled,
     write_json_atomic,
 )
+from sincere.schedule import Schedule
 from sincere.schemas import BATCH_COLUMNS, REQUEST_COLUMNS
 from sincere.strategies import Strategy, make_strategy
-from sincere.traffic import Schedule, build_schedule
+from sincere.traffic import build_schedule
 
 # Event priorities at the same instant, lowest first.
 BATCH_DONE, ARRIVAL, END_OF_TRAFFIC, WAKE = 0, 1, 2, 3
@@ -46,7 +50,8 @@ class SimOutcome:
     requests: list[RequestRecord]
     batches: list[BatchRecord]
     accounting: dict[str, int]
-    run_time_s: float
+    run_time_s: float  # the traffic window and the drain after it
+    traffic_window_s: float
     event_log: list[tuple[float, int, int]] = field(default_factory=list)  # (t, priority, seq)
 
 
@@ -73,18 +78,21 @@ class EventQueue:
         return len(self._heap)
 
 
-class _Durations:
-    """The time a swap or a batch actually takes: the profiled mean, or drawn around it."""
+class Durations:
+    """The time a swap or a batch actually takes: the profiled mean, or a draw from a gamma
+    distribution with the profiled mean and standard deviation (never at or below zero, and
+    unbiased: a normal clipped at a floor would raise the mean of widely spread load times)."""
 
     def __init__(self, profiles: ProfileSet, max_new_tokens: int, rng: np.random.Generator | None):
         self.profiles = profiles
         self.max_new_tokens = max_new_tokens
         self.rng = rng
 
-    def _draw(self, mean: float, std: float, floor: float) -> float:
-        if self.rng is None or std <= 0:
+    def draw(self, mean: float, std: float) -> float:
+        if self.rng is None or std <= 0 or mean <= 0:
             return mean
-        return max(floor, float(self.rng.normal(mean, std)))
+        # Gamma with shape (mean/std)^2 and scale std^2/mean has exactly that mean and std.
+        return float(self.rng.gamma((mean / std) ** 2, std * std / mean))
 
     def swap_s(self, current: str | None, target: str) -> float:
         if current == target:
@@ -92,37 +100,51 @@ class _Durations:
         unload_s = 0.0
         if current is not None:
             p = self.profiles[current]
-            unload_s = self._draw(p.unload_mean_s, p.unload_std_s, 0.0)
+            unload_s = self.draw(p.unload_mean_s, p.unload_std_s)
         p = self.profiles[target]
-        return unload_s + self._draw(p.load_mean_s, p.load_std_s, 0.1 * p.load_mean_s)
+        return unload_s + self.draw(p.load_mean_s, p.load_std_s)
 
     def processing_s(self, model: str, size: int) -> float:
         p = self.profiles[model]
-        mean = p.processing_s(size, self.max_new_tokens)
-        return self._draw(mean, p.processing_std_s(size, self.max_new_tokens), 0.5 * mean)
+        return self.draw(p.processing_s(size, self.max_new_tokens),
+                         p.processing_std_s(size, self.max_new_tokens))
+
+
+def traffic_window_s(duration_s: float, schedule: Schedule) -> float:
+    """The traffic window's end: ``duration_s``, or for an unbounded duration (a whole trace
+    replayed) the last arrival."""
+    if math.isfinite(duration_s):
+        return duration_s
+    return float(schedule.scheduled_s[-1]) if len(schedule) else 0.0
 
 
 def simulate(schedule: Schedule, strategy: Strategy, profiles: ProfileSet, sla_s: float,
              max_new_tokens: int, duration_s: float, drain_timeout_s: float = 600.0,
              seed: int = 0, jitter: bool = True, rate_window_s: float = 60.0,
-             keep_event_log: bool = False) -> SimOutcome:
-    """Replay ``schedule`` against ``strategy``; every request ends with a status."""
+             max_queue: int | None = None, keep_event_log: bool = False) -> SimOutcome:
+    """Replay ``schedule`` against ``strategy``; every request ends with a status.
+
+    ``max_queue`` has the server's meaning: a request arriving while that many wait is refused
+    (``rejected``). ``duration_s`` may be infinite: the traffic then ends at the last arrival.
+    """
     models = list(dict.fromkeys(schedule.models)) or list(profiles.models)
     for model in models:
         profiles[model]  # a missing profile is an error before anything runs
     book = QueueBook(models, rate_window_s=rate_window_s)
-    durations = _Durations(profiles, max_new_tokens,
+    durations = Durations(profiles, max_new_tokens,
                            np.random.default_rng([seed, 0x5EED]) if jitter else None)
     events = EventQueue()
     request_ids = schedule.request_ids()
     for i, arrival_s in enumerate(schedule.scheduled_s):
         events.push(float(arrival_s), ARRIVAL, i)
-    events.push(max(duration_s, float(schedule.scheduled_s[-1]) if len(schedule) else 0.0),
+    window_s = traffic_window_s(duration_s, schedule)
+    events.push(max(window_s, float(schedule.scheduled_s[-1]) if len(schedule) else 0.0),
                 END_OF_TRAFFIC)
 
     records: list[RequestRecord] = []
     batches: list[BatchRecord] = []
     event_log: list[tuple[float, int, int]] = []
+    rejected = shed = 0
     resident: str | None = None
     gpu_free = True
     draining = False
@@ -140,8 +162,13 @@ def simulate(schedule: Schedule, strategy: Strategy, profiles: ProfileSet, sla_s
                 gpu_free = True
             elif priority == ARRIVAL:
                 i = payload
-                book.add(Request(request_ids[i], schedule.models[i], now, now + sla_s,
-                                 schedule.prompt_tokens[i]))
+                request = Request(request_ids[i], schedule.models[i], now, now + sla_s,
+                                  schedule.prompt_tokens[i])
+                if max_queue is not None and book.total() >= max_queue:
+                    records.append(settled(request, "rejected", sla_s))
+                    rejected += 1
+                else:
+                    book.add(request)
             elif priority == END_OF_TRAFFIC:
                 draining = True
                 drain_deadline_s = now + drain_timeout_s
@@ -149,6 +176,10 @@ def simulate(schedule: Schedule, strategy: Strategy, profiles: ProfileSet, sla_s
             continue
         decision = strategy.decide(book.view(now, resident, profiles, sla_s, max_new_tokens,
                                              draining))
+        for model, count in decision.shed:
+            hopeless = book.take(model, count)
+            records.extend(settled(r, "shed", sla_s) for r in hopeless)
+            shed += len(hopeless)
         if decision.runs:
             batch_requests = book.take(decision.model, decision.size)
             swap_s = durations.swap_s(resident, decision.model)
@@ -174,10 +205,11 @@ def simulate(schedule: Schedule, strategy: Strategy, profiles: ProfileSet, sla_s
     unserved = book.take_all()
     records.extend(settled(r, "unserved", sla_s) for r in unserved)
     records.sort(key=lambda r: r.request_id)
-    accounting = {"issued": len(schedule), "received": len(schedule),
-                  "completed": len(records) - len(unserved), "rejected": 0, "failed": 0,
-                  "unserved": len(unserved)}
-    return SimOutcome(records, batches, accounting, max(duration_s, last_end_s), event_log)
+    completed = len(records) - len(unserved) - rejected - shed
+    accounting = {"issued": len(schedule), "received": len(schedule), "completed": completed,
+                  "rejected": rejected, "failed": 0, "unserved": len(unserved), "shed": shed}
+    return SimOutcome(records, batches, accounting, max(window_s, last_end_s), window_s,
+                      event_log)
 
 
 @dataclass(frozen=True)
@@ -197,6 +229,24 @@ class SimTask:
     strategy_options: dict[str, Any]
     pattern_options: dict[str, Any]
     rate_window_s: float
+    max_queue: int | None = None
+
+    def params(self) -> dict[str, Any]:
+        """run.json's ``params`` block of this run, known before it runs (the grid compares its
+        identity with a finished run's before reusing it)."""
+        point = self.point
+        return {
+            "strategy": point.strategy, "pattern": point.pattern, "mean_rps": point.mean_rps,
+            "sla_s": point.sla_s, "duration_s": self.duration_s,
+            "seed": point.seed(self.base_seed), "repeat": point.repeat,
+            "models": sorted(self.model_mix), "model_mix": self.model_mix,
+            "max_new_tokens": self.max_new_tokens, "engine": "sim",
+            "profiles": self.profiles.describe(self.profiles_name),
+            "pattern_params": self.pattern_options,
+            "strategy_params": make_strategy(point.strategy, **self.strategy_options).params(),
+            "drain_timeout_s": self.drain_timeout_s, "max_queue": self.max_queue,
+            "jitter": self.jitter,
+        }
 
 
 def run_task(task: SimTask) -> dict[str, Any]:
@@ -208,7 +258,7 @@ def run_task(task: SimTask) -> dict[str, Any]:
     strategy = make_strategy(point.strategy, **task.strategy_options)
     outcome = simulate(schedule, strategy, task.profiles, point.sla_s, task.max_new_tokens,
                        task.duration_s, task.drain_timeout_s, seed=seed, jitter=task.jitter,
-                       rate_window_s=task.rate_window_s)
+                       rate_window_s=task.rate_window_s, max_queue=task.max_queue)
     task.run_dir.mkdir(parents=True, exist_ok=True)
     schedule.write_csv(task.run_dir / "schedule.csv")
     request_rows = [r.row() for r in outcome.requests]
@@ -217,26 +267,24 @@ def run_task(task: SimTask) -> dict[str, Any]:
     recorder.requests.write_many(request_rows)
     recorder.batches.write_many(batch_rows)
     recorder.close()
-    summary = run_metrics(pd.DataFrame(request_rows, columns=REQUEST_COLUMNS),
-                          pd.DataFrame(batch_rows, columns=BATCH_COLUMNS), outcome.run_time_s)
+    bound = sla_attainment_bound(schedule.scheduled_s, schedule.models, point.sla_s,
+                                 task.profiles, task.max_new_tokens)
+    batches = pd.DataFrame(batch_rows, columns=BATCH_COLUMNS)
+    written = {"sla_attainment_bound": bound, "server_time_per_batch_s": 0.0,
+               **profile_fit(batches, task.profiles, task.max_new_tokens)}
+    summary = run_metrics(pd.DataFrame(request_rows, columns=REQUEST_COLUMNS), batches,
+                          outcome.traffic_window_s, written=written)
     run = {
         "run_id": point.run_id,
         "status": "complete",
-        "params": {
-            "strategy": point.strategy, "pattern": point.pattern, "mean_rps": point.mean_rps,
-            "sla_s": point.sla_s, "duration_s": task.duration_s, "seed": seed,
-            "repeat": point.repeat, "models": sorted(set(schedule.models)),
-            "model_mix": task.model_mix, "max_new_tokens": task.max_new_tokens, "engine": "sim",
-            "profiles": task.profiles.describe(task.profiles_name),
-            "pattern_params": schedule.params, "strategy_params": strategy.params(),
-            "drain_timeout_s": task.drain_timeout_s, "jitter": task.jitter,
-        },
+        "params": {**task.params(), "pattern_params": schedule.params},
         "environment": {"cc_mode": task.profiles.cc_mode, "simulated": True,
                         "device": task.profiles.device, "dtype": task.profiles.dtype,
                         "python": platform.python_version(), "numpy": np.__version__},
         "accounting": outcome.accounting,
+        "traffic_window_s": outcome.traffic_window_s,
         "run_time_s": outcome.run_time_s,
         "summary": summary,
     }
-    write_json_atomic(task.run_dir / "run.json", run)
+    write_json_atomic(task.run_dir / "run.json", with_identity(run))
     return run

@@ -1,9 +1,10 @@
 """Arrival schedules for the traffic generator and the simulator (SPEC section 5).
 
-A run's whole schedule (when each request leaves, for which model, with which prompt) is built
-once from a seed, so the generator and the simulator replay the very same arrivals. Every
-synthetic pattern has the requested long-run mean rate by construction; randomness comes only
-from the `numpy.random.Generator` passed in, never from global state, and gaps are never clipped.
+A run's whole schedule (`sincere.schedule.Schedule`: when each request leaves, for which model,
+with which prompt) is built once from a seed, so the generator and the simulator replay the very
+same arrivals. Every synthetic pattern has the requested long-run mean rate by construction;
+randomness comes only from the `numpy.random.Generator` passed in, never from global state, and
+gaps are never clipped. Trace files are read by `sincere.traces`.
 
 Add a pattern by writing `name_arrivals(mean_rps, duration_s, rng, *, option=default) -> Arrivals`
 and one entry in `PATTERNS`; its keyword-only parameters are its options.
@@ -11,13 +12,9 @@ and one entry in `PATTERNS`; its keyword-only parameters are its options.
 
 from __future__ import annotations
 
-import csv
-import datetime as dt
 import inspect
-import json
 import math
 import numbers
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,95 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from sincere.schemas import SCHEDULE_COLUMNS
+from sincere.schedule import Schedule
+from sincere.traces import read_trace
 
 MAX_EXPECTED_REQUESTS = 50_000_000  # refuse schedules that would not fit in memory (a typo)
-
-
-# --------------------------------------------------------------------------- schedule
-
-
-@dataclass(frozen=True, eq=False)
-class Schedule:
-    """A run's precomputed requests, in send order; request i is `r{i:06d}`."""
-
-    scheduled_s: np.ndarray  # float64, ascending, seconds since run start
-    models: tuple[str, ...]  # model alias per request
-    prompt_ids: tuple[str, ...]  # prompt id per request ("" when no prompt set given)
-    prompt_tokens: tuple[int | None, ...]  # known prompt lengths (trace replay) else None
-    params: dict = field(default_factory=dict)  # pattern and every parameter used, for run.json
-
-    def __post_init__(self) -> None:
-        times_s = np.array(self.scheduled_s, dtype=np.float64)  # a private, read-only copy
-        times_s.flags.writeable = False
-        object.__setattr__(self, "scheduled_s", times_s)
-        for name in ("models", "prompt_ids", "prompt_tokens"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        n = times_s.size
-        if times_s.ndim != 1 or not (len(self.models) == len(self.prompt_ids)
-                                     == len(self.prompt_tokens) == n):
-            raise ValueError(
-                f"Schedule columns differ in length: {n} times, {len(self.models)} models, "
-                f"{len(self.prompt_ids)} prompt ids, {len(self.prompt_tokens)} prompt token counts")
-        if n and (not np.all(np.isfinite(times_s)) or np.any(np.diff(times_s) < 0)):
-            raise ValueError("Schedule times must be finite and ascending")
-
-    def __len__(self) -> int:
-        return int(self.scheduled_s.size)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Schedule):
-            return NotImplemented
-        return (np.array_equal(self.scheduled_s, other.scheduled_s)
-                and self.models == other.models and self.prompt_ids == other.prompt_ids
-                and self.prompt_tokens == other.prompt_tokens and self.params == other.params)
-
-    __hash__ = None  # type: ignore[assignment]  # holds a dict and an array
-
-    def request_ids(self) -> list[str]:
-        """The ids that join this schedule to client.csv and requests.csv."""
-        return [f"r{i:06d}" for i in range(len(self))]
-
-    def write_csv(self, path: Path) -> None:
-        """Save as CSV; times use repr precision so `read_csv` gives back the same floats."""
-        path = Path(path)
-        with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(SCHEDULE_COLUMNS)
-            for request_id, time_s, model, prompt_id, tokens in zip(
-                    self.request_ids(), self.scheduled_s.tolist(), self.models, self.prompt_ids,
-                    self.prompt_tokens, strict=True):
-                writer.writerow([request_id, repr(time_s), model, prompt_id,
-                                 "" if tokens is None else tokens])
-
-    @classmethod
-    def read_csv(cls, path: Path) -> Schedule:
-        """Load a schedule written by `write_csv` (params are not in the CSV: they are {})."""
-        path = Path(path)
-        times_s: list[float] = []
-        models: list[str] = []
-        prompt_ids: list[str] = []
-        prompt_tokens: list[int | None] = []
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            missing = set(SCHEDULE_COLUMNS[:4]) - set(reader.fieldnames or ())
-            if missing:
-                raise ValueError(f"{path}: schedule CSV lacks columns {sorted(missing)}")
-            for index, row in enumerate(reader):
-                where = f"{path}, line {reader.line_num}"
-                if row["request_id"] != f"r{index:06d}":
-                    raise ValueError(f"{where}: expected request_id r{index:06d}, "
-                                     f"got {row['request_id']!r}")
-                try:
-                    times_s.append(float(row["scheduled_s"]))
-                    tokens = (row.get("prompt_tokens") or "").strip()
-                    prompt_tokens.append(int(tokens) if tokens else None)
-                except ValueError as error:
-                    raise ValueError(f"{where}: {error}") from None
-                models.append(row["model"])
-                prompt_ids.append(row["prompt_id"] or "")
-        return cls(np.array(times_s, dtype=np.float64), tuple(models), tuple(prompt_ids),
-                   tuple(prompt_tokens), {})
 
 
 # --------------------------------------------------------------------------- patterns
@@ -266,19 +178,36 @@ def bursty_arrivals(mean_rps: float, duration_s: float, rng: np.random.Generator
                           "burst_off_rps_long_run": long_run_off_rps})
 
 
+def ramp_rate_integral(duration_s: float, ramp_period_s: float, ramp_alpha: float) -> float:
+    """∫₀ᵀ of the unit-mean triangle 1 + α·tri(t/period) (tri = −1 at phase 0, +1 at 1/2): the
+    expected count of a ramp at λ = 1 over [0, T]; T for whole periods, more or less otherwise."""
+    whole, part_s = divmod(duration_s, ramp_period_s)
+    half_s = ramp_period_s / 2.0
+    # tri rises from -1 to 1 over the first half period and falls back over the second.
+    rising_s = min(part_s, half_s)
+    falling_s = max(0.0, part_s - half_s)
+    tri_integral_s = (rising_s * (-1.0 + rising_s / half_s)
+                      + falling_s * (1.0 - falling_s / half_s))
+    return whole * ramp_period_s + part_s + ramp_alpha * tri_integral_s
+
+
 def ramp_arrivals(mean_rps: float, duration_s: float, rng: np.random.Generator, *,
                   ramp_period_s: float = 40.0, ramp_alpha: float = 0.75) -> Arrivals:
     """Periodic triangle rate: λ(1−α) at t = 0, up to λ(1+α) at half period, back down.
 
-    Thinning (Lewis–Shedler): a Poisson process at λ(1+α), each candidate kept with probability
-    rate(t)/(λ(1+α)). The rate averages to λ over every whole period.
+    Over a run that is not a whole number of periods the triangle would not average λ (30 s of a
+    40 s period average +12.7%), so the shape is scaled by λ·T / ∫₀ᵀ rate: the run's expected
+    count is exactly λ·T for any duration (as for the bursty pattern). Arrivals by thinning
+    (Lewis–Shedler): a Poisson process at the scaled peak rate, each candidate kept with
+    probability rate(t) / peak.
     """
     mean_rps, duration_s = _check_rate_duration(mean_rps, duration_s)
     if not (math.isfinite(ramp_period_s) and ramp_period_s > 0):
         raise ValueError(f"ramp_period_s must be a positive finite number, got {ramp_period_s!r}")
     if not (0.0 <= ramp_alpha <= 1.0):
         raise ValueError(f"ramp_alpha must be in [0, 1], got {ramp_alpha!r}")
-    max_rps = mean_rps * (1.0 + ramp_alpha)
+    scale = duration_s / ramp_rate_integral(duration_s, ramp_period_s, ramp_alpha)
+    max_rps = mean_rps * (1.0 + ramp_alpha) * scale
     mean_gap_s = 1.0 / max_rps
     candidates_s = _renewal_times(lambda n: rng.exponential(mean_gap_s, size=n),
                                   float(rng.exponential(mean_gap_s)), mean_gap_s, duration_s)
@@ -287,7 +216,8 @@ def ramp_arrivals(mean_rps: float, duration_s: float, rng: np.random.Generator, 
     keep_probability = (1.0 + ramp_alpha * triangle) / (1.0 + ramp_alpha)
     keep = rng.random(candidates_s.size) < keep_probability
     return Arrivals(candidates_s[keep],
-                    info={"ramp_min_rps": mean_rps * (1.0 - ramp_alpha), "ramp_max_rps": max_rps})
+                    info={"ramp_min_rps": mean_rps * (1.0 - ramp_alpha) * scale,
+                          "ramp_max_rps": max_rps, "ramp_scale": scale})
 
 
 def trace_arrivals(mean_rps: float | None, duration_s: float, rng: np.random.Generator, *,
@@ -414,98 +344,6 @@ def arrival_times(pattern: str, mean_rps: float, duration_s: float, rng: np.rand
     """Arrival times (s, ascending, all < duration_s) of one pattern; see `build_schedule`."""
     arrivals, _ = _generate(pattern, mean_rps, duration_s, rng, options)
     return arrivals.times_s
-
-
-# --------------------------------------------------------------------------- traces
-
-_AZURE_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?$")
-
-
-def _azure_time_ns(text: str) -> int:
-    """'2023-11-16 18:15:46.6805900' -> integer ns (any 1-9 fractional digits, exact)."""
-    match = _AZURE_TIME.match(text.strip())
-    if not match:
-        raise ValueError(f"timestamp {text!r} is not like 2023-11-16 18:15:46.6805900")
-    day, hours, minutes, seconds, fraction = match.groups()
-    whole_s = (dt.date.fromisoformat(day).toordinal() * 86400 + int(hours) * 3600
-               + int(minutes) * 60 + int(seconds))
-    return whole_s * 1_000_000_000 + int((fraction or "").ljust(9, "0"))
-
-
-def _optional_tokens(value: Any) -> int | None:
-    if value is None or (isinstance(value, str) and value.strip() == ""):
-        return None
-    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-        raise ValueError(f"token count {value!r} is not an integer")
-    return int(value)
-
-
-def _read_azure_csv(path: Path) -> tuple[list[int], list[int | None], int]:
-    """Rows of an Azure LLM inference trace: (timestamps in ns, ContextTokens, 10**9 ns/s)."""
-    stamps_ns: list[int] = []
-    tokens: list[int | None] = []
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        header = [name.strip().lower() for name in next(reader, [])]
-        if "timestamp" not in header:
-            raise ValueError(f"{path}, line 1: no TIMESTAMP column in header {header}")
-        time_col = header.index("timestamp")
-        token_col = header.index("contexttokens") if "contexttokens" in header else None
-        for row in reader:
-            if not any(cell.strip() for cell in row):
-                continue
-            try:
-                if len(row) != len(header):
-                    raise ValueError(f"{len(row)} fields, header has {len(header)}")
-                stamps_ns.append(_azure_time_ns(row[time_col]))
-                tokens.append(None if token_col is None else _optional_tokens(row[token_col]))
-            except ValueError as error:
-                raise ValueError(f"{path}, line {reader.line_num}: {error}") from None
-    return stamps_ns, tokens, 1_000_000_000
-
-
-def _read_mooncake_jsonl(path: Path) -> tuple[list[float], list[int | None], int]:
-    """Lines of a Mooncake trace: (timestamps in ms, input_length, 1000 ms/s)."""
-    stamps_ms: list[float] = []
-    tokens: list[int | None] = []
-    with path.open(encoding="utf-8-sig") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError("not a JSON object")
-                stamp = record.get("timestamp")
-                if isinstance(stamp, bool) or not isinstance(stamp, (int, float)) \
-                        or not math.isfinite(stamp):
-                    raise ValueError(f"timestamp {stamp!r} is not a number of ms")
-                stamps_ms.append(stamp)
-                tokens.append(_optional_tokens(record.get("input_length")))
-            except ValueError as error:  # json.JSONDecodeError is a ValueError
-                raise ValueError(f"{path}, line {line_number}: {error}") from None
-    return stamps_ms, tokens, 1000
-
-
-def read_trace(path: Path) -> tuple[np.ndarray, list[int | None]]:
-    """Request times (s, first = 0, ascending) and prompt token counts of a trace file.
-
-    Azure LLM inference trace CSV (TIMESTAMP, ContextTokens, ...) or Mooncake JSONL (timestamp
-    in ms, input_length), told apart by the first character ('{' for JSONL). Timestamps are
-    subtracted as exact integers before converting to seconds; requests sharing a timestamp are
-    all kept in file order; an unsorted file is sorted stably.
-    """
-    path = Path(path)
-    with path.open(encoding="utf-8-sig") as handle:
-        head = handle.read(4096).lstrip()
-    reader = _read_mooncake_jsonl if head.startswith("{") else _read_azure_csv
-    stamps, tokens, units_per_s = reader(path)
-    if not stamps:
-        raise ValueError(f"{path}: the trace has no requests")
-    order = sorted(range(len(stamps)), key=stamps.__getitem__)  # stable
-    first = stamps[order[0]]
-    times_s = np.array([(stamps[i] - first) / units_per_s for i in order], dtype=np.float64)
-    return times_s, [tokens[i] for i in order]
 
 
 # --------------------------------------------------------------------------- schedule building

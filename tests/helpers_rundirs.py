@@ -45,6 +45,8 @@ class SyntheticRun:
     client_rows: int | None = None  # write a client.csv with this many rows
     profiles_name: str | None = None  # simulated runs (default h100-test_cc / h100-test_noncc)
     gpu_name: str = "NVIDIA H100"  # measured runs
+    max_queue: int = 3000
+    written: dict[str, float] = field(default_factory=dict)  # summary figures of the writer
     requests: list[dict[str, Any]] = field(default_factory=list)
     batches: list[dict[str, Any]] = field(default_factory=list)
 
@@ -100,7 +102,7 @@ class SyntheticRun:
                              or f"h100-test_{'cc' if self.cc_mode == 'on' else 'noncc'}",
                              "loading_file": "loading.csv", "batch_file": "batch.csv",
                              "device": "h100", "cc_mode": self.cc_mode},
-                "pattern_params": {}, "strategy_params": {}},
+                "pattern_params": {}, "strategy_params": {}, "max_queue": self.max_queue},
             "environment": {"cc_mode": self.cc_mode, "simulated": self.engine == "sim",
                             "gpu_name": None if self.engine == "sim" else self.gpu_name},
             "accounting": {"issued": self.issued if self.issued is not None
@@ -109,7 +111,7 @@ class SyntheticRun:
                            "rejected": counts.get("rejected", 0),
                            "failed": counts.get("failed", 0),
                            "unserved": counts.get("unserved", 0)},
-            "summary": {},
+            "summary": dict(self.written),
         }
         if not self.write_issued:
             del info["accounting"]["issued"]

@@ -31,10 +31,12 @@ from sincere.profiling import (
     sweep_model,
     time_loading,
 )
+from sincere.schedule import Schedule
+from sincere.scheduling import SchedulerView, largest_batch
 from sincere.server import ExperimentServer
 from sincere.server_app import Limits, create_app
-from sincere.strategies import SchedulerView, Strategy, largest_batch, make_strategy
-from sincere.traffic import Schedule, build_schedule
+from sincere.strategies import Strategy, make_strategy
+from sincere.traffic import build_schedule
 from sincere.workloads import read_workloads
 
 MODELS = ("granite-7b", "gemma-7b", "llama3-8b")

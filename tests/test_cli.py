@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sincere.cli import flag_name, parse_constants
+from sincere.cli import build_parser, flag_name, parse_constants, unknown_arguments_message
 
 SCRIPT = '''"""A test script."""
 from sincere.cli import parse_constants
@@ -78,3 +78,16 @@ def test_positional_constant() -> None:
     cfg = parse_constants({"RESULTS_DIR": "results", "OUT": ""}, ["mine"],
                           positional="RESULTS_DIR")
     assert cfg.RESULTS_DIR == "mine"
+
+
+def test_a_flag_must_name_a_constant_in_full() -> None:
+    """No abbreviations: --max-queue must not set MAX_QUEUE_DELAY_S where there is no
+    MAX_QUEUE; the error names the close flags."""
+    constants = {"MAX_QUEUE_DELAY_S": 1.0, "MAX_NEW_TOKENS": 50}
+    with pytest.raises(SystemExit) as stop:
+        parse_constants(constants, ["--max-queue", "200"])
+    assert stop.value.code == 2
+    message = unknown_arguments_message(["--max-queue", "200"],
+                                        build_parser(constants))
+    assert message.startswith("unknown flag --max-queue (did you mean --max-queue-delay-s")
+    assert parse_constants(constants, ["--max-queue-delay-s", "2"]).MAX_QUEUE_DELAY_S == 2.0

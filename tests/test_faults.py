@@ -18,6 +18,7 @@ import pytest
 from sincere.client import send_schedule
 from sincere.engine import Engine
 from sincere.experiment import serving
+from sincere.metrics import swapped_batches
 from sincere.runner import ROOT, script_argv
 from sincere.server import ExperimentServer
 from sincere.server_app import create_app
@@ -92,8 +93,17 @@ def test_a_model_that_will_not_load_fails_its_requests_only(
         assert client[request_id]["http_status"] in (500, 503)
         assert "gemma-7b' could not be loaded" in client[request_id]["error"]
     assert list(out.run["broken_models"]) == ["gemma-7b"]
-    # Tried once: after the first failure its requests fail on arrival, no load again.
-    assert (out.batches["model"] == "gemma-7b").sum() == 0
+    # Tried once: the failed load is recorded as the swap it was, a gemma batch that processed
+    # nothing; after it gemma's requests fail on arrival and it is never loaded again.
+    tried = out.batches.index[out.batches["model"] == "gemma-7b"]
+    assert len(tried) == 1
+    assert out.batches.loc[tried[0], "processing_s"] == 0
+    assert out.batches.loc[tried[0], "output_tokens"] == 0
+    swapped = swapped_batches(out.batches)
+    assert swapped[tried[0]]
+    if tried[0] + 1 < len(out.batches):  # the next batch loads a model into an empty GPU
+        assert swapped[tried[0] + 1]
+    assert out.run["summary"]["swaps"] == swapped.sum()
     assert out.run["accounting"]["failed"] == len(gemma)
 
 
@@ -283,4 +293,4 @@ def test_a_scheduler_error_ends_the_run_with_every_request_accounted(
     run = server.run_json
     assert run["status"] == "failed" and run["failure"] == "scheduler error: ZeroDivisionError"
     assert run["accounting"] == {"issued": None, "received": 3, "completed": 0, "rejected": 1,
-                                 "failed": 0, "unserved": 2}
+                                 "failed": 0, "unserved": 2, "shed": 0}

@@ -11,7 +11,8 @@ import math
 import pandas as pd
 import pytest
 
-from sincere.metrics import cell_table, mean_ci, ratio_ci, t_quantile
+from sincere.stats import mean_ci, ratio_ci, t_quantile
+from sincere.tables import cell_table
 
 
 @pytest.mark.parametrize(("probability", "df", "table_value"), [
@@ -74,17 +75,20 @@ def test_ratio_without_two_runs_per_side_or_with_a_zero_denominator() -> None:
 def test_cell_table_averages_repeats_and_keeps_cells_apart() -> None:
     cell = {"engine": "sim", "platform": "h100", "strategy": "BestBatch", "pattern": "gamma",
             "mean_rps": 4.0, "sla_s": 40.0, "cc_mode": "off", "max_new_tokens": 50.0,
-            "duration_s": 100.0, "status": "complete"}
-    runs = pd.DataFrame([{**cell, "repeat": r, "sla_attainment": v}
+            "duration_s": 100.0, "cell_id": "sla40", "status": "complete"}
+    runs = pd.DataFrame([{**cell, "repeat": r, "run_id": f"a{r}", "sla_attainment": v}
                          for r, v in enumerate([0.1, 0.2, 0.3])]
-                        + [{**cell, "sla_s": 60.0, "repeat": 0, "sla_attainment": 0.9},
-                           {**cell, "sla_s": 60.0, "repeat": 1, "sla_attainment": None,
-                            "status": "failed"}])
+                        + [{**cell, "sla_s": 60.0, "cell_id": "sla60", "repeat": 0,
+                            "run_id": "b0", "sla_attainment": 0.9},
+                           {**cell, "sla_s": 60.0, "cell_id": "sla60", "repeat": 1,
+                            "run_id": "b1", "sla_attainment": 0.1, "status": "failed"}])
     table = cell_table(runs, ["sla_attainment"]).set_index("sla_s")
     assert table.loc[40.0, "runs"] == 3
     assert table.loc[40.0, "sla_attainment_mean"] == pytest.approx(0.2)
     assert table.loc[40.0, "sla_attainment_ci_low"] == pytest.approx(0.2 - 0.248414, abs=1e-5)
     assert table.loc[40.0, "sla_attainment_ci_high"] == pytest.approx(0.2 + 0.248414, abs=1e-5)
-    assert (table.loc[60.0, "runs"], table.loc[60.0, "runs_failed"]) == (2, 1)
+    # The failed run is counted and named, and left out of the mean.
+    assert (table.loc[60.0, "runs"], table.loc[60.0, "runs_failed"]) == (1, 1)
+    assert table.loc[60.0, "failed_runs"] == "b1"
     assert table.loc[60.0, "sla_attainment_mean"] == pytest.approx(0.9)
     assert math.isnan(table.loc[60.0, "sla_attainment_ci_low"])

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from sincere.metrics import run_metrics, swapped_batches
-from sincere.rundirs import summarise_run
+from sincere.runsummary import summarise_run
 from tests.helpers_rundirs import SyntheticRun
 
 
@@ -53,16 +53,44 @@ def test_a_failed_request_that_ran_is_not_a_completion(tmp_path: Path) -> None:
     assert row["sla_attainment"] == pytest.approx(0.5)
 
 
-def test_throughput_goodput_and_tokens_are_over_the_whole_run(tmp_path: Path) -> None:
-    run = SyntheticRun(sla_s=40.0, run_time_s=200.0, output_tokens=50)
+def test_rates_count_what_completed_in_the_traffic_window(tmp_path: Path) -> None:
+    # The traffic window is 60 s; the second batch ends at 70 s, in the drain.
+    run = SyntheticRun(sla_s=40.0, duration_s=60.0, run_time_s=200.0, output_tokens=50)
     run.add_batch("llama3-8b", [0.0, 10.0, 20.0], start_s=30.0, processing_s=20.0)  # 50, 40, 30
-    run.add_batch("llama3-8b", [60.0], start_s=60.0, processing_s=10.0)  # latency 10
-    run.add_unrun("unserved", arrival_s=150.0)
+    run.add_batch("llama3-8b", [55.0], start_s=60.0, processing_s=10.0)  # latency 15, ends 70
+    run.add_unrun("unserved", arrival_s=59.0)
     row = summary(run, tmp_path)
-    assert row["throughput_rps"] == pytest.approx(4 / 200)
-    assert row["goodput_rps"] == pytest.approx(3 / 200)  # 40, 30 and 10 s are within 40 s
-    assert row["output_tokens_per_s"] == pytest.approx(4 * 50 / 200)
-    assert row["queue_wait_mean_s"] == pytest.approx((30 + 20 + 10 + 0) / 4)
+    assert row["traffic_window_s"] == 60.0
+    assert row["throughput_rps"] == pytest.approx(3 / 60)
+    assert row["throughput_rps"] * row["traffic_window_s"] == pytest.approx(3)
+    assert row["goodput_rps"] == pytest.approx(2 / 60)  # 40 and 30 s are within 40 s
+    assert row["output_tokens_per_s"] == pytest.approx(3 * 50 / 60)
+    assert (row["completed_in_drain"], row["drain_s"]) == (1, pytest.approx(10.0))
+    assert row["run_time_s"] == pytest.approx(70.0)
+    # SLA attainment and latency cover every issued request, the drain included.
+    assert row["sla_attainment"] == pytest.approx(3 / 5)
+    assert row["latency_mean_s"] == pytest.approx((50 + 40 + 30 + 15) / 4)
+    assert row["queue_wait_mean_s"] == pytest.approx((30 + 20 + 10 + 5) / 4)
+
+
+def test_busy_and_swap_time_are_cut_at_the_end_of_the_window(tmp_path: Path) -> None:
+    run = SyntheticRun(duration_s=50.0)
+    run.add_batch("gemma-7b", [0.0], start_s=10.0, processing_s=10.0, swap_s=10.0)  # 0-20
+    run.add_batch("llama3-8b", [30.0], start_s=45.0, processing_s=20.0, swap_s=10.0,
+                  swap_from="gemma-7b")  # swap 35-45, inference 45-65: 5 s in the window
+    row = summary(run, tmp_path)
+    assert row["gpu_busy_fraction"] == pytest.approx((10 + 5) / 50)
+    assert row["swap_fraction"] == pytest.approx((10 + 10) / 50)
+    assert (row["swaps"], row["swap_time_s"]) == (2, pytest.approx(20.0))  # the whole run
+    assert row["completed_in_drain"] == 1
+
+
+def test_an_older_run_json_without_a_window_falls_back_to_its_run_time(tmp_path: Path) -> None:
+    run = SyntheticRun(duration_s=float("nan"), run_time_s=80.0)
+    run.add_completed([5.0])
+    record = summarise_run(run.write(tmp_path))
+    assert record.row["traffic_window_s"] == 80.0
+    assert any("no traffic window" in w for w in record.warnings)
 
 
 def test_lost_requests_from_the_accounting_count_as_misses(tmp_path: Path) -> None:
@@ -81,9 +109,10 @@ def test_issued_comes_from_client_csv_when_the_accounting_has_none(tmp_path: Pat
     assert row["sla_attainment"] == pytest.approx(4 / 5)
 
 
-def test_gpu_utilisation_is_the_mean_of_the_samples_within_the_run(tmp_path: Path) -> None:
-    # Samples at t = 0, 0.5, 1.0, 1.5 s; the run lasts 1 s, so the last one is after it.
-    run = SyntheticRun(engine="hf", run_time_s=1.0, gpu_util_pct=[20.0, 40.0, 60.0, 100.0])
+def test_gpu_utilisation_is_the_mean_of_the_samples_within_the_window(tmp_path: Path) -> None:
+    # Samples at t = 0, 0.5, 1.0, 1.5 s; the traffic lasts 1 s, so the last one is after it.
+    run = SyntheticRun(engine="hf", duration_s=1.0, run_time_s=1.5,
+                       gpu_util_pct=[20.0, 40.0, 60.0, 100.0])
     run.add_batch("llama3-8b", [0.0], start_s=0.0, processing_s=0.25)
     row = summary(run, tmp_path)
     assert row["gpu_util_mean_pct"] == pytest.approx(40.0)

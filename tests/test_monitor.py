@@ -376,7 +376,7 @@ def test_environment_block_with_a_cc_gpu() -> None:
 def test_script_writes_samples(tmp_path: Path) -> None:
     out = tmp_path / "monitor.csv"
     completed = subprocess.run(
-        [sys.executable, "monitor.py", "--out", str(out), "--duration", "0.3",
+        [sys.executable, "monitor.py", "--out", str(out), "--duration-s", "0.3",
          "--period-s", "0.05"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert completed.returncode == 0, completed.stderr

@@ -181,3 +181,32 @@ def test_shipped_examples_are_what_the_tool_writes(tmp_path: Path,
     assert written == [p.name for p in SHIPPED]
     for name in written:
         assert (tmp_path / name).read_text() == (DEFAULT_PROFILES_DIR / name).read_text(), name
+
+
+def test_a_profile_that_contradicts_the_server_is_named_with_its_fix() -> None:
+    from sincere.experiment import profile_mismatches
+
+    models = ["granite-7b", "llama3-8b"]
+    cc_from_disk = load_profiles("h100-orig_cc")  # CC on, loads from disk
+    problems = profile_mismatches(cc_from_disk, {"cc_mode": "off"}, True, models)
+    assert len(problems) == 3
+    assert "measured with CC on but this GPU has CC off" in problems[0]
+    assert "noncc profile set" in problems[0]
+    assert all("HOST_CACHE is on" in p and "set HOST_CACHE to false" in p for p in problems[1:])
+    assert profile_mismatches(cc_from_disk, {"cc_mode": "on"}, False, models) == []
+    # Without a detected mode (no GPU) there is nothing to contradict.
+    assert profile_mismatches(cc_from_disk, {"cc_mode": "unknown"}, False, models) == []
+
+
+def test_the_server_refuses_to_start_on_a_contradicting_profile(tiny_models: Path,
+                                                                tmp_path: Path) -> None:
+    import subprocess
+
+    from sincere.runner import script_argv
+
+    result = subprocess.run(script_argv("api_scheduler_experiments.py", {
+        "PROFILES": "h100-orig_noncc", "MODELS_DIR": tiny_models, "RUN_DIR": tmp_path / "run",
+        "PORT": 0, "DEVICE": "cpu"}), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "times loads by disk_from_pretrained but HOST_CACHE is on" in result.stderr
+    assert "--allow-profile-mismatch true" in result.stderr

@@ -23,9 +23,10 @@ from tests.helpers_rundirs import grid_run
 CHROMIUM = Path("/usr/bin/chromium")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-# Five grid figures (the CC comparison, the latency CDFs, SLA attainment, throughput,
-# utilisation) and two of one run (timeline, arrivals).
-FIGURES = 7
+# Six grid figures (the CC comparison, the latency CDFs, SLA attainment, throughput,
+# utilisation, simulated vs measured: the fixture has both of one grid) and two of one run
+# (timeline, arrivals).
+FIGURES = 8
 
 
 @pytest.fixture(scope="module")

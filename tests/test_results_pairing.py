@@ -7,10 +7,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sincere.metrics import cc_comparison_table, cell_table, sim_vs_real_table
 from sincere.report import with_groups
-from sincere.rundirs import run_cc_mode, summarise_runs
-from tests.helpers_rundirs import SyntheticRun
+from sincere.runsummary import run_cc_mode, summarise_runs
+from sincere.tables import (
+    cc_comparison_table,
+    cell_table,
+    decomposition_table,
+    sim_vs_real_table,
+)
+from tests.helpers_rundirs import SyntheticRun, grid_run
 
 
 def completing(count: int, **params) -> SyntheticRun:
@@ -45,11 +50,49 @@ def test_measured_runs_from_two_folders_pair_by_cc_mode(tmp_path: Path) -> None:
     assert (row["engine"], row["mean_rps"], row["runs_noncc"], row["runs_cc"]) == ("hf", 4.0, 3,
                                                                                    3)
     assert (row["noncc_mean"], row["cc_mean"]) == (pytest.approx(0.10), pytest.approx(0.04))
-    # Non-CC 0.09, 0.10, 0.11 (standard error 0.005774, t(0.975; 2) = 4.3027) over a constant
-    # 0.04: (0.10 -+ 0.024841) / 0.04.
-    assert row["ratio_noncc_over_cc"] == pytest.approx(2.5)
-    assert row["ratio_ci_low"] == pytest.approx(1.87896, abs=1e-4)
-    assert row["ratio_ci_high"] == pytest.approx(3.12104, abs=1e-4)
+    # Repeat by repeat 0.09, 0.10, 0.11 over 0.04: ratios 2.25, 2.5, 2.75; their log mean
+    # 0.912939 (geometric mean 2.491639) with standard error 0.057953, t(0.975; 2) = 4.302653:
+    # exp(0.912939 -+ 0.249353).
+    assert row["pairs"] == 3 and row["interval"] == "paired over 3 repeats"
+    assert row["ratio_noncc_over_cc"] == pytest.approx(2.491639, abs=1e-6)
+    assert row["ratio_ci_low"] == pytest.approx(1.941750, abs=1e-5)
+    assert row["ratio_ci_high"] == pytest.approx(3.197252, abs=1e-5)
+
+
+def test_a_cc_ratio_is_paired_by_repeat_so_shared_arrivals_cancel(tmp_path: Path) -> None:
+    # Each repeat's arrivals move both sides alike (9, 10, 11 completions, CC half of them):
+    # per repeat the ratio is exactly 2, which unpaired means would blur.
+    for repeat, count in enumerate([8, 10, 12]):
+        completing(count, run_id=f"cell__rep{repeat}", repeat=repeat, engine="hf",
+                   cc_mode="off").write(tmp_path / "vm")
+        completing(count // 2, run_id=f"cell__rep{repeat}", repeat=repeat, engine="hf",
+                   cc_mode="on").write(tmp_path / "cvm")
+    row = throughput(cc_comparison_table(runs_table(tmp_path / "vm", tmp_path / "cvm"))).iloc[0]
+    assert row["ratio_noncc_over_cc"] == pytest.approx(2.0)
+    assert (row["ratio_ci_low"], row["ratio_ci_high"]) == (pytest.approx(2.0), pytest.approx(2.0))
+
+
+def test_one_repeat_per_side_gives_a_ratio_and_says_there_is_no_interval(tmp_path: Path) -> None:
+    completing(10, run_id="cell__rep0", engine="hf", cc_mode="off").write(tmp_path / "vm")
+    completing(5, run_id="cell__rep0", engine="hf", cc_mode="on").write(tmp_path / "cvm")
+    row = throughput(cc_comparison_table(runs_table(tmp_path / "vm", tmp_path / "cvm"))).iloc[0]
+    assert row["ratio_noncc_over_cc"] == pytest.approx(2.0)
+    assert pd.isna(row["ratio_ci_low"]) and pd.isna(row["ratio_ci_high"])
+    assert row["interval"] == "one repeat per side: no interval"
+
+
+def test_runs_that_differ_in_any_parameter_are_not_one_cell(tmp_path: Path) -> None:
+    completing(10, run_id="a__rep0").write(tmp_path / "one")
+    other = completing(10, run_id="a__rep1", repeat=1)
+    other.max_queue = 200  # every readable column equal, one parameter not
+    other.write(tmp_path / "two")
+    failed = completing(4, run_id="a__rep2", repeat=2, status="failed")
+    failed.write(tmp_path / "one")
+    cells = cell_table(runs_table(tmp_path / "one", tmp_path / "two"), ["throughput_rps"])
+    assert sorted(cells["runs"]) == [1, 1]
+    with_failed = cells[cells["runs_failed"] == 1].iloc[0]
+    assert with_failed["failed_runs"] == "a__rep2"
+    assert with_failed["throughput_rps_mean"] == pytest.approx(0.10)  # the failed run left out
 
 
 def test_simulated_runs_are_never_paired_with_measured_ones(tmp_path: Path) -> None:
@@ -103,3 +146,26 @@ def test_cc_mode_of_a_run(engine: str, environment_mode: str | None, profile_mod
     info = {"params": {"engine": engine, "profiles": {"cc_mode": profile_mode}},
             "environment": {"cc_mode": environment_mode}}
     assert run_cc_mode(info) == expected
+
+
+def test_the_simulated_vs_measured_error_is_decomposed(tmp_path: Path) -> None:
+    # The same grid point both ways; the measured run's batches and swaps take 1.5 times as
+    # long (grid_run's slowdown), and it reports its fit to the profile and its own time.
+    grid_run("BestBatch+Timer", 4.0, 0, "sim", "off").write(tmp_path / "sim")
+    real = grid_run("BestBatch+Timer", 4.0, 0, "hf", "off", slowdown=1.5)
+    real.written = {"processing_vs_profile": 1.5, "swap_vs_profile": 1.5,
+                    "server_time_per_batch_s": 0.004}
+    real.write(tmp_path / "real")
+    decomposition = decomposition_table(sim_vs_real_table(runs_table(tmp_path / "sim",
+                                                                     tmp_path / "real")))
+    assert len(decomposition) == 1
+    row = decomposition.iloc[0]
+    assert row["processing_mean_error_s"] == pytest.approx(0.8 - 1.2)
+    assert row["swap_mean_simulated_s"] == pytest.approx(0.5)
+    assert row["swap_mean_measured_s"] == pytest.approx(0.75)
+    parts = (row["queue_wait_mean_error_s"] + row["swap_wait_mean_error_s"]
+             + row["processing_mean_error_s"])
+    assert parts == pytest.approx(row["latency_mean_simulated_s"]
+                                  - row["latency_mean_measured_s"])
+    assert (row["measured_processing_vs_profile"], row["measured_server_time_per_batch_s"]) == (
+        1.5, 0.004)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sincere.rundirs import find_run_dirs, summarise_runs
+from sincere.rundirs import find_run_dirs
+from sincere.runsummary import summarise_runs
 from tests.helpers_rundirs import SyntheticRun
 
 
@@ -82,14 +83,14 @@ def test_a_run_with_a_bad_optional_file_is_kept_without_those_metrics(
 
 
 def test_a_failed_run_is_processed_as_far_as_its_files_go(tmp_path: Path) -> None:
-    run = SyntheticRun(status="failed", run_time_s=None)
+    run = SyntheticRun(status="failed", run_time_s=None, duration_s=float("nan"))
     run.add_batch("llama3-8b", [0.0, 1.0], start_s=2.0, processing_s=8.0)  # ends at 10 s
     run_dir = run.write(tmp_path)
     records, warnings = summarise_runs([tmp_path], workers=1)
     assert records[0].row["status"] == "failed"
     assert records[0].row["run_time_s"] == pytest.approx(10.0)  # the last event
     assert records[0].row["throughput_rps"] == pytest.approx(0.2)
-    assert any(str(run_dir.resolve() / "run.json") in w and "no run_time_s" in w
+    assert any(str(run_dir.resolve() / "run.json") in w and "no traffic window" in w
                for w in warnings)
 
 
@@ -99,7 +100,7 @@ def test_accounting_that_does_not_add_up_is_reported(tmp_path: Path) -> None:
     run.write(tmp_path)
     records, warnings = summarise_runs([tmp_path], workers=1)
     assert records[0].row["requests_lost"] == 7
-    assert any("9 != completed + rejected + failed + unserved = 2" in w for w in warnings)
+    assert any("9 != completed + rejected + failed + unserved + shed = 2" in w for w in warnings)
 
 
 def test_run_directories_are_found_two_levels_down_once_each_not_hidden(tmp_path: Path) -> None:

@@ -74,7 +74,7 @@ def test_accounting_check_names_what_is_missing(tmp_path: Path) -> None:
     check = check_accounting(tmp_path)
     assert not check["ok"]
     assert check["counts"] == {"issued": 3, "received": 2, "completed": 0, "rejected": 1,
-                               "failed": 0, "unserved": 1}
+                               "failed": 0, "unserved": 1, "shed": 0}
     assert "1 issued requests not in requests.csv (e.g. r000002)" in check["problems"]
     assert "1 issued requests not in client.csv" in check["problems"]
     assert "issued 3 != received 2" in check["problems"]

@@ -18,14 +18,16 @@ from tests.server_support import MODELS, run_in_process, schedule_for
 
 
 def assert_accounted(out, issued: int) -> None:
-    """issued = received = ok + rejected + failed + unserved, each request once, both sides."""
+    """issued = received = ok + rejected + failed + unserved + shed, each request once, both
+    sides."""
     accounting = out.run["accounting"]
     assert accounting["issued"] == issued
     assert accounting["received"] == issued == len(out.requests)
-    assert sum(accounting[k] for k in ("completed", "rejected", "failed", "unserved")) == issued
+    assert sum(accounting[k] for k in ("completed", "rejected", "failed", "unserved",
+                                       "shed")) == issued
     assert sorted(out.requests["request_id"]) == [f"r{i:06d}" for i in range(issued)]
     assert len(out.client) == issued
-    assert set(out.requests["status"]) <= {"ok", "rejected", "failed", "unserved"}
+    assert set(out.requests["status"]) <= {"ok", "rejected", "failed", "unserved", "shed"}
 
 
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
@@ -52,7 +54,8 @@ def test_a_short_run_of_each_strategy(strategy: str, engine, tiny_profile,
         tiny_profile[m].largest_batch(MAX_NEW_TOKENS) for m in MODELS)
     reasons = set(out.batches["reason"])
     expected = {"BestBatch": {"full", "drain"}, "Immediate": {"immediate", "drain"},
-                "Dynamic+Delay": {"full", "timer", "drain"}}.get(
+                "Dynamic+Delay": {"full", "timer", "drain"},
+                "MaxGoodput": {"full", "timer", "drain"}}.get(
         strategy, {"full", "timer", "partial", "drain"})
     assert reasons <= expected
     # The run began with the traffic, and the generator's parameters reached run.json.
@@ -176,3 +179,59 @@ def test_adding_a_model_folder_mid_run(engine, tiny_models: Path, tiny_profile,
         engine.evict("llama-copy")
     assert server.run_json["params"]["models"] == ["llama-copy", "llama3-8b"]
 
+
+
+def test_times_are_final_when_the_run_finishes(engine, tiny_profile, tmp_path: Path) -> None:
+    """A request refused after the run finished is recorded and counted, but no duration, rate
+    or fraction changes (before, run_time_s grew to the moment of the late request)."""
+    from sincere.experiment import serving
+    from sincere.server import ExperimentServer
+    from sincere.server_app import create_app
+    from sincere.strategies import make_strategy
+
+    offset_s = [0.0]  # the server's clock, advanced by hand once the run is over
+    server = ExperimentServer(engine, tiny_profile, make_strategy("Immediate"), 30.0, 2,
+                              tmp_path / "run", ["llama3-8b"],
+                              clock=lambda: time.monotonic() + offset_s[0]).start()
+    body = {"prompt": "Say hello.", "model_alias": "llama3-8b"}
+    try:
+        with serving(create_app(server)) as url:
+            requests.post(f"{url}/start", json={"params": {"duration_s": 1.0}}, timeout=30)
+            assert requests.post(f"{url}/inference", json=body, timeout=60).status_code == 200
+            finished = requests.post(f"{url}/stop", json={"issued": 1}, timeout=60).json()
+            offset_s[0] = 300.0
+            late = requests.post(f"{url}/inference", json=body, timeout=30)
+            assert late.status_code == 503
+    finally:
+        server.abort()
+        server.wait_finished(30)
+        server.close()
+        engine.unload()
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["accounting"]["received"] == 2 and run["accounting"]["rejected"] == 1
+    assert run["run_time_s"] < 60 and run["traffic_window_s"] == 1.0
+    for key in ("throughput_rps", "goodput_rps", "gpu_busy_fraction", "run_time_s", "drain_s"):
+        assert run["summary"][key] == finished["summary"][key], key
+
+
+def test_late_requests_are_shed_with_a_clear_answer(engine, tiny_profile, server_workloads: Path,
+                                                    tmp_path: Path) -> None:
+    """SHED_LATE: BestBatch waits for full batches that two requests a second never fill within
+    a 1.5 s SLA, so queued requests become hopeless; each is settled at once as shed, answered
+    503 with a JSON error that says so, and counted."""
+    from sincere.strategies import make_strategy
+
+    schedule = schedule_for(server_workloads, mean_rps=2.0, duration_s=4.0, seed=8)
+    out = run_in_process(engine, tiny_profile, server_workloads, tmp_path / "run",
+                         make_strategy("BestBatch", shed_late=True), schedule, sla_s=1.5,
+                         max_new_tokens=MAX_NEW_TOKENS)
+    assert_accounted(out, len(schedule))
+    shed = out.requests[out.requests["status"] == "shed"]
+    assert len(shed) > 0 and out.run["accounting"]["shed"] == len(shed)
+    assert shed["end_s"].isna().all() and not shed["sla_met"].astype(bool).any()
+    client = {row["request_id"]: row for row in out.client}
+    for request_id in shed["request_id"]:
+        assert client[request_id]["http_status"] == 503
+        assert "can no longer complete within its SLA" in client[request_id]["error"]
+    assert out.run["summary"]["requests_shed"] == len(shed)
+    assert out.run["params"]["strategy_params"]["shed_late"] is True

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sincere.schedule import Schedule
 from sincere.simulator import simulate
 from sincere.strategies import make_strategy
-from sincere.traffic import Schedule
 from tests.conftest import SERVER_TEST_NEW_TOKENS as MAX_NEW_TOKENS
 from tests.server_support import run_in_process, schedule_for
 
@@ -50,7 +50,8 @@ def test_same_sequence_of_batches(strategy: str, engine, tiny_profile, server_wo
     assert list(out.batches["reason"]) == [b.reason for b in sim.batches]
 
 
-@pytest.mark.parametrize("strategy", ["BestBatch+Timer", "BestBatch+PartialBatch+Timer"])
+@pytest.mark.parametrize("strategy", ["BestBatch+Timer", "BestBatch+PartialBatch+Timer",
+                                      "MaxGoodput"])
 def test_close_sla_attainment(strategy: str, engine, tiny_profile, server_workloads,
                               tmp_path: Path) -> None:
     sla_s = 2.5

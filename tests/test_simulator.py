@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import json
+import math
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from sincere.grid import GridPoint, expand_grid
 from sincere.profiles import load_profiles
+from sincere.schedule import Schedule
 from sincere.simulator import (
     ARRIVAL,
     BATCH_DONE,
     END_OF_TRAFFIC,
     WAKE,
+    Durations,
     EventQueue,
     SimTask,
     run_task,
     simulate,
 )
 from sincere.strategies import make_strategy
-from sincere.traffic import Schedule
 from tests.profile_fixtures import two_models
 
 PROFILES = two_models()
@@ -86,7 +91,7 @@ def test_drain_timeout_leaves_requests_unserved_and_counted() -> None:
                        duration_s=0.0, drain_timeout_s=30.0, jitter=False)
     assert [b.end_s for b in outcome.batches] == pytest.approx([23.0, 26.0, 29.0, 32.0])
     assert outcome.accounting == {"issued": 22, "received": 22, "completed": 16, "rejected": 0,
-                                  "failed": 0, "unserved": 6}
+                                  "failed": 0, "unserved": 6, "shed": 0}
     unserved = [r for r in outcome.requests if r.status == "unserved"]
     assert len(unserved) == 6 and all(r.end_s is None and not r.row()["sla_met"]
                                       for r in unserved)
@@ -138,3 +143,44 @@ def test_every_request_is_accounted_for(tmp_path: Path, point: GridPoint) -> Non
             >= batches["end_s"].iloc[:-1].to_numpy() - 1e-6).all()
     assert set(batches["reason"]) <= {"full", "timer", "partial", "drain", "immediate"}
     assert run["params"]["engine"] == "sim" and run["environment"]["cc_mode"] == "on"
+
+
+def test_a_full_queue_refuses_arrivals_as_the_server_does() -> None:
+    # BestBatch holds b's requests for a batch of 4; with max_queue 2, the third and fourth
+    # arrivals find two waiting and are refused, the fifth too; the drain serves the two.
+    arrivals = [(float(i), "b") for i in range(5)]
+    outcome = simulate(schedule(*arrivals), make_strategy("BestBatch"), PROFILES, 60.0, 50,
+                       duration_s=10.0, jitter=False, max_queue=2)
+    status = {r.request_id: r.status for r in outcome.requests}
+    assert status == {"r000000": "ok", "r000001": "ok", "r000002": "rejected",
+                      "r000003": "rejected", "r000004": "rejected"}
+    assert outcome.accounting["rejected"] == 3 and outcome.accounting["completed"] == 2
+    rejected = next(r for r in outcome.requests if r.status == "rejected")
+    assert rejected.end_s is None and not rejected.row()["sla_met"]
+
+
+def test_drawn_durations_keep_the_profiled_mean_and_stay_positive() -> None:
+    """Load times of the original study (3.55 +- 2.51 s): a normal clipped at a floor would
+    raise the mean; the gamma draw keeps it within 0.5% over 100,000 draws, never at 0."""
+    durations = Durations(PROFILES, 50, np.random.default_rng(0))
+    draws = np.array([durations.draw(3.55, 2.51) for _ in range(100_000)])
+    assert draws.min() > 0
+    assert draws.mean() == pytest.approx(3.55, rel=0.005)
+    assert draws.std() == pytest.approx(2.51, rel=0.02)
+
+
+def test_a_whole_trace_is_replayed_and_drained(tmp_path: Path) -> None:
+    """DURATION_S = inf: the traffic ends at the trace's last arrival, the drain serves what
+    is left, and run.json holds no Infinity or NaN."""
+    trace = Path(__file__).parent / "data" / "azure_conv_excerpt.csv"
+    task = replace(sim_task(tmp_path, GridPoint("BestBatch+Timer", "trace", 0.0, 40.0, 0)),
+                   duration_s=math.inf, pattern_options={"trace_path": str(trace)})
+    run = run_task(task)
+    text = (tmp_path / "run" / "run.json").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    assert run["accounting"]["unserved"] == 0
+    assert run["accounting"]["completed"] == run["accounting"]["issued"] > 0
+    last_arrival_s = pd.read_csv(tmp_path / "run" / "schedule.csv")["scheduled_s"].max()
+    assert run["traffic_window_s"] == pytest.approx(last_arrival_s)
+    assert all(value is None or math.isfinite(value) for value in run["summary"].values())
+    assert json.loads(text)["params"]["duration_s"] is None

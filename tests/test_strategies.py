@@ -9,14 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from sincere.strategies import (
-    STRATEGIES,
-    Decision,
-    QueueState,
-    SchedulerView,
-    make_strategy,
-    strategy_slug,
-)
+from sincere.scheduling import Decision, QueueState, SchedulerView
+from sincere.strategies import STRATEGIES, make_strategy, strategy_slug
 from tests.profile_fixtures import two_models
 
 PROFILES = two_models()
@@ -25,12 +19,16 @@ SLA_S = 60.0
 
 def view(now: float, queues: dict[str, tuple], resident: str | None = None,
          draining: bool = False) -> SchedulerView:
-    """``queues``: model -> (length, head arrival in s[, arrival rate in req/s])."""
+    """``queues``: model -> (length, head arrival in s[, arrival rate in req/s[, arrivals of
+    the others, all at the head's time when not given]])."""
     states = {}
     for model, spec in queues.items():
-        length, head_arrival_s, *rate = spec
-        states[model] = QueueState(length, head_arrival_s, head_arrival_s + SLA_S,
-                                   rate[0] if rate else 0.0)
+        length, head_arrival_s, *rest = spec
+        rate = rest[0] if rest else 0.0
+        arrivals_s = [head_arrival_s, *(rest[1] if len(rest) > 1 else
+                                        [head_arrival_s] * (length - 1))][:length]
+        states[model] = QueueState(length, head_arrival_s, head_arrival_s + SLA_S, rate,
+                                   [a + SLA_S for a in arrivals_s])
     return SchedulerView(now, states, resident, PROFILES, SLA_S, 50, draining)
 
 
@@ -74,8 +72,10 @@ CASES = [
     ("SelectBatch+Timer", view(5.0, {"a": (2, 0.0, 0.05)}, resident="a"), run("a", 2, "full")),
     # rate 0.01: not even 1 fits -> target 1, the request leaves at once.
     ("SelectBatch+Timer", view(5.0, {"a": (1, 0.0, 0.01)}, resident="a"), run("a", 1, "full")),
-    # A long queue leaves in batches of the target size.
-    ("SelectBatch+Timer", view(5.0, {"a": (7, 0.0, 0.05)}, resident="a"), run("a", 2, "full")),
+    # The target says when the batch may leave; then it takes what is queued up to B = 4, so
+    # a backlog leaves in best batches, not in target-sized pieces.
+    ("SelectBatch+Timer", view(5.0, {"a": (7, 0.0, 0.05)}, resident="a"), run("a", 4, "full")),
+    ("SelectBatch+Timer", view(5.0, {"a": (3, 0.0, 0.05)}, resident="a"), run("a", 3, "full")),
     # PartialBatch: b is due (deadline 60) and needs a swap from a (unload a 2 s + load b 20 s)
     # plus P(4) = 3 s, so it must start by 60 - 22 - 3 - 1 = 34. At 10 s, a's 2 queued requests
     # (P = 2.333 s) fit before that: they leave first as a partial batch.
@@ -131,11 +131,16 @@ def test_batch_never_exceeds_the_largest_profiled_batch() -> None:
 
 def test_registry_names_and_options() -> None:
     assert set(STRATEGIES) == {"BestBatch", "BestBatch+Timer", "SelectBatch+Timer",
-                               "BestBatch+PartialBatch+Timer", "Immediate", "Dynamic+Delay"}
+                               "BestBatch+PartialBatch+Timer", "Immediate", "Dynamic+Delay",
+                               "MaxGoodput"}
     assert make_strategy("Dynamic+Delay", max_queue_delay_s=2.5, margin_s=0.5).params() == {
-        "margin_s": 0.5, "max_queue_delay_s": 2.5}
+        "margin_s": 0.5, "shed_late": False, "max_queue_delay_s": 2.5}
     # Options of other strategies are accepted and ignored; unknown names are not.
-    assert make_strategy("BestBatch", rate_window_s=30.0).params() == {"margin_s": 1.0}
+    assert make_strategy("BestBatch", rate_window_s=30.0).params() == {"margin_s": 1.0,
+                                                                       "shed_late": False}
+    # Shedding is an option of every strategy, and always on for MaxGoodput.
+    assert make_strategy("Immediate", shed_late=True).shed_late
+    assert make_strategy("MaxGoodput", shed_late=False).shed_late
     with pytest.raises(TypeError, match="margn_s"):
         make_strategy("BestBatch", margn_s=1.0)
     with pytest.raises(ValueError, match="known: BestBatch"):

@@ -1,0 +1,180 @@
+"""Tables over many runs (SPEC section 6): grid cells with intervals, CC pairs, simulated versus
+measured pairs. Inputs are summary_runs rows (one per run, `sincere.rundirs`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from sincere.metrics import METRIC_KEYS
+from sincere.stats import nanmean, paired_ratio_ci, ratio_ci, t_quantile
+
+# A grid cell: runs of one engine on one platform in one CC mode whose parameters agree except
+# the seed and repeat (cell_id hashes the rest: `sincere.runsummary.identity_columns`); the
+# other columns are there to be read. ``platform`` is what ran: the GPU of a measured run, the
+# profile set (less its _cc / _noncc suffix) of a simulated one.
+CELL_KEY = ("engine", "platform", "strategy", "pattern", "mean_rps", "sla_s", "cc_mode",
+            "max_new_tokens", "duration_s", "cell_id")
+# A CC pair: two cells that differ only in cc_mode (and so in the profile they planned with).
+CC_PAIR_KEY = tuple(k for k in CELL_KEY if k not in ("cc_mode", "cell_id")) + ("cc_pair_id",)
+# A simulated and a measured cell of the same parameters, profile and cc_mode.
+SIM_PAIR_KEY = tuple(k for k in CELL_KEY if k not in ("engine", "platform", "cell_id")) + (
+    "sim_pair_id",)
+
+
+def _complete(runs: pd.DataFrame) -> pd.Series:
+    return runs["status"].eq("complete") if "status" in runs else pd.Series(True, runs.index)
+
+
+def cell_table(runs: pd.DataFrame, metric_keys: Sequence[str] = METRIC_KEYS,
+               confidence: float = 0.95) -> pd.DataFrame:
+    """One row per grid cell: ``<metric>_mean``, ``_ci_low``, ``_ci_high`` over its complete
+    runs (Student t interval; NaN bounds for a cell with one run). ``runs`` counts the complete
+    runs; failed ones are left out of the means, counted in ``runs_failed`` and named in
+    ``failed_runs``."""
+    if runs.empty:
+        return pd.DataFrame(columns=[*CELL_KEY, "runs", "runs_failed", "failed_runs"])
+    complete = _complete(runs)
+    by_cell = [runs[k] for k in CELL_KEY]
+    table = complete.groupby(by_cell, dropna=False, sort=True).sum().rename("runs").to_frame()
+    grouped_failed = (~complete).groupby(by_cell, dropna=False)
+    table["runs_failed"] = grouped_failed.sum()
+    table["failed_runs"] = runs["run_id"].where(~complete).groupby(
+        by_cell, dropna=False).agg(lambda ids: ";".join(ids.dropna().astype(str)))
+    done = runs[complete]
+    by_done = [done[k] for k in CELL_KEY]
+    columns = {}
+    for key in metric_keys:
+        grouped = pd.to_numeric(done[key], errors="coerce").groupby(by_done, dropna=False)
+        mean, std, count = grouped.mean(), grouped.std(ddof=1), grouped.count()
+        t = count.map(lambda n: t_quantile(0.5 + confidence / 2.0, n - 1) if n > 1 else math.nan)
+        half = t * std / np.sqrt(count)
+        columns[f"{key}_mean"] = mean
+        columns[f"{key}_ci_low"] = mean - half
+        columns[f"{key}_ci_high"] = mean + half
+    table = table.join(pd.DataFrame(columns), how="left")
+    table[["runs", "runs_failed"]] = table[["runs", "runs_failed"]].astype(int)
+    return table.reset_index()
+
+
+def _metric_values(runs: pd.DataFrame, metric: str) -> np.ndarray:
+    return pd.to_numeric(runs[metric], errors="coerce").to_numpy(dtype=float)
+
+
+def _ratio(noncc: pd.DataFrame, cc: pd.DataFrame, metric: str,
+           confidence: float) -> tuple[float, float, float, str, int]:
+    """The non-CC / CC ratio of a metric over the repeats both sides ran with the same seed
+    (paired), or, when no seed matches, of the means with Fieller's interval (unpaired)."""
+    x = noncc.drop_duplicates("seed").set_index("seed")[metric]
+    y = cc.drop_duplicates("seed").set_index("seed")[metric]
+    seeds = [s for s in x.index if s in y.index and pd.notna(s)]
+    if seeds:
+        ratio, low, high, how = paired_ratio_ci(
+            pd.to_numeric(x[seeds], errors="coerce").to_numpy(float),
+            pd.to_numeric(y[seeds], errors="coerce").to_numpy(float), confidence)
+        return ratio, low, high, how, len(seeds)
+    ratio, low, high = ratio_ci(_metric_values(noncc, metric), _metric_values(cc, metric),
+                                confidence)
+    return ratio, low, high, "unpaired (no seed on both sides): Fieller's interval", 0
+
+
+def cc_comparison_table(runs: pd.DataFrame, metric_keys: Sequence[str] = METRIC_KEYS,
+                        confidence: float = 0.95) -> pd.DataFrame:
+    """For cells run with CC off and on (all else equal): non-CC / CC ratio of each metric.
+
+    Long format, one row per (cell, metric): the two means over complete repeats, and the ratio
+    computed repeat by repeat (the two sides of a repeat share their arrivals) with the interval
+    of the paired log-ratios (`sincere.stats.paired_ratio_ci`); ``interval`` says how it was
+    obtained. Engine and platform are part of the pair, so simulated and measured runs, or runs
+    on different GPUs or profile families, are never paired.
+    """
+    pair_key = list(CC_PAIR_KEY)
+    rows = []
+    done = runs[_complete(runs)] if not runs.empty else runs
+    if not done.empty:
+        for key, cell in done.groupby(pair_key, dropna=False, sort=True):
+            noncc = cell[cell["cc_mode"] == "off"]
+            cc = cell[cell["cc_mode"] == "on"]
+            if noncc.empty or cc.empty:
+                continue
+            for metric in metric_keys:
+                ratio, low, high, how, pairs = _ratio(noncc, cc, metric, confidence)
+                rows.append({**dict(zip(pair_key, key, strict=True)), "metric": metric,
+                             "noncc_mean": nanmean(_metric_values(noncc, metric)),
+                             "cc_mean": nanmean(_metric_values(cc, metric)),
+                             "ratio_noncc_over_cc": ratio, "ratio_ci_low": low,
+                             "ratio_ci_high": high, "interval": how, "pairs": pairs,
+                             "runs_noncc": len(noncc), "runs_cc": len(cc)})
+    columns = [*pair_key, "metric", "noncc_mean", "cc_mean", "ratio_noncc_over_cc",
+               "ratio_ci_low", "ratio_ci_high", "interval", "pairs", "runs_noncc", "runs_cc"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def sim_vs_real_table(runs: pd.DataFrame,
+                      metric_keys: Sequence[str] = METRIC_KEYS) -> pd.DataFrame:
+    """For cells run both simulated (engine sim) and measured (engine hf) with the same
+    parameters, profile and cc_mode: the two means over complete runs side by side and the
+    simulator's relative error, (simulated - measured) / measured; a row per (simulated
+    platform, measured platform)."""
+    pair_key = list(SIM_PAIR_KEY)
+    rows = []
+    done = runs[_complete(runs)] if not runs.empty else runs
+    if not done.empty:
+        for key, cell in done.groupby(pair_key, dropna=False, sort=True):
+            for sim_platform, sim in cell[cell["engine"] == "sim"].groupby("platform"):
+                for real_platform, real in cell[cell["engine"] == "hf"].groupby("platform"):
+                    for metric in metric_keys:
+                        simulated = nanmean(_metric_values(sim, metric))
+                        measured = nanmean(_metric_values(real, metric))
+                        error = (simulated - measured) / measured if measured else math.nan
+                        rows.append({**dict(zip(pair_key, key, strict=True)),
+                                     "simulated_platform": sim_platform,
+                                     "measured_platform": real_platform, "metric": metric,
+                                     "simulated_mean": simulated, "measured_mean": measured,
+                                     "relative_error": error, "runs_simulated": len(sim),
+                                     "runs_measured": len(real)})
+    columns = [*pair_key, "simulated_platform", "measured_platform", "metric", "simulated_mean",
+               "measured_mean", "relative_error", "runs_simulated", "runs_measured"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+# The parts of a simulated-versus-measured latency error, and what explains them.
+ERROR_PARTS = ("queue_wait_mean_s", "swap_wait_mean_s", "processing_mean_s")
+MEASURED_FIT = ("processing_vs_profile", "swap_vs_profile", "server_time_per_batch_s")
+
+
+def decomposition_table(sim_real: pd.DataFrame) -> pd.DataFrame:
+    """One row per simulated/measured pair: SLA attainment both ways and its difference in
+    points, mean latency both ways and its relative error, the latency error split into queue
+    wait, swap wait and processing (simulated − measured, s), the mean swap both ways, and what
+    the measured run says of its profile: batches and swaps against the profile, and the
+    server's own time per batch, which no profile covers."""
+    if sim_real.empty:
+        return pd.DataFrame()
+    key = [c for c in sim_real.columns if c not in (
+        "metric", "simulated_mean", "measured_mean", "relative_error", "runs_simulated",
+        "runs_measured")]
+    wide = sim_real.pivot_table(index=key, columns="metric",
+                                values=["simulated_mean", "measured_mean"], dropna=False)
+    rows = pd.DataFrame(index=wide.index)
+
+    def both(metric: str) -> tuple[pd.Series, pd.Series]:
+        return wide[("simulated_mean", metric)], wide[("measured_mean", metric)]
+
+    sim, real = both("sla_attainment")
+    rows["sla_attainment_simulated"], rows["sla_attainment_measured"] = sim, real
+    rows["sla_attainment_difference_points"] = (sim - real) * 100.0
+    sim, real = both("latency_mean_s")
+    rows["latency_mean_simulated_s"], rows["latency_mean_measured_s"] = sim, real
+    rows["latency_mean_relative_error"] = (sim - real) / real
+    for part in ERROR_PARTS:
+        sim, real = both(part)
+        rows[f"{part.removesuffix('_s')}_error_s"] = sim - real
+    sim, real = both("swap_mean_s")
+    rows["swap_mean_simulated_s"], rows["swap_mean_measured_s"] = sim, real
+    for metric in MEASURED_FIT:
+        rows[f"measured_{metric}"] = both(metric)[1]
+    return rows.reset_index()
