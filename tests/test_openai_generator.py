@@ -21,8 +21,8 @@ from sincere.api_modes import ApiMode
 from sincere.client import send_schedule
 from sincere.client_runs import client_run_json, read_client_side
 from sincere.records import write_json_atomic
-from sincere.rundirs import summarise_run
 from sincere.runner import ROOT, check_accounting
+from sincere.runsummary import summarise_run
 from sincere.strategies import make_strategy
 from sincere.workloads import read_workloads
 from tests.conftest import SERVER_TEST_NEW_TOKENS as MAX_NEW_TOKENS
@@ -83,8 +83,16 @@ def test_a_client_side_run_matches_the_servers_records(engine, tiny_profile,
     assert row["platform"] == "external server"
     assert row["requests_issued"] == row["requests_ok"] == len(schedule)
     assert row["requests_lost"] == 0 and row["swaps"] is None
-    assert row["output_tokens_per_s"] * row["run_time_s"] == pytest.approx(
-        server_rows["output_tokens"].sum())
+    # Each request's output_tokens is the server's count of it; the rate is over the traffic
+    # window, what was answered after it is in the drain.
+    client = read_client_side(client_dir).set_index("request_id")
+    server_tokens = server_rows.set_index("request_id")["output_tokens"]
+    assert (client["output_tokens"] == server_tokens.reindex(client.index)).all()
+    answered_in_window = client["received_s"] <= row["traffic_window_s"]
+    assert row["traffic_window_s"] == 3.0
+    assert row["completed_in_drain"] == (~answered_in_window).sum()
+    assert row["output_tokens_per_s"] * 3.0 == pytest.approx(
+        server_tokens[answered_in_window[answered_in_window].index].sum())
     assert len(record.latencies_s) == len(schedule)
     written = "".join(f.read_text() for f in client_dir.iterdir())
     assert SECRET_KEY not in written
