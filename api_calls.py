@@ -129,14 +129,14 @@ def write_client_run(run_dir: Path, cfg: argparse.Namespace, api: ApiMode, param
                      issued: int, served: list[str], cc_mode: tuple[str, str],
                      started_epoch_s: float) -> dict:
     """run.json of a run against a server that is not SINCERE's (no key in it)."""
-    from sincere.client_runs import client_run_json, read_client_side
+    from sincere.client_runs import client_run_json, read_client_side, server_params
     from sincere.records import write_json_atomic
 
     run = client_run_json(
         run_dir.name, {**params, "strategy": "external", "sla_s": cfg.SLA,
-                       "max_new_tokens": api.max_tokens, "api": api.name,
-                       "served_models": {m: api.served_name(m) for m in cfg.MODEL_MIX},
-                       "ignore_eos": api.ignore_eos, "models": sorted(cfg.MODEL_MIX)},
+                       "strategy_params": server_params(cfg.URL, api.name, api.served_models,
+                                                        cfg.MODEL_MIX, api.ignore_eos),
+                       "max_new_tokens": api.max_tokens, "models": sorted(cfg.MODEL_MIX)},
         {"cc_mode": cc_mode[0], "cc_mode_source": cc_mode[1], "server_url": cfg.URL,
          "server_models": served},
         read_client_side(run_dir), issued, started_epoch_s)

@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     specs = {p.run_id: spec_for(p.pattern) for p in points}
     try:
         planned = runs_to_do([PlannedRun(p.run_id, results_dir / p.run_id,
-                                         run_identity(external_params(p, specs[p.run_id])
+                                         run_identity(external_params(p, specs[p.run_id],
+                                                                      cfg.SERVER_URL)
                                                       if cfg.SERVER_URL else
                                                       specs[p.run_id].params(p)))
                               for p in points], cfg.OVERWRITE, cfg.RETRY_FAILED)

@@ -39,6 +39,15 @@ REQUIRED_CLIENT_COLUMNS = ("request_id", "received_s", "client_latency_s", "http
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+def server_params(url: str, api: str, served_models: dict[str, str], aliases: Any,
+                  ignore_eos: bool) -> dict[str, Any]:
+    """Which server a client-side run measured and how it was asked: its run.json
+    ``strategy_params`` (the server's scheduling is the run's strategy), and so part of the run's
+    identity: a grid against another server never reuses these runs."""
+    return {"server_url": url.rstrip("/"), "api": api, "ignore_eos": bool(ignore_eos),
+            "served_models": {a: served_models.get(a, a) for a in sorted(aliases)}}
+
+
 def is_client_side(info: dict[str, Any]) -> bool:
     """True for the run.json of a client-side run."""
     params = info.get("params") if isinstance(info.get("params"), dict) else {}

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sincere.client_runs import ENGINE
+from sincere.client_runs import ENGINE, server_params
 from sincere.grid import GridPoint
 from sincere.identity import with_identity
 from sincere.runner import PARTIAL_DIR, Child, RunSpec, keep_run, read_rows, script_argv
@@ -39,12 +39,15 @@ def external_points(patterns: Sequence[str], means_rps: Sequence[float],
             for r, p, m, sla in itertools.product(range(repeats), patterns, means_rps, slas_s)]
 
 
-def external_params(point: GridPoint, spec: RunSpec) -> dict[str, Any]:
+def external_params(point: GridPoint, spec: RunSpec, server_url: str) -> dict[str, Any]:
     """run.json's ``params`` as api_calls.py will write them for this run, known before it runs:
     the grid compares their identity with a finished run's."""
     generator = spec.generator_options
     mix = generator.get("MODEL_MIX") or {}
     return {"strategy": STRATEGY, "pattern": point.pattern,
+            "strategy_params": server_params(server_url, generator.get("API", "sincere"),
+                                             dict(generator.get("SERVED_MODELS") or {}), mix,
+                                             generator.get("IGNORE_EOS", True)),
             "pattern_params": {name: generator[name.upper()]
                                for name in pattern_options(point.pattern)
                                if name.upper() in generator},
@@ -103,7 +106,8 @@ def run_external_point(point: GridPoint, spec: RunSpec, server_url: str,
         run = json.loads((staging / "run.json").read_text())
     except (OSError, ValueError):
         run = with_identity({"run_id": point.run_id, "side": "client",
-                             "params": external_params(point, spec), "environment": {}})
+                             "params": external_params(point, spec, server_url),
+                             "environment": {}})
         reason = reason or "the generator wrote no readable run.json"
     if reason:
         run.update(status="failed", failure=reason)

@@ -112,9 +112,16 @@ def test_an_external_grid_against_a_running_server(engine, tiny_profile,
                    "--slas", "10", "--duration-s", "2", "--max-new-tokens",
                    str(MAX_NEW_TOKENS), "--cc-mode", "on", "--results-dir", str(results),
                    "--workloads-dir", str(server_workloads)]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "OPENAI_API_KEY": SECRET_KEY})
+        env = {**os.environ, "OPENAI_API_KEY": SECRET_KEY}
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
         assert done.returncode == 0, done.stdout + done.stderr
+        # The run's identity as planned is the one written: a rerun skips it, and a grid that
+        # asks another way (another API) is refused rather than mixed with it.
+        again = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+        assert again.returncode == 0 and "1 runs (1 already done)" in again.stdout
+        other = subprocess.run([*command[:5], "openai-chat", *command[6:]], capture_output=True,
+                               text=True, timeout=300, env=env)
+        assert other.returncode == 2 and "other parameters" in other.stderr
         stop = requests.post(f"{url}/stop", json={}, timeout=60).json()
     run_dir = results / "external__constant__rate3__sla10__rep0"
     run = read_client_side(run_dir)
@@ -122,6 +129,7 @@ def test_an_external_grid_against_a_running_server(engine, tiny_profile,
     assert info["side"] == "client" and info["environment"]["cc_mode"] == "on"
     assert info["environment"]["cc_mode_source"] == "given by the user (CC_MODE)"
     assert info["accounting_check"]["ok"] and info["status"] == "complete"
+    assert info["params"]["strategy_params"]["server_url"] == url
     assert len(run) == 6 and (run["http_status"] == 200).all()
     assert stop["accounting"]["received"] == stop["accounting"]["completed"] == len(run)
     assert not (results / ".partial").exists()
