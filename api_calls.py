@@ -1,16 +1,23 @@
-"""The traffic generator: send a seeded arrival schedule to the experiment server, open loop.
+"""The traffic generator: send a seeded arrival schedule to a server, open loop.
 
     python api_calls.py --pattern gamma --mean 8 --duration-s 1200
     python api_calls.py --pattern trace --trace-path AzureLLMInferenceTrace_conv.csv --mean 0
+    OPENAI_API_KEY=... python api_calls.py --api openai-chat --url http://gpu-vm:8000 \
+        --served-models llama3-8b=meta-llama/Llama-3.1-8B-Instruct --run-dir client_run
 
 The whole schedule (times, models, prompts) is built from SEED before the first request, with
 the same code the simulator uses; each request then leaves at its time whatever happened to the
-earlier ones. At the end POST /stop tells the server how many requests were issued and waits
-for its drain. Writes client.csv (one row per request sent) and schedule.csv into the server's
-run directory (or RUN_DIR), and prints the totals. Prompts are read from WORKLOADS_DIR and sent,
-never written or printed.
+earlier ones. API says how: SINCERE's /inference, or OpenAI's completions or chat API, which any
+OpenAI-compatible server speaks (sincere/api_modes.py). Against SINCERE's experiment server,
+POST /start begins the run and POST /stop at the end tells it how many requests were issued and
+waits for its drain; client.csv (one row per request sent) and schedule.csv go into the server's
+run directory (or RUN_DIR). Against any other server there is no /start or /stop: the run
+directory (RUN_DIR) is client-side, with a run.json of its own (sincere/client_runs.py). Prompts
+are read from WORKLOADS_DIR and sent, never written or printed; the key is read from the
+OPENAI_API_KEY environment variable and never written or printed either.
 """
 
+import argparse
 import logging
 import os
 import sys
@@ -18,9 +25,14 @@ import time
 from pathlib import Path
 
 from sincere import architectures
+from sincere.api_modes import ApiMode
 from sincere.cli import parse_constants
 
-URL = "http://127.0.0.1:5000"  # the experiment server
+URL = "http://127.0.0.1:5000"  # the server: SINCERE's experiment server, or any OpenAI-compatible
+API = "sincere"  # how requests go: sincere (/inference), openai-completions or openai-chat
+SERVED_MODELS = {}  # OpenAI modes: alias=served model name, where the server names it otherwise
+MAX_TOKENS = 50  # OpenAI modes: new tokens asked for (at most the SINCERE server's MAX_NEW_TOKENS)
+IGNORE_EOS = True  # OpenAI modes: send ignore_eos, so that exactly MAX_TOKENS come (vLLM, SGLang)
 PATTERN = "gamma"  # arrival pattern: gamma, bursty, ramp, poisson, constant or trace
 MEAN = 4.0  # mean request rate, requests per second (trace: 0 keeps the trace's own timing)
 DURATION_S = 60.0  # how long requests are sent, seconds
@@ -40,30 +52,39 @@ BURST_PEAK_TO_MEAN = 5.0  # bursty pattern: rate inside a burst / mean rate
 RAMP_PERIOD_S = 40.0  # ramp pattern: period of the triangle, seconds
 RAMP_ALPHA = 0.75  # ramp pattern: rate swings between mean*(1-alpha) and mean*(1+alpha)
 TRACE_PATH = ""  # trace pattern: Azure CSV or Mooncake JSONL to replay
+EXTERNAL = False  # keep a client-side run (no /start, /stop) even if the server is SINCERE's
+SLA = 40.0  # another server's run: the SLA its client-side sla_attainment is counted against
+CC_MODE = ""  # another server's run: on or off, recorded when this machine cannot detect it
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    from sincere.client import ServerUnavailable, send_schedule, wait_for_server
+    from sincere.client import ServerUnavailable, find_server, send_schedule
+    from sincere.client_runs import cc_mode_of
     from sincere.traffic import build_schedule, options_from_constants
     from sincere.workloads import read_workloads
 
     url = cfg.URL.rstrip("/")
     try:
+        api = ApiMode(cfg.API, dict(cfg.SERVED_MODELS), cfg.MAX_TOKENS, cfg.IGNORE_EOS,
+                      os.environ.get("OPENAI_API_KEY", ""))
         prompts = read_workloads(Path(cfg.WORKLOADS_DIR))
         schedule = build_schedule(cfg.PATTERN, cfg.MEAN, cfg.DURATION_S, cfg.SEED,
                                   cfg.MODEL_MIX, prompt_ids=sorted(prompts),
                                   **options_from_constants(cfg, cfg.PATTERN))
-        health = wait_for_server(url, cfg.WAIT_S)
+        health, served = find_server(url, api, cfg.WAIT_S)
+        health = None if cfg.EXTERNAL else health
+        cc_mode = None if health else cc_mode_of(url, cfg.CC_MODE)
     except (FileNotFoundError, ValueError, TypeError, ServerUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    unknown = sorted(set(schedule.models) - set(health.get("models", [])))
+    unknown = sorted({m for m in schedule.models if api.served_name(m) not in served})
     if unknown:
-        print(f"warning: the server does not serve {', '.join(unknown)}; those requests will "
-              f"be refused (it serves {', '.join(health.get('models', []))})", file=sys.stderr)
-    run_dir = Path(cfg.RUN_DIR or health.get("run_dir")
+        print(f"warning: the server does not serve {', '.join(unknown)} (as "
+              f"{', '.join(api.served_name(m) for m in unknown)}); those requests will be "
+              f"refused (it serves {', '.join(served) or 'nothing'})", file=sys.stderr)
+    run_dir = Path(cfg.RUN_DIR or (health or {}).get("run_dir")
                    or f"client_{time.strftime('%Y%m%d-%H%M%S')}")
     run_dir.mkdir(parents=True, exist_ok=True)
     schedule.write_csv(run_dir / "schedule.csv")
@@ -72,12 +93,15 @@ def main(argv: list[str] | None = None) -> int:
               "model_mix": schedule.params["model_mix"], "pattern_params": schedule.params,
               "workloads": len(prompts)}
     print(f"sending {len(schedule)} requests ({cfg.PATTERN}, mean {cfg.MEAN:g} req/s, "
-          f"{cfg.DURATION_S:g} s) to {url}", flush=True)
+          f"{cfg.DURATION_S:g} s) to {url} ({api.name}"
+          f"{'' if health else ', not a SINCERE server: client-side run'})", flush=True)
     started = time.monotonic()
+    started_epoch_s = time.time()
     try:
         result = send_schedule(url, schedule, prompts, client_csv=run_dir / "client.csv",
                                timeout_s=cfg.TIMEOUT_S, max_in_flight=cfg.MAX_IN_FLIGHT,
-                               start_params=params, stop=cfg.STOP, stop_params=params)
+                               start_params=params, stop=cfg.STOP, stop_params=params,
+                               api=api, control=health is not None)
     except KeyboardInterrupt:
         print("interrupted: client.csv holds the requests answered so far", file=sys.stderr)
         sys.stderr.flush()
@@ -92,8 +116,32 @@ def main(argv: list[str] | None = None) -> int:
           f"dispatcher at most {result.max_send_lateness_s * 1000:.1f} ms late", flush=True)
     if result.stop_answer:
         print(f"server: {result.stop_answer.get('accounting')}", flush=True)
+    if cc_mode is not None:  # another server: this run's own run.json, from client.csv
+        run = write_client_run(run_dir, cfg, api, params, len(schedule), served, cc_mode,
+                               started_epoch_s)
+        print(f"client-side run ({run['environment']['cc_mode']}): {run['accounting']}",
+              flush=True)
     print(f"wrote {run_dir / 'client.csv'} and {run_dir / 'schedule.csv'}")
     return 0
+
+
+def write_client_run(run_dir: Path, cfg: argparse.Namespace, api: ApiMode, params: dict,
+                     issued: int, served: list[str], cc_mode: tuple[str, str],
+                     started_epoch_s: float) -> dict:
+    """run.json of a run against a server that is not SINCERE's (no key in it)."""
+    from sincere.client_runs import client_run_json, read_client_side, server_params
+    from sincere.records import write_json_atomic
+
+    run = client_run_json(
+        run_dir.name, {**params, "strategy": "external", "sla_s": cfg.SLA,
+                       "strategy_params": server_params(cfg.URL, api.name, api.served_models,
+                                                        cfg.MODEL_MIX, api.ignore_eos),
+                       "max_new_tokens": api.max_tokens, "models": sorted(cfg.MODEL_MIX)},
+        {"cc_mode": cc_mode[0], "cc_mode_source": cc_mode[1], "server_url": cfg.URL,
+         "server_models": served},
+        read_client_side(run_dir), issued, started_epoch_s)
+    write_json_atomic(run_dir / "run.json", run)
+    return run
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ One run per process: requests wait in per-model queues; one scheduler thread ask
 (MODE, the same objects the simulator uses) which batch to run, swaps models (one on the GPU at a
 time, the others kept in host RAM) and answers each request when its batch is done. POST /stop
 (api_calls.py sends it) drains the queues and writes the run directory: requests.csv,
-batches.csv, monitor.csv and run.json. See sincere/server_app.py for every endpoint.
+batches.csv, monitor.csv and run.json. See sincere/server_app.py for every endpoint; the
+OpenAI-compatible ones (/v1/completions, /v1/chat/completions, /v1/models) are in
+sincere/openai_api.py. A run that no /start began (a standard load generator's) ends after
+IDLE_STOP_S without requests, or at Ctrl-C / SIGTERM, and drains as after /stop.
 """
 
 import logging
@@ -51,6 +54,7 @@ COMPILE_BACKEND = "inductor"  # torch.compile backend of the static engine
 WARM_UP = True  # static engine: compile each model at 1 and its best batch before serving
 MONITOR_PERIOD_S = 0.5  # CPU/GPU sampling period of monitor.csv, seconds
 EXIT_AFTER_STOP = True  # exit once /stop has drained the queues and written the run
+IDLE_STOP_S = 0.0  # a run begun without /start ends after this long without requests (0 = never)
 OOM_BATCH_LIMIT = 0  # testing knob: batches larger than this raise out-of-memory (0 = none)
 
 log = logging.getLogger("api_scheduler_experiments")
@@ -70,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         run_directory,
     )
     from sincere.records import write_text_atomic
+    from sincere.run_end import RunEnd
     from sincere.server_app import Limits, create_app
 
     env = environment_block()
@@ -118,17 +123,18 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(server, Limits(cfg.MAX_PROMPT_CHARS, cfg.MAX_BODY_BYTES),
                      info={"cc_mode": env["cc_mode"], "device": engine.device.type,
                            "profiles": Path(profiles.loading_file).name})
+    run_end = RunEnd(server, app, cfg.IDLE_STOP_S)
     httpd = make_http_server(cfg.HOST, cfg.PORT, app)
     if cfg.PORT_FILE:
         write_text_atomic(Path(cfg.PORT_FILE), str(httpd.server_port))
     server.start()
+    run_end.start()
 
     def on_signal(signum: int, _frame: object) -> None:
         if server.finished or getattr(on_signal, "seen", False):
             sys.exit(128 + signum)  # a second signal: leave now
         on_signal.seen = True  # type: ignore[attr-defined]
-        print(f"signal {signum}: ending the run after the running batch", flush=True)
-        server.abort("interrupted")
+        print(f"signal {signum}: {run_end.on_signal()}", flush=True)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

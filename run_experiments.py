@@ -14,6 +14,12 @@ With RAY_ADDRESS the runs are Ray tasks spread over the machines of a Ray cluste
 Ray instance), each on a node with a free GPU, and every run directory comes back into
 RESULTS_DIR exactly as above; with CC_MODES, each point runs on a node of each mode. See
 docs/cluster.md.
+
+With SERVER_URL set, the grid (PATTERNS x MEANS x SLAS x REPEATS) goes to that server instead,
+which the user runs (vLLM, SGLang, any OpenAI-compatible server; API openai-completions or
+openai-chat, the key from OPENAI_API_KEY): no server is started here, no profile is needed, and
+each run is kept client-side, with the CC mode that CC_MODE gives when it cannot be detected
+(sincere/external_runs.py; docs/openai.md).
 """
 
 import signal
@@ -70,12 +76,17 @@ RUN_GPUS = 1.0  # Ray: GPUs a run holds (nodes without GPUs: a sincere_run slot 
 RUNS_PER_NODE = 1  # Ray local: sincere_run slots here (cluster nodes advertise their own)
 CC_MODES = []  # Ray: run each point on a node of each mode (on off) into RESULTS_DIR/cc_<mode>/
 NODE_ROOT = ""  # Ray: this checkout's path on the nodes ("" = the same path as here)
+SERVER_URL = ""  # run the grid against this running server instead of starting SINCERE's
+API = "sincere"  # how the generator sends: sincere (/inference), openai-completions, openai-chat
+SERVED_MODELS = {}  # OpenAI API: alias=served model name, where the server names a model otherwise
+CC_MODE = ""  # with SERVER_URL: on or off, the server machine's CC mode when it is not detected
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
     from sincere import cluster
     from sincere.experiment import grid_profiles
+    from sincere.external_runs import external_params, external_points, run_external_point
     from sincere.grid import GridRun, PlannedRun, RunConflict, grid_runs, runs_to_do
     from sincere.identity import run_identity
     from sincere.runner import PARTIAL_DIR, RunSpec, run_point
@@ -84,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
 
     results_dir = Path(cfg.RESULTS_DIR)
     try:
-        points = expand_grid(cfg.STRATEGIES, cfg.PATTERNS, cfg.MEANS, cfg.SLAS, cfg.REPEATS)
+        points = (external_points(cfg.PATTERNS, cfg.MEANS, cfg.SLAS, cfg.REPEATS)
+                  if cfg.SERVER_URL else
+                  expand_grid(cfg.STRATEGIES, cfg.PATTERNS, cfg.MEANS, cfg.SLAS, cfg.REPEATS))
         unknown = [p for p in cfg.PATTERNS if p not in KNOWN_PATTERNS]
         if unknown:
             raise ValueError(f"unknown pattern(s) {', '.join(unknown)}; known: "
@@ -92,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.CC_MODES and not cfg.RAY_ADDRESS:
             raise ValueError("CC_MODES needs a Ray cluster (RAY_ADDRESS) with nodes of each "
                              "mode: one machine has one CC mode")
+        if cfg.SERVER_URL and cfg.RAY_ADDRESS:
+            raise ValueError("SERVER_URL runs the grid against one server from here; "
+                             "RAY_ADDRESS spreads SINCERE's servers over machines: choose one")
         runs = grid_runs(points, results_dir, cfg.CC_MODES)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -110,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         **({"DEVICE": cfg.DEVICE} if cfg.DEVICE else {}),
     }
     generator_options = {"MODEL_MIX": cfg.MODEL_MIX,
-                         "WORKLOADS_DIR": Path(cfg.WORKLOADS_DIR).resolve()}
+                         "WORKLOADS_DIR": Path(cfg.WORKLOADS_DIR).resolve(), "API": cfg.API,
+                         "SERVED_MODELS": cfg.SERVED_MODELS, "MAX_TOKENS": cfg.MAX_NEW_TOKENS,
+                         "CC_MODE": cfg.CC_MODE}
     profile_args = (cfg.PROFILES, Path(cfg.PROFILES_DIR).resolve(), cfg.DEVICE, cfg.DECODE,
                     cfg.STD_FACTOR)
     profiles: dict[str, dict] = {}  # ProfileSet.describe() of the servers, by CC mode of node
@@ -126,17 +144,22 @@ def main(argv: list[str] | None = None) -> int:
                        duration_s=cfg.DURATION_S, drain_timeout_s=cfg.DRAIN_TIMEOUT_S,
                        base_seed=cfg.SEED, host=cfg.HOST, port=cfg.PORT,
                        start_timeout_s=cfg.START_TIMEOUT_S, run_timeout_s=cfg.RUN_TIMEOUT_S,
-                       profiles=profiles[run.cc_mode])
+                       profiles=profiles.get(run.cc_mode, {}))
+
+    def params(run: GridRun) -> dict:
+        spec = spec_for(run)
+        return (external_params(run.point, spec, cfg.SERVER_URL) if cfg.SERVER_URL
+                else spec.params(run.point))
 
     def plan() -> list[GridRun]:
         """The runs to make: those not finished with these parameters (RunConflict when a
         finished one was made with others), announced."""
-        wanted = runs_to_do([PlannedRun(run.label, run.run_dir,
-                                        run_identity(spec_for(run).params(run.point)))
+        wanted = runs_to_do([PlannedRun(run.label, run.run_dir, run_identity(params(run)))
                              for run in runs], cfg.OVERWRITE, cfg.RETRY_FAILED)
         labels = {planned.run_id for planned in wanted}
         todo[:] = [run for run in runs if run.label in labels]
-        where = f" on Ray ({cfg.RAY_ADDRESS})" if cfg.RAY_ADDRESS else ""
+        where = (f" on Ray ({cfg.RAY_ADDRESS})" if cfg.RAY_ADDRESS else
+                 f" to {cfg.SERVER_URL} ({cfg.API})" if cfg.SERVER_URL else "")
         print(f"run_experiments: {len(runs)} runs ({len(runs) - len(todo)} already done with "
               f"these parameters), {cfg.DURATION_S:g} s of traffic each -> {results_dir}/"
               f"{where}", flush=True)
@@ -161,7 +184,10 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     try:
-        if not cfg.RAY_ADDRESS:
+        if cfg.SERVER_URL:  # another server: no profile to plan with
+            for run in plan():
+                report(run, run_external_point(run.point, spec_for(run), cfg.SERVER_URL))
+        elif not cfg.RAY_ADDRESS:
             profiles.update(local_profiles())
             for run in plan():
                 report(run, run_point(run.point, spec_for(run)))

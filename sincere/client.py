@@ -3,9 +3,10 @@
 Each request leaves at its scheduled time whatever happened to the earlier ones (open loop): a
 dispatcher sleeps until each time and hands the request to a pool of threads large enough for
 every request in flight. A request's row records when it was scheduled, sent and answered,
-the HTTP status and, for a failure, a short error (the server's message, ``timeout`` or
-``connection: ...``). The generated text is read off the wire and dropped; no prompt or text is
-written anywhere.
+the HTTP status, the new tokens the server reports and, for a failure, a short error (the
+server's message, ``timeout`` or ``connection: ...``). The request goes as the ``ApiMode`` says
+(SINCERE's /inference or the OpenAI API, ``sincere.api_modes``). The generated text is read off
+the wire and dropped; no prompt or text is written anywhere.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 import requests
 
+from sincere.api_modes import ApiMode, error_message, list_served_models, sincere_health
 from sincere.records import CsvLog
 from sincere.schedule import Schedule
 from sincere.schemas import CLIENT_COLUMNS
@@ -63,6 +65,20 @@ def wait_for_server(url: str, timeout_s: float, poll_s: float = 0.25,
     raise ServerUnavailable(f"{url}/health did not answer within {timeout_s:g} s ({last_error})")
 
 
+def find_server(url: str, api: ApiMode, timeout_s: float
+                ) -> tuple[dict[str, Any] | None, list[str]]:
+    """Wait for the server at ``url``: (SINCERE's /health answer, or None for another server;
+    the models it serves). The OpenAI modes ask GET /v1/models, which any such server has."""
+    if not api.openai:
+        health = wait_for_server(url, timeout_s)
+        return health, [str(m) for m in health.get("models", [])]
+    try:
+        served = list_served_models(url, api, timeout_s)
+    except ConnectionError as exc:
+        raise ServerUnavailable(str(exc)) from None
+    return sincere_health(url), served
+
+
 @dataclass
 class SendResult:
     """What the generator did: rows by request, and how late the dispatcher ran (handing
@@ -76,8 +92,9 @@ class SendResult:
 class _Sender:
     """Posts one request per call, each thread with its own HTTP session."""
 
-    def __init__(self, url: str, timeout_s: float) -> None:
-        self.url = f"{url}/inference"
+    def __init__(self, url: str, timeout_s: float, api: ApiMode) -> None:
+        self.url = f"{url}{api.path}"
+        self.api = api
         self.timeout = (min(CONNECT_TIMEOUT_S, timeout_s), timeout_s)
         self._local = threading.local()
 
@@ -87,36 +104,42 @@ class _Sender:
             session = self._local.session = requests.Session()
         return session
 
-    def post(self, body: dict[str, str]) -> tuple[int | None, str]:
-        """(HTTP status or None, error text or "") for one request."""
+    def post(self, prompt: str, model: str, request_id: str
+             ) -> tuple[int | None, str, int | None]:
+        """(HTTP status or None, error text or "", new tokens or None) for one request."""
         try:
-            response = self._session().post(self.url, json=body, timeout=self.timeout)
+            response = self._session().post(self.url, json=self.api.body(prompt, model,
+                                                                         request_id),
+                                            headers=self.api.headers(request_id),
+                                            timeout=self.timeout)
         except requests.Timeout:
-            return None, "timeout"
+            return None, "timeout", None
         except requests.ConnectionError as exc:
-            return None, f"connection: {type(exc).__name__}"
+            return None, f"connection: {type(exc).__name__}", None
         except requests.RequestException as exc:
-            return None, f"request: {type(exc).__name__}"
-        if response.status_code == 200:
-            return 200, ""
+            return None, f"request: {type(exc).__name__}", None
+        if response.status_code != 200:
+            return response.status_code, error_message(response)[:ERROR_CHARS], None
         try:
-            message = str(response.json().get("error", ""))
+            answer = response.json()
         except ValueError:
-            message = f"HTTP {response.status_code} without a JSON body"
-        return response.status_code, message[:ERROR_CHARS]
+            return 200, "the answer is not JSON", None
+        return 200, "", self.api.output_tokens(answer) if isinstance(answer, dict) else None
 
 
 def send_schedule(url: str, schedule: Schedule, prompts: Mapping[str, str], *,
                   client_csv: Path | None, timeout_s: float = 1800.0,
                   max_in_flight: int = 4096, start_params: dict[str, Any] | None = None,
                   stop: bool = True, stop_params: dict[str, Any] | None = None,
-                  stop_timeout_s: float = 3600.0) -> SendResult:
+                  stop_timeout_s: float = 3600.0, api: ApiMode | None = None,
+                  control: bool = True) -> SendResult:
     """Send every request of ``schedule`` open-loop; rows go to ``client_csv`` as they come.
 
-    Before the first request, ``POST /start`` starts the server's run clock (with
-    ``start_params`` for its run.json); after the last has been sent, ``POST /stop`` (when
-    ``stop``) tells it how many were issued, and waits for the drain. Returns once every
-    request has been answered or has timed out.
+    With ``control`` (SINCERE's server), ``POST /start`` starts the server's run clock before
+    the first request (with ``start_params`` for its run.json), and after the last has been
+    sent ``POST /stop`` (when ``stop``) tells it how many were issued and waits for the drain;
+    another server gets only the requests. ``api`` says how they are sent (default SINCERE's
+    /inference). Returns once every request has been answered or has timed out.
     """
     url = url.rstrip("/")
     ids = schedule.request_ids()
@@ -124,14 +147,15 @@ def send_schedule(url: str, schedule: Schedule, prompts: Mapping[str, str], *,
     if any(not schedule.prompt_ids[i] or schedule.prompt_ids[i] not in prompts
            for i in range(len(schedule))):
         raise ValueError("every scheduled request needs a prompt id from the workloads folder")
-    sender = _Sender(url, timeout_s)
+    sender = _Sender(url, timeout_s, api or ApiMode())
     log_file = CsvLog(client_csv, CLIENT_COLUMNS) if client_csv is not None else None
     rows: list[dict[str, Any]] = []
     rows_lock = threading.Lock()
     lateness_s = 0.0
 
-    requests.post(f"{url}/start", json={"params": start_params or {}},
-                  timeout=CONNECT_TIMEOUT_S).raise_for_status()
+    if control:
+        requests.post(f"{url}/start", json={"params": start_params or {}},
+                      timeout=CONNECT_TIMEOUT_S).raise_for_status()
     origin = time.monotonic()
 
     sent = {"count": 0}
@@ -140,19 +164,18 @@ def send_schedule(url: str, schedule: Schedule, prompts: Mapping[str, str], *,
         all_sent.set()
 
     def send(i: int) -> None:
-        body = {"prompt": prompts[schedule.prompt_ids[i]], "model_alias": schedule.models[i],
-                "request_id": ids[i]}
         sent_s = time.monotonic() - origin
         with rows_lock:
             sent["count"] += 1
             if sent["count"] == len(times_s):
                 all_sent.set()
-        http_status, error = sender.post(body)
+        http_status, error, output_tokens = sender.post(prompts[schedule.prompt_ids[i]],
+                                                        schedule.models[i], ids[i])
         received_s = time.monotonic() - origin
         row = {"request_id": ids[i], "model": schedule.models[i], "scheduled_s": times_s[i],
                "sent_s": sent_s, "received_s": received_s,
                "client_latency_s": received_s - sent_s, "http_status": http_status,
-               "error": error}
+               "error": error, "output_tokens": output_tokens}
         with rows_lock:
             rows.append(row)
             if log_file is not None and not log_file.closed:
@@ -168,7 +191,7 @@ def send_schedule(url: str, schedule: Schedule, prompts: Mapping[str, str], *,
             else:
                 lateness_s = max(lateness_s, -wait_s)
             pool.submit(send, i)
-        if stop:
+        if control and stop:
             # The traffic window is [0, duration): the stop goes at its end, as in the simulator,
             # and never before every request has left (with all threads waiting for answers, a
             # request waits for a free thread: it is then late, and sent_s says by how much).

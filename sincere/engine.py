@@ -455,3 +455,18 @@ class Engine:
                            seconds=seconds, retries=retries, peak_mem_gib=peak, failed=failed,
                            errors=[errors_by_index[i] for i in failed], output_ids=output_ids,
                            oom_retries=oom_retries)
+
+    def chat_template_prompt(self, alias: str, messages: list[dict[str, str]]) -> str | None:
+        """A chat rendered by ``alias``'s chat template with the assistant's turn opened, as
+        the prompt ``generate`` takes; None when its tokenizer has no template. A leading BOS
+        the template writes is dropped where the tokenizer adds its own, so it is not doubled."""
+        tokenizer = self._tokenizers.get(alias) or self._read_tokenizer(alias)
+        if not getattr(tokenizer, "chat_template", None):
+            return None
+        text = tokenizer.apply_chat_template(messages, tokenize=False,
+                                             add_generation_prompt=True)
+        bos = tokenizer.bos_token
+        if bos and text.startswith(bos) and tokenizer("")["input_ids"][:1] == [
+                tokenizer.bos_token_id]:
+            text = text[len(bos):]
+        return text

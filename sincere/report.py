@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ENGINE_NAMES = {"sim": "simulated", "hf": "measured"}
+ENGINE_NAMES = {"sim": "simulated", "hf": "measured", "external": "client-side"}
 
 
 def group_label(engine: str, cc_mode: str, platform: str | None = None) -> str:

@@ -312,9 +312,14 @@ def _keep(staging: Path, point: GridPoint, spec: RunSpec, reason: str, started: 
         log(f"  {point.run_id}: the server recorded other parameters than asked: "
             f"{'; '.join(run['params_mismatch'])}")
     run["wall_time_s"] = round(time.monotonic() - started, 3)
+    keep_run(staging, final, run)
+    return run
+
+
+def keep_run(staging: Path, final: Path, run: dict[str, Any]) -> None:
+    """Write the run's run.json and move it from the staging area to its place."""
     write_json_atomic(staging / "run.json", run)
     promote(staging, final)
-    return run
 
 
 def start_server(options: dict[str, Any], run_dir: Path, log_path: Path,

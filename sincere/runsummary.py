@@ -195,6 +195,10 @@ def summarise_run(run_dir: Path, results_root: Path | None = None) -> RunRecord:
     """Read one run directory and compute its metrics; `RunDirError` when it cannot be used."""
     warnings: list[str] = []
     info = read_run_json(run_dir)
+    from sincere import client_runs  # it builds on this module's rows
+
+    if client_runs.is_client_side(info):  # traffic to another server: client.csv only
+        return client_runs.summarise_client_run(run_dir, info, results_root)
     requests = read_requests(run_dir)
     try:
         batches: pd.DataFrame | None = read_batches(run_dir)

@@ -15,7 +15,7 @@ BATCH_COLUMNS = [
 
 CLIENT_COLUMNS = [
     "request_id", "model", "scheduled_s", "sent_s", "received_s", "client_latency_s",
-    "http_status", "error",
+    "http_status", "error", "output_tokens",
 ]
 
 MONITOR_COLUMNS = [

@@ -5,9 +5,12 @@
     POST   /stop           {"issued": N, "params": {...}, "wait": true}: drain, write, totals
     GET    /health, /status
     GET    /models; POST /models {"alias"[, "path"]}; DELETE /models/<alias>
+    POST   /v1/completions, /v1/chat/completions; GET /v1/models (sincere.openai_api)
+    GET    /metrics (the run's counters for Prometheus scrapers, sincere.prometheus)
 
-Every call to /inference, and every call to a wrong path or with a wrong method, ends in
-requests.csv with a status; bad input gets a 4xx and ``{"error": ...}`` saying what was wrong.
+Every call to /inference (or /v1/completions, /v1/chat/completions), and every call to a wrong
+path or with a wrong method, ends in requests.csv with a status; bad input gets a 4xx and
+``{"error": ...}`` saying what was wrong (OpenAI's error object under /v1/).
 Error messages name fields, types and lengths, never the prompt's content.
 """
 
@@ -26,7 +29,7 @@ from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from sincere.profiles import ProfileError
-from sincere.server import ExperimentServer, Refused
+from sincere.server import ExperimentServer, Pending, Refused
 
 log = logging.getLogger("sincere.server_app")
 
@@ -34,6 +37,8 @@ INFERENCE_FIELDS = ("prompt", "model_alias")
 OPTIONAL_INFERENCE_FIELDS = ("request_id",)
 REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 MODEL_ALIAS = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+# The calls that are requests of the run: recorded even when refused, counted while in flight.
+INFERENCE_PATHS = ("/inference", "/v1/completions", "/v1/chat/completions")
 
 
 @dataclass(frozen=True)
@@ -126,7 +131,7 @@ def _json_error(message: str, http_status: int, retry_after_s: int | None = None
 
 
 class InFlight:
-    """Counts /inference calls whose response has not been sent yet (for a clean shutdown)."""
+    """Counts calls of INFERENCE_PATHS whose response has not been sent yet (clean shutdown)."""
 
     def __init__(self) -> None:
         self._count = 0
@@ -174,7 +179,7 @@ def create_app(server: ExperimentServer, limits: Limits = Limits(),
 
     @app.before_request
     def count_inference() -> None:
-        if request.path == "/inference":
+        if request.path in INFERENCE_PATHS:
             in_flight.enter()
             g.counted = True
 
@@ -194,12 +199,13 @@ def create_app(server: ExperimentServer, limits: Limits = Limits(),
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         code = exc.code or 500
-        if request.path == "/inference" or code in (404, 405):
+        if request.path in INFERENCE_PATHS or code in (404, 405):
             record_refusal()
         if code == 404:
             message = (f"no such endpoint: {request.method} {request.path[:80]}; endpoints: "
                        "POST /inference, POST /start, POST /stop, GET /health, GET /status, "
-                       "GET|POST /models, DELETE /models/<alias>")
+                       "GET|POST /models, DELETE /models/<alias>, POST /v1/completions, "
+                       "POST /v1/chat/completions, GET /v1/models, GET /metrics")
         elif code == 405:
             allowed = ", ".join(sorted(m for m in exc.valid_methods or [] if m != "OPTIONS")) \
                 if hasattr(exc, "valid_methods") else ""
@@ -211,9 +217,13 @@ def create_app(server: ExperimentServer, limits: Limits = Limits(),
 
     @app.errorhandler(InputError)
     def bad_request(exc: InputError):
-        if request.path == "/inference":
+        if request.path in INFERENCE_PATHS:
             record_refusal()
         return _json_error(exc.message, exc.http_status)
+
+    @app.errorhandler(Refused)
+    def refused(exc: Refused):  # submit_and_wait: the server would not queue it (recorded)
+        return _json_error(exc.message, exc.http_status, exc.retry_after_s)
 
     @app.errorhandler(Exception)
     def server_error(exc: Exception):
@@ -231,14 +241,7 @@ def create_app(server: ExperimentServer, limits: Limits = Limits(),
         if request_id is None:
             g.request_id = None
             raise InputError(f"request_id {wanted_id!r} was already used in this run", 409)
-        g.request_id = request_id
-        try:
-            pending = server.submit(request_id, model, prompt)
-        except Refused as refused:
-            g.recorded = True  # submit recorded it
-            return _json_error(refused.message, refused.http_status, refused.retry_after_s)
-        g.recorded = True
-        pending.done.wait()
+        pending = submit_and_wait(server, request_id, model, prompt)
         outcome = dict(pending.outcome)
         http_status = outcome.pop("http_status")
         if outcome["status"] == "ok":
@@ -330,7 +333,27 @@ def create_app(server: ExperimentServer, limits: Limits = Limits(),
                              f"{', '.join(server.models) or 'none'}", 404) from None
         return jsonify(removed=alias, queued_requests_failed=failed, models=server.models)
 
+    from sincere import openai_api, prometheus  # they build on this module's helpers
+
+    openai_api.register(app, server, limits)
+    prometheus.register(app, server)
     return app
+
+
+def submit_and_wait(server: ExperimentServer, request_id: str, model: str,
+                    prompt: str) -> Pending:
+    """Queue the current call's request and wait until its batch has answered it. Either way
+    the request is recorded: a ``Refused`` (the server would not queue it) goes on to the
+    app's error handler."""
+    g.request_id = request_id
+    try:
+        pending = server.submit(request_id, model, prompt)
+    except Refused:
+        g.recorded = True  # submit recorded it
+        raise
+    g.recorded = True
+    pending.done.wait()
+    return pending
 
 
 def read_body(limit_bytes: int) -> bytes:

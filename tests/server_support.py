@@ -7,13 +7,16 @@ differ from run_experiments.py (one process, so torch is imported once).
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from sincere.api_modes import ApiMode
 from sincere.client import send_schedule
 from sincere.engine import Engine
 from sincere.experiment import serving
@@ -102,7 +105,8 @@ def run_in_process(engine: Engine, profiles: ProfileSet, workloads_dir: Path, ru
                    strategy: str | Strategy, schedule: Schedule, sla_s: float,
                    max_new_tokens: int,
                    drain_timeout_s: float = 60.0, models: tuple[str, ...] = MODELS,
-                   during: Any = None, **server_options: Any) -> RunOutput:
+                   during: Any = None, api: ApiMode | None = None,
+                   **server_options: Any) -> RunOutput:
     """One run through the HTTP server; ``during(server, url)`` runs while traffic flows."""
     prompts = read_workloads(workloads_dir)
     chosen = strategy if isinstance(strategy, Strategy) else make_strategy(strategy)
@@ -117,7 +121,7 @@ def run_in_process(engine: Engine, profiles: ProfileSet, workloads_dir: Path, ru
 
                 threading.Thread(target=during, args=(server, url), daemon=True).start()
             result = send_schedule(url, schedule, prompts, client_csv=run_dir / "client.csv",
-                                   timeout_s=120.0, start_params={"pattern": "test"})
+                                   timeout_s=120.0, start_params={"pattern": "test"}, api=api)
             schedule.write_csv(run_dir / "schedule.csv")
     finally:
         server.abort("interrupted")  # no-op once the run has finished
@@ -129,6 +133,23 @@ def run_in_process(engine: Engine, profiles: ProfileSet, workloads_dir: Path, ru
                                  na_values=[""]),
                      pd.read_csv(run_dir / "batches.csv", keep_default_na=False,
                                  na_values=[""]), server)
+
+
+@contextlib.contextmanager
+def live_server(engine: Engine, profiles: ProfileSet, strategy: Strategy, new_tokens: int,
+                run_dir: Path, limits: Limits | None = None, sla_s: float = 30.0,
+                models: tuple[str, ...] | list[str] = MODELS) -> Iterator[tuple[str, Any]]:
+    """(url, server) of a server on the tiny models over HTTP; ended and closed afterwards."""
+    server = ExperimentServer(engine, profiles, strategy, sla_s, new_tokens, run_dir,
+                              list(models), drain_timeout_s=30.0).start()
+    try:
+        with serving(create_app(server, limits or Limits())) as url:
+            yield url, server
+    finally:
+        server.abort()
+        server.wait_finished(30)
+        server.close()
+        engine.unload()
 
 
 def schedule_for(workloads_dir: Path, mean_rps: float, duration_s: float, seed: int = 0,

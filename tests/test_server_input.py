@@ -20,7 +20,7 @@ from sincere.experiment import serving
 from sincere.server import ExperimentServer
 from sincere.server_app import InputError, Limits, create_app, parse_inference
 from sincere.strategies import make_strategy
-from tests.server_support import HoldToLargest
+from tests.server_support import HoldToLargest, live_server
 
 LIMITS = Limits(max_prompt_chars=2000, max_body_bytes=8192)
 MODELS = ["granite-7b", "gemma-7b", "llama3-8b"]
@@ -29,15 +29,9 @@ MODELS = ["granite-7b", "gemma-7b", "llama3-8b"]
 @pytest.fixture(scope="module")
 def live(engine, tiny_profile, tmp_path_factory):
     """(url, server) of a running server that answers at once (Immediate, 2 new tokens)."""
-    run_dir = tmp_path_factory.mktemp("input_run")
-    server = ExperimentServer(engine, tiny_profile, make_strategy("Immediate"), 30.0, 2,
-                              run_dir, MODELS, drain_timeout_s=30.0).start()
-    with serving(create_app(server, LIMITS)) as url:
-        yield url, server
-    server.abort()
-    server.wait_finished(30)
-    server.close()
-    engine.unload()
+    with live_server(engine, tiny_profile, make_strategy("Immediate"), 2,
+                     tmp_path_factory.mktemp("input_run"), LIMITS, models=MODELS) as live:
+        yield live
 
 
 def post(url: str, data: bytes | str, content_type: str | None = "application/json",

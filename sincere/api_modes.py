@@ -1,0 +1,127 @@
+"""How the traffic generator speaks to a server: SINCERE's ``/inference`` or the OpenAI API.
+
+``API`` (api_calls.py) picks one of ``API_MODES``:
+
+- ``sincere``: ``POST /inference {"prompt", "model_alias", "request_id"}``, SINCERE's server only;
+- ``openai-completions``: ``POST /v1/completions {"model", "prompt", "max_tokens", ...}``;
+- ``openai-chat``: ``POST /v1/chat/completions {"model", "messages": [user prompt],
+  "max_completion_tokens", ...}``.
+
+The OpenAI modes drive any OpenAI-compatible server (vLLM, SGLang, TGI, SINCERE's own): the model
+is the served name that ``served_models`` maps each alias to (the alias itself by default), the
+key (``OPENAI_API_KEY``) goes in the Authorization header and nowhere else, each request carries
+its id in ``X-Request-Id``, and ``usage.completion_tokens`` gives ``output_tokens``. Requests are
+greedy (temperature 0) and, with ``ignore_eos``, ask for exactly ``max_tokens`` new tokens, as
+SINCERE's server generates, so that both kinds of server do the same work.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+API_MODES = ("sincere", "openai-completions", "openai-chat")
+PATHS = {"sincere": "/inference", "openai-completions": "/v1/completions",
+         "openai-chat": "/v1/chat/completions"}
+
+
+@dataclass(frozen=True)
+class ApiMode:
+    """One way of sending a request and reading its answer."""
+
+    name: str = "sincere"
+    served_models: dict[str, str] = field(default_factory=dict)  # alias -> served model name
+    max_tokens: int = 50  # new tokens asked for (OpenAI modes)
+    ignore_eos: bool = True  # OpenAI modes: ask for exactly max_tokens (vLLM, SGLang extension)
+    api_key: str = field(default="", repr=False)  # from OPENAI_API_KEY; never written anywhere
+
+    def __post_init__(self) -> None:
+        if self.name not in API_MODES:
+            raise ValueError(f"API must be one of {', '.join(API_MODES)}, got {self.name!r}")
+
+    @property
+    def openai(self) -> bool:
+        return self.name != "sincere"
+
+    @property
+    def path(self) -> str:
+        return PATHS[self.name]
+
+    def served_name(self, alias: str) -> str:
+        return self.served_models.get(alias, alias)
+
+    def body(self, prompt: str, alias: str, request_id: str) -> dict[str, Any]:
+        """The JSON body of one request."""
+        if not self.openai:
+            return {"prompt": prompt, "model_alias": alias, "request_id": request_id}
+        body: dict[str, Any] = {"model": self.served_name(alias), "temperature": 0.0,
+                                "stream": False}
+        if self.name == "openai-completions":
+            body.update(prompt=prompt, max_tokens=self.max_tokens)
+        else:
+            body.update(messages=[{"role": "user", "content": prompt}],
+                        max_completion_tokens=self.max_tokens)
+        if self.ignore_eos:
+            body["ignore_eos"] = True
+        return body
+
+    def headers(self, request_id: str | None = None) -> dict[str, str]:
+        """The request's headers: its id, and the key where there is one."""
+        headers = {"X-Request-Id": request_id} if request_id and self.openai else {}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    def output_tokens(self, answer: dict[str, Any]) -> int | None:
+        """New tokens of an answered request, as the server counted them."""
+        value = answer.get("output_tokens") if not self.openai else (
+            answer.get("usage") or {}).get("completion_tokens")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def error_message(response: requests.Response) -> str:
+    """The error a server answered with: SINCERE's ``{"error": "..."}`` or OpenAI's
+    ``{"error": {"message": ...}}``."""
+    try:
+        body = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code} without a JSON body"
+    error = body.get("error", "") if isinstance(body, dict) else ""
+    if isinstance(error, dict):
+        error = error.get("message", "")
+    return str(error)
+
+
+def list_served_models(url: str, mode: ApiMode, timeout_s: float, poll_s: float = 0.5) -> list[str]:
+    """The model names an OpenAI-compatible server lists at ``GET /v1/models``, polling until it
+    answers 200 or ``timeout_s`` passes (ConnectionError saying why)."""
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while True:
+        try:
+            response = requests.get(f"{url}/v1/models", headers=mode.headers(), timeout=5.0)
+            if response.status_code == 200:
+                data = response.json().get("data", [])
+                return [str(m.get("id")) for m in data if isinstance(m, dict)]
+            last = f"HTTP {response.status_code}: {error_message(response)[:200]}"
+            if response.status_code in (401, 403):
+                break  # a wrong key does not get better by waiting
+        except (requests.RequestException, ValueError, AttributeError) as exc:
+            last = type(exc).__name__
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(poll_s)
+    raise ConnectionError(f"{url}/v1/models did not answer within {timeout_s:g} s ({last})")
+
+
+def sincere_health(url: str) -> dict[str, Any] | None:
+    """SINCERE's ``/health`` answer when ``url`` is an experiment server, else None."""
+    try:
+        response = requests.get(f"{url}/health", timeout=5.0)
+        health = response.json() if response.status_code == 200 else None
+    except (requests.RequestException, ValueError):
+        return None
+    return health if isinstance(health, dict) and "run_dir" in health else None

@@ -1,0 +1,41 @@
+"""``GET /metrics``: the run's counters in Prometheus' text format, for the tools that scrape it.
+
+Load generators such as AIPerf look for a server's ``/metrics`` (vLLM serves one) before and
+after a benchmark; answering it keeps those probes from being recorded as refused requests of
+the run, and lets the tool collect the server's own counts. Counts only, never text.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, Response
+
+from sincere.server import ExperimentServer
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def exposition(server: ExperimentServer, in_flight: int) -> str:
+    """The run's counters: requests by status, requests waiting per model, calls in flight."""
+    status = server.status()
+    lines = ["# HELP sincere_requests_total Requests of the run, by status (received: all).",
+             "# TYPE sincere_requests_total counter"]
+    lines += [f'sincere_requests_total{{status="{name}"}} {count}'
+              for name, count in sorted(status["counts"].items())]
+    lines += ["# HELP sincere_queue_length Requests waiting in each model's queue.",
+              "# TYPE sincere_queue_length gauge"]
+    lines += [f'sincere_queue_length{{model="{model}"}} {length}'
+              for model, length in sorted(status["queues"].items())]
+    lines += ["# HELP sincere_requests_in_flight Calls waiting for their answer.",
+              "# TYPE sincere_requests_in_flight gauge", f"sincere_requests_in_flight {in_flight}",
+              "# HELP sincere_run_seconds Seconds since the run began (0 before).",
+              "# TYPE sincere_run_seconds gauge", f"sincere_run_seconds {status['now_s']}"]
+    return "\n".join(lines) + "\n"
+
+
+def register(app: Flask, server: ExperimentServer) -> None:
+    """Serve ``GET /metrics`` from ``app``."""
+    in_flight = app.extensions["sincere_in_flight"]
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(exposition(server, in_flight.count), content_type=CONTENT_TYPE)
