@@ -16,73 +16,27 @@ import gc
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import transformers
 
 from sincere.models import dtype_kwargs, quiet_transformers
+from sincere.outcomes import (
+    OOM_CLASS,
+    OOM_ERROR_NAME,
+    BatchResult,
+    EngineError,
+    LoadResult,
+    run_in_parts,
+)
 from sincere.weights import FlatWeights, pack, to_device, to_host
 
 log = logging.getLogger("sincere.engine")
 
-# torch.OutOfMemoryError exists from torch 2.5; torch.cuda.OutOfMemoryError before (same class
-# from 2.5 on). _OOM_CLASS is what the engine raises and records.
-_OOM_CLASS: type[RuntimeError] = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-OOM_ERRORS: tuple[type[BaseException], ...] = tuple(dict.fromkeys(
-    [_OOM_CLASS, torch.cuda.OutOfMemoryError]))
-OOM_ERROR_NAME = _OOM_CLASS.__name__  # the name in BatchResult.errors of a prompt that ran out
-# What allocators say when they run out without raising OutOfMemoryError (a CPU "device", cuBLAS).
-_OOM_MESSAGES = ("can't allocate memory", "not enough memory", "out of memory",
-                 "CUBLAS_STATUS_ALLOC_FAILED")
-
-
-class EngineError(RuntimeError):
-    """A call the engine cannot serve in its current state (nothing resident, unknown model)."""
-
-
-@dataclass(frozen=True)
-class LoadResult:
-    """How a load went: ``path`` is "disk" or "host_cache"; ``size_gb`` counts the weights."""
-
-    alias: str
-    seconds: float
-    path: str
-    size_gb: float
-
-
-@dataclass
-class BatchResult:
-    """One ``generate`` call: per-prompt lists in input order, plus the batch's accounting.
-
-    A prompt in ``failed`` has an empty text and 0 output tokens; ``errors[i]`` is the error
-    class name of ``failed[i]``. ``retries`` counts the splits after a failure (out-of-memory
-    or any other error), ``oom_retries`` those after an out-of-memory. ``output_ids`` holds
-    each prompt's new token ids (what the texts decode from; empty for a failed prompt).
-    """
-
-    texts: list[str]
-    prompt_tokens: list[int]
-    output_tokens: list[int]
-    seconds: float
-    retries: int = 0
-    peak_mem_gib: float | None = None
-    failed: list[int] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    output_ids: list[list[int]] = field(default_factory=list)
-    oom_retries: int = 0
-
-    @property
-    def out_of_memory(self) -> bool:
-        """True when the batch did not fit whole: it was split for memory, or a single prompt
-        ran out."""
-        return self.oom_retries > 0 or OOM_ERROR_NAME in self.errors
-
-    @property
-    def other_errors(self) -> list[str]:
-        """The error class names, other than out-of-memory, that failed prompts (sorted)."""
-        return sorted(set(self.errors) - {OOM_ERROR_NAME})
+__all__ = ["OOM_ERROR_NAME", "BatchResult", "Engine", "EngineError", "LoadResult",
+           "set_cpu_threads"]
 
 
 @dataclass
@@ -103,12 +57,6 @@ def _drop_static_cache(module: torch.nn.Module) -> None:
     """Free the KV cache generate() keeps on a module between calls (a static cache)."""
     if getattr(module, "_cache", None) is not None:
         module._cache = None
-
-
-def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, OOM_ERRORS):
-        return True
-    return isinstance(exc, RuntimeError) and any(m in str(exc) for m in _OOM_MESSAGES)
 
 
 def _weights_gb(module: torch.nn.Module) -> float:
@@ -341,7 +289,7 @@ class Engine:
                         ) -> tuple[list[str], list[int], list[int], list[list[int]]]:
         assert self._model is not None and self._tokenizer is not None
         if self.oom_batch_limit is not None and len(prompts) > self.oom_batch_limit:
-            raise _OOM_CLASS(f"batch of {len(prompts)} exceeds oom_batch_limit="
+            raise OOM_CLASS(f"batch of {len(prompts)} exceeds oom_batch_limit="
                              f"{self.oom_batch_limit}")
         tokenizer = self._tokenizer
         static = self.decode == "static"
@@ -409,49 +357,21 @@ class Engine:
         if self._model is None:
             raise EngineError("no model is resident: load() one first")
         new_tokens = self.max_new_tokens if max_new_tokens is None else max_new_tokens
-        count = len(prompts)
-        texts = [""] * count
-        prompt_tokens = [0] * count
-        output_tokens = [0] * count
-        output_ids: list[list[int]] = [[] for _ in range(count)]
-        errors_by_index: dict[int, str] = {}
-        retries = oom_retries = 0
         if self.is_cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
         started_s = time.perf_counter()
-        pending = [list(range(count))] if count else []
-        while pending:  # depth-first, so results come in order of the halves
-            indices = pending.pop()
-            error: str | None = None
-            try:
-                batch = self._generate_batch([prompts[i] for i in indices], new_tokens)
-            except Exception as exc:  # noqa: BLE001 - every failure is recorded, never lost
-                error = OOM_ERROR_NAME if _is_oom(exc) else type(exc).__name__
-            if error is not None:  # outside the except block, so the traceback's tensors are gone
-                if error == OOM_ERROR_NAME:
-                    self._free_after_oom()
-                if len(indices) == 1:
-                    log.error("a single prompt failed (%s); recorded as failed", error)
-                    errors_by_index[indices[0]] = error
-                    continue
-                retries += 1
-                oom_retries += error == OOM_ERROR_NAME
-                half = len(indices) // 2
-                log.warning("%s at batch %d: retrying as %d + %d", error, len(indices), half,
-                            len(indices) - half)
-                pending.extend([indices[half:], indices[:half]])
-                continue
-            for i, text, n_prompt, n_output, ids in zip(indices, *batch, strict=True):
-                texts[i], prompt_tokens[i], output_tokens[i] = text, n_prompt, n_output
-                output_ids[i] = ids
+        parts = run_in_parts(
+            lambda indices: self._generate_batch([prompts[i] for i in indices], new_tokens),
+            len(prompts), self._free_after_oom)
         if self.is_cuda:
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - started_s
         peak = torch.cuda.max_memory_allocated(self.device) / 2**30 if self.is_cuda else None
-        failed = sorted(errors_by_index)
+        failed = sorted(parts.errors)
         for i in failed:  # still report how long a failed prompt was
-            prompt_tokens[i] = self.count_tokens(self._resident, prompts[i])
-        return BatchResult(texts=texts, prompt_tokens=prompt_tokens, output_tokens=output_tokens,
-                           seconds=seconds, retries=retries, peak_mem_gib=peak, failed=failed,
-                           errors=[errors_by_index[i] for i in failed], output_ids=output_ids,
-                           oom_retries=oom_retries)
+            parts.prompt_tokens[i] = self.count_tokens(self._resident, prompts[i])
+        return BatchResult(texts=parts.texts, prompt_tokens=parts.prompt_tokens,
+                           output_tokens=parts.output_tokens, seconds=seconds,
+                           retries=parts.retries, peak_mem_gib=peak, failed=failed,
+                           errors=[parts.errors[i] for i in failed],
+                           output_ids=parts.output_ids, oom_retries=parts.oom_retries)
