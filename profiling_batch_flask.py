@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from sincere.engine import Engine, set_cpu_threads
     from sincere.monitor import Monitor, environment_block
-    from sincere.profiling import device_name, hardware_name
+    from sincere.profile_files import device_name, hardware_name
     from sincere.workloads import read_workloads
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -44,19 +44,16 @@ def profile_loading(models_dir: Path, aliases: list[str], profiles_dir: Path,
     and write the model_loading_times CSV; its path. ``env`` is an environment block
     (sincere.monitor) naming the hardware and the CC mode. ValueError for a missing model."""
     from sincere.engine import Engine
-    from sincere.profiling import (
-        LOADING_COLUMNS,
+    from sincere.profile_files import (
         RowWriter,
-        cache_path_name,
         device_name,
         format_table,
         hardware_name,
-        loading_row,
         measured_source,
         profile_path,
-        time_loading,
         timestamp,
     )
+    from sincere.profiling import LOADING_COLUMNS, cache_path_name, loading_row, time_loading
 
     cc_mode = env.get("cc_mode", "unknown")
     disk_engine = Engine(models_dir, device=device, host_cache=False, cc_mode=cc_mode)

@@ -66,17 +66,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import profiling_models
     from sincere.engine import Engine
-    from sincere.profiling import (
+    from sincere.profile_files import (
         device_name,
-        draw_prompt_ids,
         hardware_name,
-        measure_batch,
         measured_source,
         profile_path,
-        report_sweeps,
-        run_sweeps,
         timestamp,
     )
+    from sincere.profiling import draw_prompt_ids, measure_batch, report_sweeps, run_sweeps
     from sincere.workloads import read_workloads, synthetic_prompts
 
     if cfg.DEVICE.startswith("cuda") and not torch.cuda.is_available():

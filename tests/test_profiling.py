@@ -23,6 +23,7 @@ import profiling_batch_flask
 import profiling_models
 from sincere.architectures import HUB_IDS
 from sincere.engine import BatchResult, Engine
+from sincere.profile_files import device_slug
 from sincere.profiles import load_profiles
 from sincere.profiling import (
     BATCH_COLUMNS,
@@ -30,7 +31,6 @@ from sincere.profiling import (
     LOADING_COLUMNS,
     BatchFailed,
     best_batches,
-    device_slug,
     measure_batch,
     run_sweeps,
     sweep_model,
