@@ -4,7 +4,8 @@ One model is resident on the device at a time. ``load`` reads it from disk, or, 
 are already in the host cache, copies them from host RAM (pinned where CC is off), which is what a
 swap costs; ``unload`` frees the device. ``generate`` runs a batch greedily with left padding and,
 by default, exactly ``max_new_tokens`` new tokens per prompt so that batch times are comparable;
-an out-of-memory splits the batch in halves and retries, and nothing is ever dropped silently.
+only an out-of-memory splits the batch in halves and retries; any other error fails the batch's
+prompts at once with its class name. Nothing is ever dropped silently.
 
 Nothing here logs or raises prompt or generated text: only counts, lengths and error class names.
 The engine is not thread-safe; the server calls it from one thread.
@@ -352,8 +353,9 @@ class Engine:
             torch.cuda.empty_cache()
 
     def generate(self, prompts: list[str], max_new_tokens: int | None = None) -> BatchResult:
-        """Run a batch; when it fails (out of memory or any other error) split it in halves and
-        retry, down to single prompts, so that one bad prompt fails alone and nothing is lost."""
+        """Run a batch; an out-of-memory splits it in halves and retries (down to single
+        prompts); any other error fails the prompts of the part it hit at once, with its error
+        class name (sincere.outcomes.run_in_parts). The engine stays usable either way."""
         if self._model is None:
             raise EngineError("no model is resident: load() one first")
         new_tokens = self.max_new_tokens if max_new_tokens is None else max_new_tokens
@@ -374,4 +376,4 @@ class Engine:
                            output_tokens=parts.output_tokens, seconds=seconds,
                            retries=parts.retries, peak_mem_gib=peak, failed=failed,
                            errors=[parts.errors[i] for i in failed],
-                           output_ids=parts.output_ids, oom_retries=parts.oom_retries)
+                           output_ids=parts.output_ids)

@@ -52,9 +52,9 @@ class BatchResult:
     """One ``generate`` call: per-prompt lists in input order, plus the batch's accounting.
 
     A prompt in ``failed`` has an empty text and 0 output tokens; ``errors[i]`` is the error
-    class name of ``failed[i]``. ``retries`` counts the splits after a failure (out-of-memory
-    or any other error), ``oom_retries`` those after an out-of-memory. ``output_ids`` holds
-    each prompt's new token ids (what the texts decode from; empty for a failed prompt).
+    class name of ``failed[i]``. ``retries`` counts the splits after an out-of-memory (no other
+    error splits a batch). ``output_ids`` holds each prompt's new token ids (what the texts
+    decode from; empty for a failed prompt).
     """
 
     texts: list[str]
@@ -66,13 +66,12 @@ class BatchResult:
     failed: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     output_ids: list[list[int]] = field(default_factory=list)
-    oom_retries: int = 0
 
     @property
     def out_of_memory(self) -> bool:
         """True when the batch did not fit whole: it was split for memory, or a single prompt
         ran out."""
-        return self.oom_retries > 0 or OOM_ERROR_NAME in self.errors
+        return self.retries > 0 or OOM_ERROR_NAME in self.errors
 
     @property
     def other_errors(self) -> list[str]:
@@ -93,15 +92,16 @@ class SplitOutcome:
     output_tokens: list[int]
     output_ids: list[list[int]]
     errors: dict[int, str]  # prompt index -> error class name
-    retries: int = 0
-    oom_retries: int = 0
+    retries: int = 0  # splits after an out-of-memory
 
 
 def run_in_parts(run: Callable[[list[int]], PartOutput], count: int,
                  free_after_oom: Callable[[], None]) -> SplitOutcome:
-    """Run prompts ``0..count-1`` with ``run(indices)``; when it fails (out of memory or any
-    other error) split the part in halves and retry, down to single prompts, so that one bad
-    prompt fails alone and nothing is lost."""
+    """Run prompts ``0..count-1`` with ``run(indices)``. Only an out-of-memory splits a part in
+    halves to retry, down to single prompts, so that a batch too large for the device is still
+    served whole. Any other error (a compile error, a bad input, a sticky CUDA error) would
+    fail again however the part is cut, so it fails every prompt of that part at once, with
+    its error class name: never 2N - 1 retries of a deterministic failure, and nothing lost."""
     outcome = SplitOutcome([""] * count, [0] * count, [0] * count,
                            [[] for _ in range(count)], {})
     pending = [list(range(count))] if count else []
@@ -112,21 +112,21 @@ def run_in_parts(run: Callable[[list[int]], PartOutput], count: int,
             part = run(indices)
         except Exception as exc:  # noqa: BLE001 - every failure is recorded, never lost
             error = OOM_ERROR_NAME if is_out_of_memory(exc) else type(exc).__name__
-        if error is not None:  # outside the except block, so the traceback's tensors are gone
-            if error == OOM_ERROR_NAME:
-                free_after_oom()
-            if len(indices) == 1:
-                log.error("a single prompt failed (%s); recorded as failed", error)
-                outcome.errors[indices[0]] = error
-                continue
-            outcome.retries += 1
-            outcome.oom_retries += error == OOM_ERROR_NAME
-            half = len(indices) // 2
-            log.warning("%s at batch %d: retrying as %d + %d", error, len(indices), half,
-                        len(indices) - half)
-            pending.extend([indices[half:], indices[:half]])
+        if error is None:
+            for i, text, n_prompt, n_output, ids in zip(indices, *part, strict=True):
+                outcome.texts[i], outcome.prompt_tokens[i] = text, n_prompt
+                outcome.output_tokens[i], outcome.output_ids[i] = n_output, ids
             continue
-        for i, text, n_prompt, n_output, ids in zip(indices, *part, strict=True):
-            outcome.texts[i], outcome.prompt_tokens[i] = text, n_prompt
-            outcome.output_tokens[i], outcome.output_ids[i] = n_output, ids
+        # Outside the except block, so the traceback's tensors are gone.
+        if error == OOM_ERROR_NAME:
+            free_after_oom()
+        if error != OOM_ERROR_NAME or len(indices) == 1:
+            log.error("%d prompt(s) failed (%s); recorded as failed", len(indices), error)
+            outcome.errors.update(dict.fromkeys(indices, error))
+            continue
+        outcome.retries += 1
+        half = len(indices) // 2
+        log.warning("%s at batch %d: retrying as %d + %d", error, len(indices), half,
+                    len(indices) - half)
+        pending.extend([indices[half:], indices[:half]])
     return outcome

@@ -200,8 +200,8 @@ def test_measure_batch_figures_and_monitor_means() -> None:
 
 
 @pytest.mark.parametrize("result", [
-    batch(retries=1, oom_retries=1),  # split, every prompt answered
-    batch(retries=1, oom_retries=1, failed=[1], errors=["OutOfMemoryError"],
+    batch(retries=1),  # split, every prompt answered
+    batch(retries=1, failed=[1], errors=["OutOfMemoryError"],
           output_tokens=[5, 0]),
 ])
 def test_measure_batch_marks_out_of_memory(result: BatchResult) -> None:
