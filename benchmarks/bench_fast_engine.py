@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         plain.unload()
         for name, engine in engines.items():
             engine.prefetch(alias)
-            size_gb = engine._host[alias].weights.nbytes / 1e9
+            size_gb = engine.host.entries[alias].weights.nbytes / 1e9
             seconds = median_swap_s(engine, alias, cfg.SWAPS)
             engine.load(alias)
             if engine.generate(prompts[:4], cfg.MAX_NEW_TOKENS).output_ids != expected:

@@ -17,12 +17,12 @@ import gc
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import transformers
 
+from sincere.host_cache import HostCache
 from sincere.models import dtype_kwargs, quiet_transformers
 from sincere.outcomes import (
     OOM_CLASS,
@@ -32,7 +32,6 @@ from sincere.outcomes import (
     LoadResult,
     run_in_parts,
 )
-from sincere.weights import FlatWeights, pack, to_device, to_host
 
 log = logging.getLogger("sincere.engine")
 
@@ -40,24 +39,7 @@ __all__ = ["OOM_ERROR_NAME", "BatchResult", "Engine", "EngineError", "LoadResult
            "set_cpu_threads"]
 
 
-@dataclass
-class _HostEntry:
-    """A model kept in host RAM between swaps: the module itself, its weights packed in flat
-    host buffers (sincere.weights), and its tokenizer."""
-
-    module: torch.nn.Module
-    weights: FlatWeights
-    tokenizer: transformers.PreTrainedTokenizerBase
-    size_gb: float
-
-
 DECODE_MODES = ("eager", "static")
-
-
-def _drop_static_cache(module: torch.nn.Module) -> None:
-    """Free the KV cache generate() keeps on a module between calls (a static cache)."""
-    if getattr(module, "_cache", None) is not None:
-        module._cache = None
 
 
 def _weights_gb(module: torch.nn.Module) -> float:
@@ -130,7 +112,8 @@ class Engine:
         self._resident: str | None = None
         self._model: torch.nn.Module | None = None
         self._tokenizer: transformers.PreTrainedTokenizerBase | None = None
-        self._host: dict[str, _HostEntry] = {}
+        self.host = HostCache(self.device, self.pin_memory, self.copy_threads,
+                              self.copy_chunk_bytes)
         self._tokenizers: dict[str, transformers.PreTrainedTokenizerBase] = {}
 
     # --- what is where ------------------------------------------------------------------------
@@ -162,7 +145,7 @@ class Engine:
     @property
     def host_cached(self) -> list[str]:
         """Aliases whose weights are in the host cache."""
-        return sorted(self._host)
+        return sorted(self.host.entries)
 
     def _path(self, alias: str) -> Path:
         path = self._extra_paths.get(alias, self.models_dir / alias)
@@ -198,19 +181,6 @@ class Engine:
         torch.cuda.synchronize(self.device)
         return model
 
-    def _host_entry(self, alias: str, model: torch.nn.Module,
-                    tokenizer: transformers.PreTrainedTokenizerBase) -> _HostEntry:
-        """Keep ``model`` in host RAM: its weights copied into flat host buffers (pinned where
-        pinning is on), since its own may be memory-mapped on the file."""
-        weights = pack(model, pin_memory=self.pin_memory)
-        return _HostEntry(module=model, weights=weights, tokenizer=tokenizer,
-                          size_gb=weights.nbytes / 1e9)
-
-    def _attach(self, entry: _HostEntry) -> torch.nn.Module:
-        """The kept module onto the device: one copy per dtype, its tensors re-pointed."""
-        to_device(entry.weights, self.device, self.copy_threads, self.copy_chunk_bytes)
-        return entry.module
-
     def load(self, alias: str) -> LoadResult:
         """Put ``alias`` on the device (from the host cache when there, else disk); seconds."""
         if self._resident is not None:
@@ -218,16 +188,15 @@ class Engine:
                               f"{alias!r}")
         self._path(alias)
         started_s = time.perf_counter()
-        entry = self._host.get(alias) if self.host_cache else None
+        entry = self.host.get(alias) if self.host_cache else None
         if entry is not None:
-            model, tokenizer, path = self._attach(entry), entry.tokenizer, "host_cache"
+            model, tokenizer, path = self.host.attach(entry), entry.tokenizer, "host_cache"
         else:
             tokenizer = self._read_tokenizer(alias)
             host_model = self._read_model(alias)
             path = "disk"
             if self.host_cache:
-                entry = self._host[alias] = self._host_entry(alias, host_model, tokenizer)
-                model = self._attach(entry)
+                model = self.host.attach(self.host.keep(alias, host_model, tokenizer))
             else:
                 model = self._to_device(host_model)
         seconds = time.perf_counter() - started_s
@@ -242,10 +211,9 @@ class Engine:
             return 0.0
         started_s = time.perf_counter()
         alias = self._resident
-        entry = self._host.get(alias)
+        entry = self.host.get(alias)
         if entry is not None and entry.module is self._model:
-            to_host(entry.weights)  # the module stays, its tensors back in host RAM
-            _drop_static_cache(entry.module)
+            self.host.detach(entry)  # the module stays, its tensors back in host RAM
         self._model = self._tokenizer = self._resident = None
         if entry is None:
             gc.collect()  # a module loaded without the host cache is dropped: free its cycles
@@ -260,11 +228,11 @@ class Engine:
         """Fill the host cache from disk without touching the device; seconds (0 if cached)."""
         if not self.host_cache:
             raise EngineError("prefetch needs host_cache=True")
-        if alias in self._host:
+        if alias in self.host:
             return 0.0
         started_s = time.perf_counter()
         tokenizer = self._read_tokenizer(alias)
-        self._host[alias] = self._host_entry(alias, self._read_model(alias), tokenizer)
+        self.host.keep(alias, self._read_model(alias), tokenizer)
         seconds = time.perf_counter() - started_s
         log.info("prefetched %s into host RAM in %.3f s", alias, seconds)
         return seconds
@@ -273,7 +241,7 @@ class Engine:
         """Drop ``alias``'s host copy (a resident model stays on the device until unloaded)."""
         if alias == self._resident:
             raise EngineError(f"{alias!r} is resident: unload() it before evicting it")
-        if self._host.pop(alias, None) is not None:
+        if self.host.evict(alias):
             gc.collect()
             log.info("evicted %s from host RAM", alias)
 

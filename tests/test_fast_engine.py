@@ -34,7 +34,7 @@ def test_a_swap_is_one_flat_copy_and_the_module_is_kept(tiny_models: Path,
     one_cpu_thread()
     engine = Engine(tiny_models, host_cache=True)
     engine.prefetch("gemma-7b")
-    entry = engine._host["gemma-7b"]
+    entry = engine.host.entries["gemma-7b"]
     module, weights = entry.module, entry.weights
     host = weights.host[torch.float32]
     tensors = _module_tensors(module)
