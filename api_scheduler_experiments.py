@@ -85,11 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     unreadable = {}  # a model that cannot be read fails its requests; the others are served
     for model in models if cfg.HOST_CACHE else []:
         try:
-            print(f"host cache: {model} read in {engine.prefetch(model):.2f} s", flush=True)
+            read_s = engine.prefetch(model)
         except Exception as exc:  # noqa: BLE001 - any failure to read the folder
             unreadable[model] = type(exc).__name__
             print(f"error: {model} could not be read ({type(exc).__name__}); its requests "
                   "will fail", file=sys.stderr, flush=True)
+            continue
+        pinning = engine.pinning(model)
+        print(f"host cache: {model} read in {read_s - pinning.seconds:.2f} s"
+              + (f", {pinning.nbytes / 1e9:.2f} GB pinned ({pinning.how}) in "
+                 f"{pinning.seconds:.2f} s" if pinning.nbytes else ""), flush=True)
+    if cfg.HOST_CACHE:  # one weights arena for the largest model: no swap allocates
+        arena_bytes = engine.reserve([m for m in models if m not in unreadable])
+        print(f"weights arena: {arena_bytes / 1e9:.3f} GB on {engine.device}", flush=True)
     if cfg.DECODE == "static" and cfg.WARM_UP:
         for model in (m for m in models if m not in unreadable):
             sizes = sorted({1, profiles[model].best_batch(cfg.MAX_NEW_TOKENS)})

@@ -67,7 +67,7 @@ def profile_loading(models_dir: Path, aliases: list[str], profiles_dir: Path,
                          f"{', '.join(available) or 'none'})")
     device_type = disk_engine.device.type
     name = device_label or device_name(env, device_type, decode)
-    server_path = (cache_path_name(device_type, cache_engine.pin_memory) if host_cache
+    server_path = (cache_path_name(device_type, cache_engine.copy_mode) if host_cache
                    else "disk_from_pretrained")
     dtype = str(disk_engine.dtype).removeprefix("torch.")
     source = measured_source(hardware_name(env))

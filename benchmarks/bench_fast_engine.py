@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     # --- 1. swaps -------------------------------------------------------------------------
     prompts = made_up_prompts(cfg.BATCH if gpu else 4, cfg.PROMPT_WORDS)
     engines = {"pinned": Engine(models_dir, device=device, host_cache=True),
-               "pageable": Engine(models_dir, device=device, host_cache=True, pin_memory=False,
+               "pageable": Engine(models_dir, device=device, host_cache=True, copy_mode="chunked",
                                   copy_threads=cfg.COPY_THREADS)}
     if not gpu:
         engines = {"host cache": Engine(models_dir, device=device, host_cache=True)}

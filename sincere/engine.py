@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from sincere.host_cache import HostCache
+from sincere.host_cache import NOT_PINNED, HostCache
 from sincere.models import dtype_kwargs, quiet_transformers
 from sincere.outcomes import (
     OOM_CLASS,
@@ -32,6 +32,7 @@ from sincere.outcomes import (
     LoadResult,
     run_in_parts,
 )
+from sincere.weights import PinReport
 
 log = logging.getLogger("sincere.engine")
 
@@ -77,7 +78,7 @@ class Engine:
 
     def __init__(self, models_dir: Path, device: str | None = None,
                  dtype: torch.dtype | None = None, host_cache: bool = True,
-                 pin_memory: bool | None = None, cc_mode: str = "unknown",
+                 copy_mode: str | None = None, cc_mode: str = "unknown",
                  oom_batch_limit: int | None = None, max_new_tokens: int = 50,
                  exact_new_tokens: bool = True, copy_threads: int = 0,
                  copy_chunk_mb: int = 64, decode: str = "eager",
@@ -89,14 +90,13 @@ class Engine:
         self.dtype = dtype or (torch.bfloat16 if self.is_cuda else torch.float32)
         self.host_cache = host_cache
         self.cc_mode = cc_mode
-        # Pinned host memory makes host-to-device copies ~8x faster, but under CC it goes
-        # through bounce buffers anyway and older drivers refuse it: pageable there.
-        self.pin_memory = (self.is_cuda and cc_mode != "on") if pin_memory is None else (
-            pin_memory and self.is_cuda)
-        # A swap from pinned memory is one copy at full bandwidth; from pageable memory (CC)
-        # chunks go from several threads at once (copy_threads 0: 4 there, else 1).
-        self.copy_threads = copy_threads or (4 if self.is_cuda and not self.pin_memory else 1)
-        self.copy_chunk_bytes = copy_chunk_mb * 2**20
+        # How a swap copies the host cache to the device (sincere.weights.COPY_MODES). The
+        # profile says which is fastest on this machine (sincere.load_paths measures it); the
+        # default is a guess: pinned memory on a GPU without CC, where it is ~8x faster than
+        # pageable, chunked copies from threads under CC, a plain copy on a CPU.
+        self.copy_mode = copy_mode or ("pageable" if not self.is_cuda
+                                       else "chunked" if cc_mode == "on" else "pinned")
+        self.copy_threads = copy_threads or 4  # threads (and streams) of the chunked mode
         if decode not in DECODE_MODES:
             raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}, got {decode!r}")
         # "static": a static KV cache and the decoding step compiled with torch.compile (CUDA
@@ -112,8 +112,8 @@ class Engine:
         self._resident: str | None = None
         self._model: torch.nn.Module | None = None
         self._tokenizer: transformers.PreTrainedTokenizerBase | None = None
-        self.host = HostCache(self.device, self.pin_memory, self.copy_threads,
-                              self.copy_chunk_bytes)
+        self.host = HostCache(self.device, self.copy_mode, self.copy_threads,
+                              copy_chunk_mb * 2**20)
         self._tokenizers: dict[str, transformers.PreTrainedTokenizerBase] = {}
 
     # --- what is where ------------------------------------------------------------------------
@@ -189,6 +189,7 @@ class Engine:
         self._path(alias)
         started_s = time.perf_counter()
         entry = self.host.get(alias) if self.host_cache else None
+        pinning = NOT_PINNED  # only a first load from disk pins, and is not charged for it
         if entry is not None:
             model, tokenizer, path = self.host.attach(entry), entry.tokenizer, "host_cache"
         else:
@@ -196,12 +197,14 @@ class Engine:
             host_model = self._read_model(alias)
             path = "disk"
             if self.host_cache:
-                model = self.host.attach(self.host.keep(alias, host_model, tokenizer))
+                entry = self.host.keep(alias, host_model, tokenizer)
+                pinning, model = entry.pinning, self.host.attach(entry)
             else:
                 model = self._to_device(host_model)
-        seconds = time.perf_counter() - started_s
+        seconds = time.perf_counter() - started_s - pinning.seconds
         self._model, self._tokenizer, self._resident = model, tokenizer, alias
-        result = LoadResult(alias, seconds, path, round(_weights_gb(model), 6))
+        result = LoadResult(alias, seconds, path, round(_weights_gb(model), 6),
+                            pin_s=pinning.seconds, pinned_bytes=pinning.nbytes)
         log.info("loaded %s from %s in %.3f s (%.3f GB)", alias, path, seconds, result.size_gb)
         return result
 
@@ -212,14 +215,15 @@ class Engine:
         started_s = time.perf_counter()
         alias = self._resident
         entry = self.host.get(alias)
-        if entry is not None and entry.module is self._model:
-            self.host.detach(entry)  # the module stays, its tensors back in host RAM
+        kept = entry is not None and entry.module is self._model
+        if kept:  # the module stays, its tensors back in host RAM; nothing is freed
+            self.host.detach(entry)
         self._model = self._tokenizer = self._resident = None
-        if entry is None:
-            gc.collect()  # a module loaded without the host cache is dropped: free its cycles
-        if self.is_cuda:
-            torch.cuda.synchronize(self.device)
-            torch.cuda.empty_cache()
+        if not kept:  # a module loaded without the host cache is dropped: free its memory
+            gc.collect()
+            if self.is_cuda:
+                torch.cuda.synchronize(self.device)
+                torch.cuda.empty_cache()
         seconds = time.perf_counter() - started_s
         log.info("unloaded %s in %.3f s", alias, seconds)
         return seconds
@@ -236,6 +240,36 @@ class Engine:
         seconds = time.perf_counter() - started_s
         log.info("prefetched %s into host RAM in %.3f s", alias, seconds)
         return seconds
+
+    def adopt(self, alias: str, model: torch.nn.Module,
+              tokenizer: transformers.PreTrainedTokenizerBase) -> PinReport:
+        """Keep a model built in memory (random weights made on the GPU, say) in the host cache
+        under ``alias``, as if it had been read from a folder; how its copy was pinned."""
+        if not self.host_cache:
+            raise EngineError("adopt needs host_cache=True")
+        self.evict(alias)
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self._tokenizers[alias] = tokenizer
+        return self.host.keep(alias, model.eval(), tokenizer).pinning
+
+    def pinning(self, alias: str) -> PinReport:
+        """How ``alias``'s host copy was pinned ("none" when it was not)."""
+        entry = self.host.get(alias)
+        if entry is None:
+            raise EngineError(f"{alias!r} is not in the host cache")
+        return entry.pinning
+
+    def reserve(self, aliases: list[str] | None = None) -> int:
+        """Size the device memory of swaps once, before the first, for the largest of
+        ``aliases`` (default: every host-cached model), so that no later swap allocates;
+        the bytes reserved."""
+        chosen = list(self.host.entries) if aliases is None else aliases
+        missing = [a for a in chosen if a not in self.host]
+        if missing:
+            raise EngineError(f"reserve needs host-cached models: prefetch {', '.join(missing)}")
+        return self.host.reserve(chosen)
 
     def evict(self, alias: str) -> None:
         """Drop ``alias``'s host copy (a resident model stays on the device until unloaded)."""

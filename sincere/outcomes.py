@@ -39,12 +39,19 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 @dataclass(frozen=True)
 class LoadResult:
-    """How a load went: ``path`` is "disk" or "host_cache"; ``size_gb`` counts the weights."""
+    """How a load went: ``path`` is "disk" or "host_cache"; ``size_gb`` counts the weights.
+
+    ``seconds`` leaves out the one-off pinning of the host copy a first load from disk makes
+    (``pin_s`` seconds for ``pinned_bytes``; 0 for every other load), so that a disk load is
+    not charged for it.
+    """
 
     alias: str
     seconds: float
     path: str
     size_gb: float
+    pin_s: float = 0.0
+    pinned_bytes: int = 0
 
 
 @dataclass

@@ -103,11 +103,12 @@ def time_loading(disk_engine: LoadingEngine, cache_engine: LoadingEngine, alias:
     return timings
 
 
-def cache_path_name(device: str, pin_memory: bool) -> str:
-    """The name of the host-cache load path: pinned or pageable host memory on a GPU."""
+def cache_path_name(device: str, copy_mode: str) -> str:
+    """The name of the host-cache load path: ``host_cache`` on a CPU, on a GPU
+    ``host_cache_<copy mode>`` (pinned, pageable or chunked: sincere.weights.COPY_MODES)."""
     if device == "cpu":
         return "host_cache"
-    return "host_cache_pinned" if pin_memory else "host_cache_pageable"
+    return f"host_cache_{copy_mode}"
 
 
 def loading_row(timings: LoadTimings, *, dtype: str, device: str, cc_mode: str,

@@ -59,6 +59,36 @@ def test_a_swap_is_one_flat_copy_and_the_module_is_kept(tiny_models: Path,
     assert disk.generate(prompts, NEW_TOKENS).output_ids == first.output_ids
 
 
+def test_every_swap_of_a_model_lands_on_the_same_addresses_of_one_arena(
+        tiny_models: Path, prompts: list[str]) -> None:
+    """The weights arena is sized once for the largest model; a swap copies into it and
+    allocates nothing, so each model's tensors have the same addresses at every swap (what
+    keeps CUDA graphs recorded for it valid)."""
+    one_cpu_thread()
+    engine = Engine(tiny_models, host_cache=True, copy_mode="chunked", copy_threads=3,
+                    copy_chunk_mb=1)
+    aliases = ["granite-7b", "gemma-7b", "llama3-8b"]
+    for alias in aliases:
+        engine.prefetch(alias)
+    largest = max(engine.host.entries[a].weights.arena_offsets()[1] for a in aliases)
+    assert engine.reserve() == engine.host.arena.capacity >= largest
+    arena_address = engine.host.arena.address
+    addresses: dict[str, list[list[int]]] = {a: [] for a in aliases}
+    tokens: dict[str, list[list[list[int]]]] = {a: [] for a in aliases}
+    for _ in range(2):
+        for alias in aliases:
+            engine.load(alias)
+            addresses[alias].append([t.data_ptr() for t in _module_tensors(engine._model)])
+            tokens[alias].append(engine.generate(prompts[:2], 4).output_ids)
+            engine.unload()
+    assert (engine.host.arena.allocations, engine.host.arena.address) == (1, arena_address)
+    for alias in aliases:
+        first, second = addresses[alias]
+        assert first == second and min(first) >= arena_address
+        assert tokens[alias][0] == tokens[alias][1]  # chunked copies from 3 threads are exact
+    assert addresses["granite-7b"][0] != addresses["gemma-7b"][0]
+
+
 def test_static_compiled_decoding_gives_the_plain_tokens_and_survives_swaps(
         tiny_models: Path, prompts: list[str]) -> None:
     """Compiled with the 'eager' backend here (Dynamo capture and guards, no C++ build), as
@@ -94,13 +124,26 @@ def test_unknown_decode_mode_is_refused(tiny_models: Path) -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_pageable_chunked_copy_from_threads_is_exact() -> None:
+def test_chunked_copy_from_threads_on_streams_is_exact() -> None:
     from sincere.weights import _copy
 
     source = torch.randn(10_000_003)
     target = torch.empty_like(source, device="cuda")
-    _copy(target, source, non_blocking=False, threads=4, chunk_bytes=1 << 20)
+    _copy(target, source, "chunked", threads=4, chunk_bytes=1 << 20)
     assert torch.equal(target.cpu(), source)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_host_memory_is_pinned_at_its_exact_size() -> None:
+    from sincere.weights import pack, pin, unpin
+
+    module = torch.nn.Linear(1000, 3001)  # 12 MB of float32: not a power of two
+    weights = pack(module)
+    report = pin(weights)
+    assert report.how == "registered" and report.nbytes == report.reserved_bytes
+    assert report.nbytes == weights.nbytes and weights.host[torch.float32].is_pinned()
+    unpin(weights)
+    assert not weights.host[torch.float32].is_pinned()
 
 
 def test_the_server_runs_on_the_static_engine(tiny_models: Path, tiny_profile,
