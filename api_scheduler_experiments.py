@@ -45,7 +45,8 @@ DEVICE = ""  # torch device ("" = cuda when there is one, else cpu)
 CPU_THREADS = 0  # torch threads on a CPU device (0 = all cores but one, at least one)
 DECODE = "eager"  # batch engine: eager generate, or static (static KV cache + torch.compile)
 COMPILE_BACKEND = "inductor"  # torch.compile backend of the static engine
-WARM_UP = True  # static engine: compile each model at 1 and its best batch before serving
+WARM_UP = True  # static engine: compile each model for all its shapes before serving
+PROMPT_BUCKETS = [128, 512]  # static engine: prompt token buckets (cache = bucket + new tokens)
 MONITOR_PERIOD_S = 0.5  # CPU/GPU sampling period of monitor.csv, seconds
 EXIT_AFTER_STOP = True  # exit once /stop has drained the queues and written the run
 OOM_BATCH_LIMIT = 0  # testing knob: batches larger than this raise out-of-memory (0 = none)
@@ -66,13 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     from sincere.monitor import environment_block, format_environment
     from sincere.server_app import Limits, create_app
+    from sincere.static_decode import batch_buckets
 
     env = environment_block()
     print(format_environment(env), flush=True)
     engine = Engine(Path(cfg.MODELS_DIR), device=cfg.DEVICE or None, host_cache=cfg.HOST_CACHE,
                     cc_mode=env["cc_mode"], oom_batch_limit=cfg.OOM_BATCH_LIMIT or None,
                     max_new_tokens=cfg.MAX_NEW_TOKENS, decode=cfg.DECODE,
-                    compile_backend=cfg.COMPILE_BACKEND)
+                    compile_backend=cfg.COMPILE_BACKEND, prompt_buckets=cfg.PROMPT_BUCKETS)
     if engine.device.type == "cpu":
         set_cpu_threads(cfg.CPU_THREADS)
     try:
@@ -95,16 +97,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"host cache: {model} read in {read_s - pinning.seconds:.2f} s"
               + (f", {pinning.nbytes / 1e9:.2f} GB pinned ({pinning.how}) in "
                  f"{pinning.seconds:.2f} s" if pinning.nbytes else ""), flush=True)
-    if cfg.HOST_CACHE:  # one weights arena for the largest model: no swap allocates
-        arena_bytes = engine.reserve([m for m in models if m not in unreadable])
-        print(f"weights arena: {arena_bytes / 1e9:.3f} GB on {engine.device}", flush=True)
-    if cfg.DECODE == "static" and cfg.WARM_UP:
-        for model in (m for m in models if m not in unreadable):
-            sizes = sorted({1, profiles[model].best_batch(cfg.MAX_NEW_TOKENS)})
-            engine.load(model)
-            print(f"warm-up: {model} compiled for batches {sizes} in "
-                  f"{engine.warm_up(sizes):.1f} s", flush=True)
-            engine.unload()
+    readable = [m for m in models if m not in unreadable]
+    # Static engine: each model compiled for its best batch and a few below it.
+    engine.set_batch_buckets({m: batch_buckets(profiles[m].best_batch(cfg.MAX_NEW_TOKENS))
+                              for m in readable})
+    if cfg.HOST_CACHE:  # device memory for the largest model and shape: no swap allocates
+        print(f"reserved {engine.reserve(readable) / 1e9:.3f} GB on {engine.device}",
+              flush=True)
+    for model in readable if cfg.DECODE == "static" and cfg.WARM_UP else []:
+        engine.load(model)
+        print(f"warm-up: {model} compiled in {engine.warm_up():.1f} s", flush=True)
+        engine.unload()
     run_dir = run_directory(cfg.RUN_DIR, cfg.RESULTS_DIR, cfg.RUN_ID, cfg.MODE, cfg.SLA)
     server = build_server(cfg, engine, profiles, models, run_dir, env)
     for model, reason in unreadable.items():

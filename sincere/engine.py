@@ -17,6 +17,7 @@ import gc
 import logging
 import os
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -32,13 +33,17 @@ from sincere.outcomes import (
     LoadResult,
     run_in_parts,
 )
+from sincere.static_decode import (
+    DEFAULT_PROMPT_BUCKETS,
+    DecodeShape,
+    StaticDecoder,
+)
 from sincere.weights import PinReport
 
 log = logging.getLogger("sincere.engine")
 
 __all__ = ["OOM_ERROR_NAME", "BatchResult", "Engine", "EngineError", "LoadResult",
            "set_cpu_threads"]
-
 
 DECODE_MODES = ("eager", "static")
 
@@ -82,7 +87,8 @@ class Engine:
                  oom_batch_limit: int | None = None, max_new_tokens: int = 50,
                  exact_new_tokens: bool = True, copy_threads: int = 0,
                  copy_chunk_mb: int = 64, decode: str = "eager",
-                 compile_backend: str = "inductor", pad_multiple: int = 64) -> None:
+                 compile_backend: str = "inductor",
+                 prompt_buckets: Sequence[int] = DEFAULT_PROMPT_BUCKETS) -> None:
         self.models_dir = Path(models_dir)
         self._extra_paths: dict[str, Path] = {}  # alias -> folder outside models_dir
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -99,13 +105,14 @@ class Engine:
         self.copy_threads = copy_threads or 4  # threads (and streams) of the chunked mode
         if decode not in DECODE_MODES:
             raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}, got {decode!r}")
-        # "static": a static KV cache and the decoding step compiled with torch.compile (CUDA
-        # graphs on a GPU); prompts are padded to a multiple of pad_multiple tokens so that
-        # few shapes are compiled. The compiled code lives on the module, which the host cache
-        # keeps across swaps, so a model is compiled once per process, not once per swap.
+        # "static": persistent static KV caches and the decoding step compiled with
+        # torch.compile (CUDA graphs on a GPU), for bucketed shapes (sincere.static_decode).
+        # The compiled code lives on the module, which the host cache keeps across swaps, so a
+        # model compiles during its warm-up and not again, swapped out and back or not.
         self.decode = decode
         self.compile_backend = compile_backend
-        self.pad_multiple = pad_multiple
+        self.static = (StaticDecoder(self.device, self.dtype, prompt_buckets, compile_backend)
+                       if decode == "static" else None)
         self.oom_batch_limit = oom_batch_limit
         self.max_new_tokens = max_new_tokens
         self.exact_new_tokens = exact_new_tokens
@@ -158,7 +165,11 @@ class Engine:
 
     def _read_tokenizer(self, alias: str) -> transformers.PreTrainedTokenizerBase:
         with quiet_transformers():
-            tokenizer = transformers.AutoTokenizer.from_pretrained(self._path(alias))
+            return self._use_tokenizer(
+                alias, transformers.AutoTokenizer.from_pretrained(self._path(alias)))
+
+    def _use_tokenizer(self, alias: str, tokenizer: transformers.PreTrainedTokenizerBase
+                       ) -> transformers.PreTrainedTokenizerBase:
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:  # llama and granite ship none: pad with EOS
             tokenizer.pad_token = tokenizer.eos_token
@@ -248,11 +259,7 @@ class Engine:
         if not self.host_cache:
             raise EngineError("adopt needs host_cache=True")
         self.evict(alias)
-        tokenizer.padding_side = "left"
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        self._tokenizers[alias] = tokenizer
-        return self.host.keep(alias, model.eval(), tokenizer).pinning
+        return self.host.keep(alias, model.eval(), self._use_tokenizer(alias, tokenizer)).pinning
 
     def pinning(self, alias: str) -> PinReport:
         """How ``alias``'s host copy was pinned ("none" when it was not)."""
@@ -263,13 +270,28 @@ class Engine:
 
     def reserve(self, aliases: list[str] | None = None) -> int:
         """Size the device memory of swaps once, before the first, for the largest of
-        ``aliases`` (default: every host-cached model), so that no later swap allocates;
-        the bytes reserved."""
+        ``aliases`` (default: every host-cached model): the weights arena, and for the static
+        engine the KV arena for their largest warm-up shape, so that no later swap or batch
+        allocates; the bytes reserved."""
         chosen = list(self.host.entries) if aliases is None else aliases
         missing = [a for a in chosen if a not in self.host]
         if missing:
             raise EngineError(f"reserve needs host-cached models: prefetch {', '.join(missing)}")
-        return self.host.reserve(chosen)
+        kv_bytes = 0 if self.static is None else self.static.reserve(
+            {alias: self.host.entries[alias].module for alias in chosen}, self.max_new_tokens)
+        return self.host.reserve(chosen) + kv_bytes
+
+    def set_batch_buckets(self, buckets: Mapping[str, Sequence[int]]) -> None:
+        """Static engine: the batch sizes each model is compiled for (a batch is padded up to
+        the smallest that holds it; see sincere.static_decode.batch_buckets)."""
+        if self.static is not None:
+            self.static.set_batch_buckets(buckets)
+
+    def compile_counts(self) -> dict[str, int | None]:
+        """Static engine: compiles and CUDA-graph recordings since the last warm-up, eager
+        fallbacks and KV arena allocations; with the weights arena's allocations (any engine)."""
+        counts = {} if self.static is None else self.static.counts()
+        return {**counts, "weights_arena_allocations": self.host.arena.allocations}
 
     def evict(self, alias: str) -> None:
         """Drop ``alias``'s host copy (a resident model stays on the device until unloaded)."""
@@ -293,50 +315,53 @@ class Engine:
         assert self._model is not None and self._tokenizer is not None
         if self.oom_batch_limit is not None and len(prompts) > self.oom_batch_limit:
             raise OOM_CLASS(f"batch of {len(prompts)} exceeds oom_batch_limit="
-                             f"{self.oom_batch_limit}")
+                            f"{self.oom_batch_limit}")
         tokenizer = self._tokenizer
-        static = self.decode == "static"
-        encoded = tokenizer(prompts, return_tensors="pt", padding=True,
-                            pad_to_multiple_of=self.pad_multiple if static else None)
+        encoded = tokenizer(prompts, return_tensors="pt", padding=True)
         input_ids = encoded["input_ids"].to(self.device)
         attention_mask = encoded["attention_mask"].to(self.device)
         options: dict[str, object] = {"max_new_tokens": max_new_tokens, "do_sample": False,
                                       "num_beams": 1, "pad_token_id": tokenizer.pad_token_id}
-        if static:
-            options.update(cache_implementation="static", compile_config=self._compile_config())
         if self.exact_new_tokens:
             options["min_new_tokens"] = max_new_tokens  # EOS masked until the last step
+        count = len(prompts)
+        if self.static is not None:  # bucketed: padded rows, the model's persistent cache
+            input_ids, attention_mask = self.static.prepare(
+                self._resident, self._model, options, input_ids, attention_mask, max_new_tokens)
         with torch.inference_mode():
             output = self._model.generate(input_ids=input_ids, attention_mask=attention_mask,
                                           **options)
-        new_tokens = output[:, input_ids.shape[1]:].cpu()
+        new_tokens = output[:count, input_ids.shape[1]:].cpu()
         counts = [self._real_new_tokens(row) for row in new_tokens]
         ids = [row[:n].tolist() for row, n in zip(new_tokens, counts, strict=True)]
         texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
-        prompt_tokens = attention_mask.sum(dim=1).tolist()
+        prompt_tokens = attention_mask[:count].sum(dim=1).tolist()
         return texts, prompt_tokens, counts, ids
 
-    def _compile_config(self) -> transformers.CompileConfig:
-        config = transformers.CompileConfig(
-            fullgraph=True, backend=self.compile_backend,
-            mode="reduce-overhead" if self.is_cuda and self.compile_backend == "inductor"
-            else None)
-        config._compile_all_devices = True  # transformers compiles on CUDA only, unless told
-        return config
-
-    def warm_up(self, batch_sizes: list[int], prompt_words: int = 100) -> float:
-        """Run the resident model once at each batch size (and so compile its decoding step
-        for the shapes the server will see) before any request is timed; seconds."""
+    def warm_up(self) -> float:
+        """Run the resident model at every shape it can meet before anything is timed: for the
+        static engine each of its batch buckets by each prompt bucket, which compiles its
+        decoding step for all of them; then count compiles and graph recordings from zero
+        (``compile_counts``). The eager engine has nothing to compile: one batch. Seconds."""
         if self._model is None:
             raise EngineError("no model is resident: load() one first")
         started_s = time.perf_counter()
-        text = " ".join(["warm"] * prompt_words)  # made-up text: no user prompt is involved
-        for size in batch_sizes:
-            self.generate([text] * size)
+        shapes = (self.static.warm_shapes(self._resident, self.max_new_tokens) if self.static
+                  else [DecodeShape(1, 16, 16 + self.max_new_tokens)])
+        for shape in shapes:
+            self.generate([self._made_up_text(shape.prompt_bucket)] * shape.batch)
+        if self.static is not None:
+            self.static.watch.mark()
         seconds = time.perf_counter() - started_s
-        log.info("warmed up %s at batch sizes %s in %.1f s", self._resident, batch_sizes,
-                 seconds)
+        log.info("warmed up %s at %d shapes in %.1f s", self._resident, len(shapes), seconds)
         return seconds
+
+    def _made_up_text(self, tokens: int) -> str:
+        """Made-up text of at most ``tokens`` tokens, and close to it (no user prompt)."""
+        words = tokens
+        while words > 1 and self.count_tokens(self._resident, " ".join(["w"] * words)) > tokens:
+            words = max(1, words - max(1, words // 8))
+        return " ".join(["w"] * words)
 
     def _real_new_tokens(self, row: torch.Tensor) -> int:
         """New tokens of one row up to and including its first EOS (the rest is padding)."""
