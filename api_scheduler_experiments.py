@@ -57,6 +57,8 @@ log = logging.getLogger("api_scheduler_experiments")
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    import torch
+
     from sincere.engine import Engine, set_cpu_threads
     from sincere.experiment import (
         build_server,
@@ -71,19 +73,26 @@ def main(argv: list[str] | None = None) -> int:
 
     env = environment_block()
     print(format_environment(env), flush=True)
-    engine = Engine(Path(cfg.MODELS_DIR), device=cfg.DEVICE or None, host_cache=cfg.HOST_CACHE,
-                    cc_mode=env["cc_mode"], oom_batch_limit=cfg.OOM_BATCH_LIMIT or None,
-                    max_new_tokens=cfg.MAX_NEW_TOKENS, decode=cfg.DECODE,
-                    compile_backend=cfg.COMPILE_BACKEND, prompt_buckets=cfg.PROMPT_BUCKETS)
-    if engine.device.type == "cpu":
+    device = torch.device(cfg.DEVICE or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cpu":
         set_cpu_threads(cfg.CPU_THREADS)
     try:
-        profiles = resolve_profiles(cfg.PROFILES, Path(cfg.PROFILES_DIR), env,
-                                    engine.device.type, cfg.STD_FACTOR, cfg.DECODE)
+        profiles = resolve_profiles(cfg.PROFILES, Path(cfg.PROFILES_DIR), env, device.type,
+                                    cfg.STD_FACTOR, cfg.DECODE)
+        # Swaps copy the way the profile measured fastest here (sincere.load_paths).
+        copy_mode = next((p.copy_mode for p in profiles.models.values() if p.copy_mode), None)
+        engine = Engine(Path(cfg.MODELS_DIR), device=str(device), host_cache=cfg.HOST_CACHE,
+                        cc_mode=env["cc_mode"], oom_batch_limit=cfg.OOM_BATCH_LIMIT or None,
+                        max_new_tokens=cfg.MAX_NEW_TOKENS, decode=cfg.DECODE,
+                        compile_backend=cfg.COMPILE_BACKEND, prompt_buckets=cfg.PROMPT_BUCKETS,
+                        copy_mode=copy_mode)
         models = resolve_models(cfg.MODELS, engine, profiles)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    print(f"swaps copy {engine.copy_mode}"
+          + (" (the profile's choice)" if copy_mode else " (the default; the profile names none)"),
+          flush=True)
     unreadable = {}  # a model that cannot be read fails its requests; the others are served
     for model in models if cfg.HOST_CACHE else []:
         try:

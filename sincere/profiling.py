@@ -21,9 +21,11 @@ from sincere.profile_files import RowWriter, cell, format_table, mean_std
 from sincere.schemas import BATCH_PROFILE_COLUMNS, LOADING_PROFILE_COLUMNS
 
 # Loading profile columns beyond SPEC's: the path the server's loads take (load_mean_s is that
-# path), and each path's own figures.
+# path), each path's own figures, the copy mode of host-cache swaps and why it was chosen
+# (sincere.load_paths), and the one-off pinning of the host copy, apart from any load.
 LOADING_EXTRA_COLUMNS = ["load_path", "disk_load_mean_s", "disk_load_std_s", "cache_load_mean_s",
-                         "cache_load_std_s", "source"]
+                         "cache_load_std_s", "copy_mode", "load_path_reason", "host_pin_s",
+                         "host_pinned_gb", "host_pin_how", "source"]
 LOADING_COLUMNS = LOADING_PROFILE_COLUMNS + LOADING_EXTRA_COLUMNS
 
 # Monitor column -> the mean reading over a batch, as the batch profile names it.
@@ -51,6 +53,7 @@ class LoadingEngine(Protocol):
     def load(self, alias: str) -> Any: ...
     def unload(self) -> float: ...
     def prefetch(self, alias: str) -> float: ...
+    def pinning(self, alias: str) -> Any: ...
     def evict(self, alias: str) -> None: ...
 
 
@@ -64,6 +67,7 @@ class LoadTimings:
     cache_s: list[float] = field(default_factory=list)
     disk_unload_s: list[float] = field(default_factory=list)
     cache_unload_s: list[float] = field(default_factory=list)
+    pinning: Any = None  # the host copy's sincere.weights.PinReport
 
 
 def time_loading(disk_engine: LoadingEngine, cache_engine: LoadingEngine, alias: str,
@@ -82,6 +86,7 @@ def time_loading(disk_engine: LoadingEngine, cache_engine: LoadingEngine, alias:
                          "host cache")
     timings = LoadTimings(alias)
     cache_engine.prefetch(alias)
+    timings.pinning = cache_engine.pinning(alias)
     for round_number in range(warmup + iterations):
         recorded = round_number >= warmup
         disk = disk_engine.load(alias)
@@ -112,9 +117,10 @@ def cache_path_name(device: str, copy_mode: str) -> str:
 
 
 def loading_row(timings: LoadTimings, *, dtype: str, device: str, cc_mode: str,
-                server_path: str, source: str) -> dict[str, Any]:
+                server_path: str, source: str, copy_mode: str = "",
+                reason: str = "") -> dict[str, Any]:
     """One model_loading_times row; ``load_mean_s`` is ``server_path``'s (a host_cache* path, or
-    ``disk_from_pretrained``)."""
+    ``disk_from_pretrained``); ``copy_mode`` and ``reason`` say how host-cache swaps copy."""
     disk_mean, disk_std = mean_std(timings.disk_s)
     cache_mean, cache_std = mean_std(timings.cache_s)
     from_cache = server_path.startswith("host_cache")
@@ -127,7 +133,11 @@ def loading_row(timings: LoadTimings, *, dtype: str, device: str, cc_mode: str,
         "unload_mean_s": unload_mean, "unload_std_s": unload_std,
         "iterations": len(timings.cache_s), "device": device, "cc_mode": cc_mode,
         "load_path": server_path, "disk_load_mean_s": disk_mean, "disk_load_std_s": disk_std,
-        "cache_load_mean_s": cache_mean, "cache_load_std_s": cache_std, "source": source,
+        "cache_load_mean_s": cache_mean, "cache_load_std_s": cache_std,
+        "copy_mode": copy_mode, "load_path_reason": reason,
+        "host_pin_s": timings.pinning.seconds if timings.pinning else None,
+        "host_pinned_gb": timings.pinning.nbytes / 1e9 if timings.pinning else None,
+        "host_pin_how": timings.pinning.how if timings.pinning else None, "source": source,
     }
 
 
