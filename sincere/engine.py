@@ -24,7 +24,7 @@ import torch
 import transformers
 
 from sincere.host_cache import NOT_PINNED, HostCache
-from sincere.models import dtype_kwargs, quiet_transformers
+from sincere.model_folders import ModelFolders, onto_device
 from sincere.outcomes import (
     OOM_CLASS,
     OOM_ERROR_NAME,
@@ -63,17 +63,6 @@ def set_cpu_threads(threads: int = 0) -> int:
     return count
 
 
-def _own_memory_(model: torch.nn.Module) -> None:
-    """Give every weight its own memory, in place (tied weights stay tied, aliases follow).
-
-    ``from_pretrained`` may leave weights memory-mapped on the safetensors file, read lazily on
-    first use; a CPU load or a host-cache copy that kept them so would not be a load at all.
-    """
-    with torch.no_grad():
-        for tensor in [*model.parameters(), *model.buffers()]:
-            tensor.data = tensor.data.clone()
-
-
 class Engine:
     """Load, unload and run the models of one folder on one device.
 
@@ -89,8 +78,8 @@ class Engine:
                  copy_chunk_mb: int = 64, decode: str = "eager",
                  compile_backend: str = "inductor",
                  prompt_buckets: Sequence[int] = DEFAULT_PROMPT_BUCKETS) -> None:
-        self.models_dir = Path(models_dir)
-        self._extra_paths: dict[str, Path] = {}  # alias -> folder outside models_dir
+        self.folders = ModelFolders(models_dir)
+        self.models_dir = self.folders.models_dir
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.is_cuda = self.device.type == "cuda"
         self.dtype = dtype or (torch.bfloat16 if self.is_cuda else torch.float32)
@@ -126,23 +115,12 @@ class Engine:
     # --- what is where ------------------------------------------------------------------------
 
     def available_models(self) -> list[str]:
-        """Aliases of the model folders (those with a config.json) in ``models_dir``, and of
-        those added with ``add_model_path``."""
-        found = set(self._extra_paths)
-        if self.models_dir.is_dir():
-            found.update(p.name for p in self.models_dir.iterdir()
-                         if p.is_dir() and not p.name.startswith(".")
-                         and (p / "config.json").is_file())
-        return sorted(found)
+        """Aliases of the model folders in ``models_dir`` and of those added."""
+        return self.folders.available()
 
     def add_model_path(self, alias: str, path: Path) -> None:
         """Serve the model folder ``path`` (Hugging Face layout) under ``alias``, wherever it is."""
-        path = Path(path).expanduser().resolve()
-        if not path.is_dir():
-            raise FileNotFoundError(f"no such model folder: {path}")
-        if not (path / "config.json").is_file():
-            raise ValueError(f"{path} is not a model folder (no config.json)")
-        self._extra_paths[alias] = path
+        self.folders.add(alias, path)
 
     @property
     def resident(self) -> str | None:
@@ -154,19 +132,10 @@ class Engine:
         """Aliases whose weights are in the host cache."""
         return sorted(self.host.entries)
 
-    def _path(self, alias: str) -> Path:
-        path = self._extra_paths.get(alias, self.models_dir / alias)
-        if not (path / "config.json").is_file():
-            raise EngineError(f"no model {alias!r} in {self.models_dir} "
-                              f"(have: {', '.join(self.available_models()) or 'none'})")
-        return path
-
     # --- loading ------------------------------------------------------------------------------
 
     def _read_tokenizer(self, alias: str) -> transformers.PreTrainedTokenizerBase:
-        with quiet_transformers():
-            return self._use_tokenizer(
-                alias, transformers.AutoTokenizer.from_pretrained(self._path(alias)))
+        return self._use_tokenizer(alias, self.folders.read_tokenizer(alias))
 
     def _use_tokenizer(self, alias: str, tokenizer: transformers.PreTrainedTokenizerBase
                        ) -> transformers.PreTrainedTokenizerBase:
@@ -176,28 +145,12 @@ class Engine:
         self._tokenizers[alias] = tokenizer
         return tokenizer
 
-    def _read_model(self, alias: str) -> torch.nn.Module:
-        """``from_pretrained`` onto the host, in the engine's dtype (possibly memory-mapped)."""
-        with quiet_transformers():
-            model = transformers.AutoModelForCausalLM.from_pretrained(
-                self._path(alias), **dtype_kwargs(self.dtype))
-        return model.eval()
-
-    def _to_device(self, model: torch.nn.Module) -> torch.nn.Module:
-        """A host model onto the device: a copy to the GPU, or into owned memory on a CPU."""
-        if not self.is_cuda:
-            _own_memory_(model)
-            return model
-        model = model.to(self.device)
-        torch.cuda.synchronize(self.device)
-        return model
-
     def load(self, alias: str) -> LoadResult:
         """Put ``alias`` on the device (from the host cache when there, else disk); seconds."""
         if self._resident is not None:
             raise EngineError(f"{self._resident!r} is resident: unload() it before loading "
                               f"{alias!r}")
-        self._path(alias)
+        self.folders.path(alias)
         started_s = time.perf_counter()
         entry = self.host.get(alias) if self.host_cache else None
         pinning = NOT_PINNED  # only a first load from disk pins, and is not charged for it
@@ -205,13 +158,13 @@ class Engine:
             model, tokenizer, path = self.host.attach(entry), entry.tokenizer, "host_cache"
         else:
             tokenizer = self._read_tokenizer(alias)
-            host_model = self._read_model(alias)
+            host_model = self.folders.read_model(alias, self.dtype)
             path = "disk"
             if self.host_cache:
                 entry = self.host.keep(alias, host_model, tokenizer)
                 pinning, model = entry.pinning, self.host.attach(entry)
             else:
-                model = self._to_device(host_model)
+                model = onto_device(host_model, self.device)
         seconds = time.perf_counter() - started_s - pinning.seconds
         self._model, self._tokenizer, self._resident = model, tokenizer, alias
         result = LoadResult(alias, seconds, path, round(_weights_gb(model), 6),
@@ -247,7 +200,7 @@ class Engine:
             return 0.0
         started_s = time.perf_counter()
         tokenizer = self._read_tokenizer(alias)
-        self.host.keep(alias, self._read_model(alias), tokenizer)
+        self.host.keep(alias, self.folders.read_model(alias, self.dtype), tokenizer)
         seconds = time.perf_counter() - started_s
         log.info("prefetched %s into host RAM in %.3f s", alias, seconds)
         return seconds
