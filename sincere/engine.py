@@ -13,11 +13,12 @@ The engine is not thread-safe; the server calls it from one thread.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -308,6 +309,16 @@ class Engine:
         seconds = time.perf_counter() - started_s
         log.info("warmed up %s at %d shapes in %.1f s", self._resident, len(shapes), seconds)
         return seconds
+
+    @contextlib.contextmanager
+    def eager_decoding(self) -> Iterator[None]:
+        """Within: batches decode as the eager engine's do (no static cache, nothing compiled),
+        so that the two can be compared on the very same weights."""
+        static, self.static = self.static, None
+        try:
+            yield
+        finally:
+            self.static = static
 
     def _made_up_text(self, tokens: int) -> str:
         """Made-up text of at most ``tokens`` tokens, and close to it (no user prompt)."""

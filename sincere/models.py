@@ -170,14 +170,14 @@ def _set_generation_ids(model: torch.nn.Module, ids: Mapping[str, int]) -> None:
     generation.pad_token_id = ids["pad"]
 
 
-def build_random_model(alias: str, folder: Path, seed: int, tiny: bool,
-                       corpus: Sequence[str] | None = None,
-                       device: str | None = None) -> None:
-    """Write a random-weight model of ``alias``'s architecture, with a locally trained tokenizer.
-
-    Tiny models are float32 with the tokenizer's vocab; full-size ones are bfloat16 with the real
-    vocab, built on the GPU when there is one (seconds) or on the CPU (about a minute a model).
-    """
+def random_model_and_tokenizer(alias: str, seed: int, tiny: bool,
+                               corpus: Sequence[str] | None = None, device: str | None = None,
+                               dtype: torch.dtype | None = None
+                               ) -> tuple[torch.nn.Module, transformers.PreTrainedTokenizerFast]:
+    """A random-weight model of ``alias``'s architecture, made in memory, with a locally
+    trained tokenizer. Tiny models are float32 with the tokenizer's vocab; full-size ones
+    bfloat16 with the real vocab, made on the GPU when there is one (seconds) or on the CPU
+    (about a minute a model). ``dtype`` overrides the dtype (the same seed, the same values)."""
     table = TINY if tiny else FULL_SIZE
     if alias not in table:
         raise KeyError(f"no {'tiny' if tiny else 'full-size'} architecture for {alias!r}; "
@@ -192,16 +192,26 @@ def build_random_model(alias: str, folder: Path, seed: int, tiny: bool,
     ids = _special_ids(tokenizer)
     vocab = len(tokenizer) if tiny else arch.vocab_size
     config = build_config(alias, arch, vocab, ids)
-    dtype = torch.float32 if tiny else torch.bfloat16
+    dtype = dtype or (torch.float32 if tiny else torch.bfloat16)
     device = device or ("cuda" if torch.cuda.is_available() and not tiny else "cpu")
     model = random_model(config, arch.family, dtype, device, seed)
     _set_generation_ids(model, ids)
+    return model, tokenizer
+
+
+def build_random_model(alias: str, folder: Path, seed: int, tiny: bool,
+                       corpus: Sequence[str] | None = None,
+                       device: str | None = None) -> None:
+    """Write a random-weight model of ``alias``'s architecture, with a locally trained tokenizer
+    (``random_model_and_tokenizer``), in the layout ``save_pretrained`` writes."""
+    model, tokenizer = random_model_and_tokenizer(alias, seed, tiny, corpus, device)
     folder.mkdir(parents=True, exist_ok=True)
     save_tokenizer(tokenizer, folder)
     with quiet_transformers():
         model.save_pretrained(folder, max_shard_size=SAVE_SHARD_SIZE)
+    on_gpu = next(model.parameters()).is_cuda
     del model
-    if device.startswith("cuda"):
+    if on_gpu:
         torch.cuda.empty_cache()
 
 
