@@ -22,6 +22,7 @@ machine is measured (sincere.load_paths), not assumed.
 
 from __future__ import annotations
 
+import ctypes
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -132,6 +133,17 @@ def _unregister(pointers: list[int]) -> None:
         cudart.cudaHostUnregister(pointer)
 
 
+def _clear_cuda_error() -> None:
+    """Reset the CUDA runtime's last error after a refused call: PyTorch checks it after each
+    kernel launch (``cudaGetLastError``) and would report the refusal as that kernel's error.
+    Through the runtime library PyTorch loaded (its symbols are global); nothing if absent."""
+    try:
+        get_last_error = ctypes.CDLL(None).cudaGetLastError
+    except (AttributeError, OSError):
+        return
+    get_last_error()
+
+
 def _register(buffers: list[torch.Tensor]) -> bool:
     """Pin each buffer in place at its exact size; False (and none left pinned) if refused."""
     cudart = torch.cuda.cudart()
@@ -141,6 +153,7 @@ def _register(buffers: list[torch.Tensor]) -> bool:
                                              buffer.numel() * buffer.element_size(),
                                              _HOST_REGISTER_PORTABLE))
         if status != 0:
+            _clear_cuda_error()
             _unregister(done)
             return False
         done.append(buffer.data_ptr())
