@@ -34,22 +34,24 @@ and nvidia-ml-py for the environment block, if present); not Flask.
 
 from __future__ import annotations
 
-import copy
-import json
 import os
 import statistics
 import sys
-import threading
 import time
-import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(_REPO_ROOT))
 
+from sincere.check_report import Report  # noqa: E402
 from sincere.cli import parse_constants  # noqa: E402
+from sincere.comparisons import (  # noqa: E402
+    bandwidth,
+    made_up_prompts,
+    pipeline_seconds,
+    token_agreement,
+)
 
 OUT_DIR = ""  # results folder ("" = $OUT when set, else gpu_check_out)
 MODELS = ["granite-7b", "gemma-7b", "llama3-8b"]  # architectures built and swapped
@@ -71,167 +73,6 @@ OPTIONAL_UNTIL_S = 420.0  # optional parts start only before this
 COMPILE_BACKEND = ""  # torch.compile backend ("" = inductor on a GPU, eager in smoke mode)
 DEVICE = ""  # torch device ("" = cuda when there is one, else cpu: smoke mode)
 SEED = 0  # seed of the random weights and of the made-up prompts
-
-
-class Report:
-    """What the check found, written to OUT_DIR after every part (thread-safe: the time-limit
-    watchdog writes it too)."""
-
-    def __init__(self, out_dir: Path, started: float, limit_s: float) -> None:
-        self.out_dir = out_dir
-        self.started = started
-        self.limit_s = limit_s
-        self.lock = threading.RLock()
-        self.data: dict[str, Any] = {"status": "running", "parts": {}, "checks": [],
-                                     "goals": [], "skipped": [], "errors": []}
-
-    def elapsed_s(self) -> float:
-        return time.monotonic() - self.started
-
-    def set(self, key: str, value: Any) -> None:
-        with self.lock:
-            self.data[key] = value
-
-    def check(self, name: str, passed: bool, detail: str) -> None:
-        with self.lock:
-            self.data["checks"].append({"name": name, "passed": bool(passed), "detail": detail})
-        print(f"  check {'ok    ' if passed else 'FAILED'} {name}: {detail}", flush=True)
-
-    def goal(self, name: str, met: bool | None, detail: str) -> None:
-        with self.lock:
-            self.data["goals"].append({"name": name, "met": met, "detail": detail})
-
-    def skip(self, part: str, reason: str) -> None:
-        with self.lock:
-            self.data["skipped"].append({"part": part, "reason": reason})
-            self.data["parts"][part] = {"status": "skipped", "seconds": 0.0}
-        print(f"[{part}] skipped: {reason}", flush=True)
-
-    def failed(self) -> bool:
-        with self.lock:
-            return (any(not c["passed"] for c in self.data["checks"]) or bool(self.data["errors"])
-                    or any(p["status"] in ("failed", "cut short")
-                           for p in self.data["parts"].values()))
-
-    def run(self, part: str, work: Callable[[], None]) -> bool:
-        """Run one part; its error is recorded (class and first line), never raised; False when
-        it did not complete."""
-        print(f"[{part}] at {self.elapsed_s():.0f} s", flush=True)
-        started = time.monotonic()
-        status = "ok"
-        try:
-            work()
-        except Exception as exc:  # noqa: BLE001 - every failure is reported and the rest goes on
-            status = "failed"
-            message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-            with self.lock:
-                self.data["errors"].append({"part": part, "error": type(exc).__name__,
-                                            "message": message})
-            print(f"[{part}] FAILED: {type(exc).__name__}: {message}", flush=True)
-            traceback.print_exc(limit=4)
-        with self.lock:
-            self.data["parts"][part] = {"status": status,
-                                        "seconds": round(time.monotonic() - started, 2)}
-        self.write()
-        return status == "ok"
-
-    def write(self, final: bool = False) -> None:
-        with self.lock:
-            self.data["elapsed_s"] = round(self.elapsed_s(), 1)
-            if final:
-                self.data["status"] = "fail" if self.failed() else "pass"
-            snapshot = copy.deepcopy(self.data)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / "gpu_check.json").write_text(json.dumps(snapshot, indent=2) + "\n")
-        (self.out_dir / "gpu_check.txt").write_text(format_report(snapshot) + "\n")
-
-
-def token_agreement(static: list[list[int]], eager: list[list[int]]) -> dict[str, float]:
-    """Share of new tokens (row by row, position by position) that are equal, and share of
-    rows whose first new token is equal (the prefill alone)."""
-    pairs = [(a, b) for row_a, row_b in zip(static, eager, strict=True)
-             for a, b in zip(row_a, row_b, strict=False)]
-    total = max(len(pairs), 1)
-    first = [bool(a) and bool(b) and a[0] == b[0] for a, b in zip(static, eager, strict=True)]
-    return {"fraction": sum(a == b for a, b in pairs) / total,
-            "first_token_fraction": sum(first) / max(len(first), 1), "tokens": len(pairs)}
-
-
-def made_up_prompts(count: int, max_words: int, seed: int) -> list[str]:
-    """The project's synthetic prompts (no user text), cut to 8..max_words words."""
-    from sincere.workloads import synthetic_prompts
-
-    prompts = synthetic_prompts(count, seed=seed)
-    return [" ".join(p.split()[:8 + (i * 37) % max(1, max_words - 7)])
-            for i, p in enumerate(prompts)]
-
-
-def bandwidth(device: Any, report: Report) -> float:
-    """Host-to-device GB/s from host memory pinned as the host cache pins it (registered at its
-    exact size), and from pageable memory; on a CPU a host copy's GB/s. The pinned (or CPU)
-    figure, the denominator of the swap ratios."""
-    import torch
-
-    from sincere.weights import _register, _unregister
-
-    def median_gbps(source: Any, target: Any, copies: int = 3) -> float:
-        times = []
-        for _ in range(copies):
-            if target.is_cuda:
-                torch.cuda.synchronize()
-            started = time.perf_counter()
-            target.copy_(source, non_blocking=target.is_cuda)
-            if target.is_cuda:
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - started)
-        return source.numel() / statistics.median(times) / 1e9
-
-    if device.type != "cuda":
-        host = torch.ones(256 * 2**20, dtype=torch.uint8)
-        gbps = median_gbps(host, torch.empty_like(host))
-        report.set("bandwidth", {"host_copy_gbps": round(gbps, 2), "note": "CPU: a host copy"})
-        return gbps
-    host = torch.ones(2 * 2**30, dtype=torch.uint8)
-    target = torch.empty_like(host, device=device)
-    pageable = median_gbps(host, target)
-    registered = _register([host])
-    pinned_host = host if registered else host.pin_memory()
-    pinned = median_gbps(pinned_host, target)
-    if registered:
-        _unregister([host.data_ptr()])
-    report.set("bandwidth", {"pinned_h2d_gbps": round(pinned, 2),
-                             "pageable_h2d_gbps": round(pageable, 2),
-                             "pinned_by": "cudaHostRegister" if registered else "pin_memory",
-                             "buffer_gib": 2})
-    return pinned
-
-
-def pipeline_seconds(model: Any, tokenizer: Any, prompts: list[str], new_tokens: int,
-                     runs: int) -> tuple[float, float]:
-    """The original study's way: pipeline('text-generation') over a float32 model, one batch
-    of all the prompts; (first call's seconds, median seconds of ``runs`` more)."""
-    import torch
-    import transformers
-
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    generator = transformers.pipeline("text-generation", model=model, tokenizer=tokenizer)
-    options = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False,
-               "batch_size": len(prompts), "return_full_text": False,
-               "pad_token_id": tokenizer.pad_token_id}
-    times = []
-    for _ in range(1 + runs):
-        if model.device.type == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        outputs = generator(prompts, **options)
-        if model.device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - started)
-        if len(outputs) != len(prompts):
-            raise RuntimeError(f"the pipeline answered {len(outputs)} of {len(prompts)} prompts")
-    return times[0], statistics.median(times[1:])
 
 
 class GpuCheck:
@@ -541,30 +382,6 @@ def format_report(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def watchdog(report: Report, limit_s: float) -> threading.Timer:
-    """At the time limit: record the part cut short, write what was measured, exit 1."""
-    def expire() -> None:
-        with report.lock:
-            running = [p for p in ("environment", "bandwidth", "build", "swaps", "throughput",
-                                   "warm_up", "swap_through", "larger_batch")
-                       if p not in report.data["parts"]]
-            if running:
-                report.data["parts"][running[0]] = {"status": "cut short",
-                                                    "seconds": None}
-            report.data["errors"].append({"part": running[0] if running else "?",
-                                          "error": "TimeLimit",
-                                          "message": f"cut short at {limit_s:g} s"})
-        report.write(final=True)
-        print(f"time limit of {limit_s:g} s reached: results so far in {report.out_dir}",
-              flush=True)
-        os._exit(1)
-
-    timer = threading.Timer(limit_s, expire)
-    timer.daemon = True
-    timer.start()
-    return timer
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run every part in turn within the time limit; 0 when every check passed."""
     cfg = parse_constants(globals(), argv)
@@ -580,8 +397,8 @@ def main(argv: list[str] | None = None) -> int:
               f"smoke mode on the CPU", file=sys.stderr)
         return 2
     out_dir = Path(cfg.OUT_DIR or os.environ.get("OUT") or "gpu_check_out")
-    report = Report(out_dir, time.monotonic(), cfg.TIME_LIMIT_S)
-    timer = watchdog(report, cfg.TIME_LIMIT_S)
+    report = Report(out_dir, "gpu_check", format_report)
+    timer = report.watchdog(cfg.TIME_LIMIT_S)
     try:
         check = GpuCheck(cfg, report)
     except Exception as exc:  # noqa: BLE001 - reported in the results like any part's error

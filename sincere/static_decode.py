@@ -184,9 +184,12 @@ class StaticDecoder:
         return config
 
     def set_batch_buckets(self, buckets: Mapping[str, Sequence[int]]) -> None:
-        """Batch buckets per model (a model without any runs each batch size as it comes)."""
+        """Batch buckets per model (a model without any runs each batch size as it comes);
+        Dynamo's recompile limit is raised for all their shapes (reserving raises it too)."""
         self.batch_buckets.update({m: sorted({int(b) for b in sizes})
                                    for m, sizes in buckets.items()})
+        shapes = sum(len(b) for b in self.batch_buckets.values()) * len(self.prompt_buckets)
+        raise_recompile_limit(2 * shapes + 8)
 
     def shape(self, alias: str, count: int, prompt_len: int, new_tokens: int
               ) -> DecodeShape | None:

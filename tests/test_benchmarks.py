@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from sincere.architectures import HUB_IDS
+from sincere.comparisons import token_agreement
 from sincere.profiles import load_profiles
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -101,7 +102,7 @@ def test_gpu_check_smoke_mode_runs_every_part_and_passes_its_checks(
 def test_token_agreement_is_a_share_of_positions(static: list[list[int]],
                                                  eager: list[list[int]], fraction: float,
                                                  first: float) -> None:
-    agreement = benchmark("gpu_check").token_agreement(static, eager)
+    agreement = token_agreement(static, eager)
     assert agreement["fraction"] == pytest.approx(fraction)
     assert agreement["first_token_fraction"] == pytest.approx(first)
 

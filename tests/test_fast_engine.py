@@ -115,6 +115,8 @@ def test_static_decoding_compiles_in_warm_up_only_whatever_the_swaps_and_prompts
     one_cpu_thread()
     plain = Engine(tiny_models, host_cache=False)
     assert static_engine.compile_counts()["compiles_total"] > 0
+    # 3 models x 2 batch buckets x 2 prompt buckets: room for twice that (8 by default).
+    assert torch._dynamo.config.recompile_limit >= 2 * 12 + 8
     for round_number, size in enumerate([1, 3, 8, 2, 5, 7]):
         for alias in MODELS:
             batch = [" ".join(p.split()[:2 + 9 * ((i + round_number) % 5)])
