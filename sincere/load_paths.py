@@ -47,7 +47,8 @@ def time_copy_modes(engine: Any, alias: str, rounds: int = 3, warmup: int = 1,
             if not engine.is_cuda:
                 times[mode] = "needs CUDA"
                 continue
-            if pin(entry.weights).how == "none":
+            entry.pinning = pin(entry.weights)  # what engine.pinning(alias) reports from now
+            if entry.pinning.how == "none":
                 times[mode] = "pinning refused"
                 continue
         engine.host.copy_mode = mode
