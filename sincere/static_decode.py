@@ -74,6 +74,10 @@ class CompileWatch:
         self._mark = (0, 0)
         handler = getattr(torch._dynamo, "callback_handler", None)
         self.available = handler is not None
+        # Graph recordings are counted only where torch has their trigger (2.6 on); elsewhere
+        # they are None, never a vacuous 0.
+        triggers = getattr(getattr(torch._dynamo, "callback", None), "CallbackTrigger", None)
+        self.counts_graphs = self.available and hasattr(triggers, "CUDAGRAPH_RECORDING")
         if handler is not None:
             callback = _counting_callback(weakref.ref(self))
             handler.register_start_callback(callback)
@@ -88,7 +92,8 @@ class CompileWatch:
         if not self.available:
             return {"compiles": None, "graph_recordings": None}
         return {"compiles": self.compiles - self._mark[0],
-                "graph_recordings": self.graph_recordings - self._mark[1]}
+                "graph_recordings": (self.graph_recordings - self._mark[1]
+                                     if self.counts_graphs else None)}
 
 
 def _counting_callback(ref: weakref.ref) -> object:
