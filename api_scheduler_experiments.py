@@ -51,7 +51,8 @@ DEVICE = ""  # torch device ("" = cuda when there is one, else cpu)
 CPU_THREADS = 0  # torch threads on a CPU device (0 = all cores but one, at least one)
 DECODE = "eager"  # batch engine: eager generate, or static (static KV cache + torch.compile)
 COMPILE_BACKEND = "inductor"  # torch.compile backend of the static engine
-WARM_UP = True  # static engine: compile each model at 1 and its best batch before serving
+WARM_UP = True  # static engine: compile each model for all its shapes before serving
+PROMPT_BUCKETS = [128, 512]  # static engine: prompt token buckets (cache = bucket + new tokens)
 MONITOR_PERIOD_S = 0.5  # CPU/GPU sampling period of monitor.csv, seconds
 EXIT_AFTER_STOP = True  # exit once /stop has drained the queues and written the run
 IDLE_STOP_S = 0.0  # a run begun without /start ends after this long without requests (0 = never)
@@ -63,6 +64,8 @@ log = logging.getLogger("api_scheduler_experiments")
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    import torch
+
     from sincere.engine import Engine, set_cpu_threads
     from sincere.environment import environment_block, format_environment
     from sincere.experiment import (
@@ -76,18 +79,23 @@ def main(argv: list[str] | None = None) -> int:
     from sincere.records import write_text_atomic
     from sincere.run_end import RunEnd
     from sincere.server_app import Limits, create_app
+    from sincere.static_decode import batch_buckets
 
     env = environment_block()
     print(format_environment(env), flush=True)
-    engine = Engine(Path(cfg.MODELS_DIR), device=cfg.DEVICE or None, host_cache=cfg.HOST_CACHE,
-                    cc_mode=env["cc_mode"], oom_batch_limit=cfg.OOM_BATCH_LIMIT or None,
-                    max_new_tokens=cfg.MAX_NEW_TOKENS, decode=cfg.DECODE,
-                    compile_backend=cfg.COMPILE_BACKEND)
-    if engine.device.type == "cpu":
+    device = torch.device(cfg.DEVICE or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cpu":
         set_cpu_threads(cfg.CPU_THREADS)
     try:
-        profiles = resolve_profiles(cfg.PROFILES, Path(cfg.PROFILES_DIR), env,
-                                    engine.device.type, cfg.STD_FACTOR, cfg.DECODE)
+        profiles = resolve_profiles(cfg.PROFILES, Path(cfg.PROFILES_DIR), env, device.type,
+                                    cfg.STD_FACTOR, cfg.DECODE)
+        # Swaps copy the way the profile measured fastest here (sincere.load_paths).
+        copy_mode = next((p.copy_mode for p in profiles.models.values() if p.copy_mode), None)
+        engine = Engine(Path(cfg.MODELS_DIR), device=str(device), host_cache=cfg.HOST_CACHE,
+                        cc_mode=env["cc_mode"], oom_batch_limit=cfg.OOM_BATCH_LIMIT or None,
+                        max_new_tokens=cfg.MAX_NEW_TOKENS, decode=cfg.DECODE,
+                        compile_backend=cfg.COMPILE_BACKEND, prompt_buckets=cfg.PROMPT_BUCKETS,
+                        copy_mode=copy_mode)
         models = resolve_models(cfg.MODELS, engine, profiles)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -101,21 +109,33 @@ def main(argv: list[str] | None = None) -> int:
                   "fix the above, or set --allow-profile-mismatch true (run.json records it)",
                   file=sys.stderr)
             return 2
+    print(f"swaps copy {engine.copy_mode}"
+          + (" (the profile's choice)" if copy_mode else " (the default; the profile names none)"),
+          flush=True)
     unreadable = {}  # a model that cannot be read fails its requests; the others are served
     for model in models if cfg.HOST_CACHE else []:
         try:
-            print(f"host cache: {model} read in {engine.prefetch(model):.2f} s", flush=True)
+            read_s = engine.prefetch(model)
         except Exception as exc:  # noqa: BLE001 - any failure to read the folder
             unreadable[model] = type(exc).__name__
             print(f"error: {model} could not be read ({type(exc).__name__}); its requests "
                   "will fail", file=sys.stderr, flush=True)
-    if cfg.DECODE == "static" and cfg.WARM_UP:
-        for model in (m for m in models if m not in unreadable):
-            sizes = sorted({1, profiles[model].best_batch(cfg.MAX_NEW_TOKENS)})
-            engine.load(model)
-            print(f"warm-up: {model} compiled for batches {sizes} in "
-                  f"{engine.warm_up(sizes):.1f} s", flush=True)
-            engine.unload()
+            continue
+        pinning = engine.pinning(model)
+        print(f"host cache: {model} read in {read_s - pinning.seconds:.2f} s"
+              + (f", {pinning.nbytes / 1e9:.2f} GB pinned ({pinning.how}) in "
+                 f"{pinning.seconds:.2f} s" if pinning.nbytes else ""), flush=True)
+    readable = [m for m in models if m not in unreadable]
+    # Static engine: each model compiled for its best batch and a few below it.
+    engine.set_batch_buckets({m: batch_buckets(profiles[m].best_batch(cfg.MAX_NEW_TOKENS))
+                              for m in readable})
+    if cfg.HOST_CACHE:  # device memory for the largest model and shape: no swap allocates
+        print(f"reserved {engine.reserve(readable) / 1e9:.3f} GB on {engine.device}",
+              flush=True)
+    for model in readable if cfg.DECODE == "static" and cfg.WARM_UP else []:
+        engine.load(model)
+        print(f"warm-up: {model} compiled in {engine.warm_up():.1f} s", flush=True)
+        engine.unload()
     run_dir = run_directory(cfg.RUN_DIR, cfg.RESULTS_DIR, cfg.RUN_ID, cfg.MODE, cfg.SLA)
     server = build_server(cfg, engine, profiles, models, run_dir, env)
     for model, reason in unreadable.items():

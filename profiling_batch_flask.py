@@ -40,6 +40,7 @@ CPU_THREADS = 0  # torch threads on a CPU device (0 = all cores but one, as the 
 DEVICE_NAME = ""  # device part of the profile's file name ("" = cpu, or the GPU's short name)
 DECODE = "eager"  # batch engine: eager generate, or static (static KV cache + torch.compile)
 COMPILE_BACKEND = "inductor"  # torch.compile backend of the static engine
+PROMPT_BUCKETS = [128, 512]  # static engine: prompt token buckets, as the server's
 MONITOR_PERIOD_S = 0.5  # sampling period of the CPU/GPU monitor during batches, seconds
 MONITOR_CSV = ""  # also write every monitor sample to this CSV ("" = keep them in memory only)
 SEED = 0  # seed of the prompt draw when a request gives none
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     from sincere.engine import Engine, set_cpu_threads
     from sincere.environment import environment_block
     from sincere.monitor import Monitor
-    from sincere.profiling import device_name, hardware_name
+    from sincere.profile_files import device_name, hardware_name
     from sincere.workloads import read_workloads
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = Engine(Path(cfg.MODELS_DIR), device=cfg.DEVICE or None, host_cache=True,
                     cc_mode=env["cc_mode"], oom_batch_limit=cfg.OOM_BATCH_LIMIT or None,
                     max_new_tokens=cfg.MAX_NEW_TOKENS, decode=cfg.DECODE,
-                    compile_backend=cfg.COMPILE_BACKEND)
+                    compile_backend=cfg.COMPILE_BACKEND, prompt_buckets=cfg.PROMPT_BUCKETS)
     if not engine.available_models():
         print(f"no models in {cfg.MODELS_DIR}: run download_models.py first", file=sys.stderr)
         return 2

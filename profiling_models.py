@@ -2,8 +2,9 @@
 
 For each model, ITERATIONS rounds of: a load from disk (``from_pretrained`` and a copy to the
 device, no host cache), an unload, a load from the host-RAM cache (the copy a swap makes in the
-server, pinned where CC is off), an unload. One row per model with the mean and std of each path;
-``load_mean_s`` / ``load_std_s`` are those of the path the server uses (``load_path``).
+server, in the copy mode timed fastest here on the first model: COPY_MODE), an unload. One row
+per model with the mean and std of each path; ``load_mean_s`` / ``load_std_s`` are those of the
+path the server uses (``load_path``), ``load_path_reason`` says why that copy mode.
 """
 
 import csv
@@ -24,6 +25,8 @@ CPU_THREADS = 0  # torch threads on a CPU device (0 = all cores but one, as the 
 DEVICE_NAME = ""  # device part of the file name ("" = cpu, or the GPU's short name, e.g. h100)
 DECODE = "eager"  # the engine the batch profile is for (eager or static): names the profile set
 HOST_CACHE = True  # the server keeps host copies: load_mean_s is the host-cache path (false: disk)
+COPY_MODE = "auto"  # host-cache swaps: auto (fastest of pinned, pageable, chunked), or one of them
+LOAD_PATH_ROUNDS = 3  # auto: timed swaps per copy mode, on the first model
 
 
 def manifest_aliases(models_dir: Path) -> list[str]:
@@ -38,29 +41,28 @@ def manifest_aliases(models_dir: Path) -> list[str]:
 def profile_loading(models_dir: Path, aliases: list[str], profiles_dir: Path,
                     env: dict[str, Any], iterations: int, warmup: int = 1,
                     device: str | None = None, device_label: str = "", host_cache: bool = True,
-                    decode: str = "eager",
+                    decode: str = "eager", copy_mode: str = "auto", path_rounds: int = 3,
                     log: Callable[[str], None] = print) -> Path:
     """Time each model's loads and unloads (all of ``models_dir``'s when ``aliases`` is empty)
     and write the model_loading_times CSV; its path. ``env`` is an environment block
-    (sincere.environment) naming the hardware and the CC mode. ValueError for a missing model."""
+    (sincere.environment) naming the hardware and the CC mode. The host-cache copy mode is
+    ``copy_mode``, or with "auto" the fastest on this machine, timed on the first model
+    (sincere.load_paths). ValueError for a missing model."""
     from sincere.engine import Engine
-    from sincere.profiling import (
-        LOADING_COLUMNS,
+    from sincere.load_paths import choose_load_path
+    from sincere.profile_files import (
         RowWriter,
-        cache_path_name,
         device_name,
         format_table,
         hardware_name,
-        loading_row,
         measured_source,
         profile_path,
-        time_loading,
         timestamp,
     )
+    from sincere.profiling import LOADING_COLUMNS, cache_path_name, loading_row, time_loading
 
     cc_mode = env.get("cc_mode", "unknown")
     disk_engine = Engine(models_dir, device=device, host_cache=False, cc_mode=cc_mode)
-    cache_engine = Engine(models_dir, device=device, host_cache=True, cc_mode=cc_mode)
     available = disk_engine.available_models()
     aliases = list(aliases) or manifest_aliases(models_dir) or available
     missing = [a for a in aliases if a not in available]
@@ -69,8 +71,17 @@ def profile_loading(models_dir: Path, aliases: list[str], profiles_dir: Path,
                          f"{models_dir}; run download_models.py first (have: "
                          f"{', '.join(available) or 'none'})")
     device_type = disk_engine.device.type
+    reason = f"set by COPY_MODE={copy_mode}"
+    if copy_mode == "auto":
+        log(f"timing the copy modes of host-cache swaps on {aliases[0]}")
+        probe = Engine(models_dir, device=device, host_cache=True, copy_mode="pageable")
+        choice = choose_load_path(probe, aliases[0], path_rounds, log=log)
+        copy_mode, reason = choice.mode, choice.reason
+        log(f"  copy mode: {reason}")
+    cache_engine = Engine(models_dir, device=device, host_cache=True, cc_mode=cc_mode,
+                          copy_mode=copy_mode)
     name = device_label or device_name(env, device_type, decode)
-    server_path = (cache_path_name(device_type, cache_engine.pin_memory) if host_cache
+    server_path = (cache_path_name(device_type, cache_engine.copy_mode) if host_cache
                    else "disk_from_pretrained")
     dtype = str(disk_engine.dtype).removeprefix("torch.")
     source = measured_source(hardware_name(env))
@@ -83,11 +94,12 @@ def profile_loading(models_dir: Path, aliases: list[str], profiles_dir: Path,
             timings = time_loading(disk_engine, cache_engine, alias, iterations, warmup=warmup,
                                    log=log)
             row = loading_row(timings, dtype=dtype, device=name, cc_mode=cc_mode,
-                              server_path=server_path, source=source)
+                              server_path=server_path, source=source, copy_mode=copy_mode,
+                              reason=reason)
             writer.write(row)
             rows.append(row)
     log(format_table(rows, ["model", "size_gb", "load_path", "load_mean_s", "load_std_s",
-                            "disk_load_mean_s", "unload_mean_s"]))
+                            "disk_load_mean_s", "unload_mean_s", "host_pin_s"]))
     log(f"wrote {out_path}")
     return out_path
 
@@ -106,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         profile_loading(Path(cfg.MODELS_DIR), list(cfg.MODELS), Path(cfg.PROFILES_DIR),
                         environment_block(), cfg.ITERATIONS, warmup=cfg.WARMUP,
                         device=cfg.DEVICE or None, device_label=cfg.DEVICE_NAME,
-                        decode=cfg.DECODE,
-                        host_cache=cfg.HOST_CACHE, log=lambda line: print(line, flush=True))
+                        decode=cfg.DECODE, host_cache=cfg.HOST_CACHE,
+                        copy_mode=cfg.COPY_MODE, path_rounds=cfg.LOAD_PATH_ROUNDS,
+                        log=lambda line: print(line, flush=True))
     except ValueError as exc:
         print(str(exc), file=sys.stderr)
         return 2

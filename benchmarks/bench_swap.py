@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     """Time every model's paths and print the table."""
     cfg = parse_constants(globals(), argv)
     from sincere.engine import Engine
-    from sincere.profiling import format_table, mean_std
+    from sincere.profile_files import format_table, mean_std
 
     device = cfg.DEVICE or None
     engines = {"disk": Engine(Path(cfg.MODELS_DIR), device=device, host_cache=False),
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     first = engines["disk"]
     if first.is_cuda and cfg.PAGEABLE:
         engines["host_cache_pageable"] = Engine(Path(cfg.MODELS_DIR), device=device,
-                                                host_cache=True, pin_memory=False)
+                                                host_cache=True, copy_mode="pageable")
     aliases = list(cfg.MODELS) or first.available_models()
     if not aliases or cfg.ROUNDS < 1:
         print(f"nothing to time: no models in {cfg.MODELS_DIR} (run download_models.py), or "

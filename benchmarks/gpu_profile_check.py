@@ -1,4 +1,4 @@
-"""The GPU check's profiling: load paths and a bounded batch sweep in one process, no Flask.
+"""Profiling on a GPU in one process, no Flask: load paths and a bounded batch sweep.
 
     python benchmarks/gpu_profile_check.py --models-dir models --profiles-dir $OUT/profiles
     python benchmarks/gpu_profile_check.py --device cpu --models-dir /tmp/m --batch-sizes 1 2 4
@@ -8,7 +8,8 @@ batch_profiling_* and best_batch_* CSVs), with the same code: profiling_models.p
 for the loads, and sincere.profiling's sweep calling the engine directly instead of over HTTP.
 The batch sizes stop at the first out-of-memory, at the last of BATCH_SIZES, or when
 TIME_LIMIT_S is spent (each model gets its share). With ``--device cpu`` the same steps run on
-the tiny models: a dry run of the check anywhere. benchmarks/gpu_check.sh drives it on a GPU.
+the tiny models: a dry run anywhere. On a GPU it needs the full-size models on disk first
+(``download_models.py --random``, 47 GB); benchmarks/gpu_check.py measures without them.
 """
 
 from __future__ import annotations
@@ -66,17 +67,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import profiling_models
     from sincere.engine import Engine
-    from sincere.profiling import (
+    from sincere.profile_files import (
         device_name,
-        draw_prompt_ids,
         hardware_name,
-        measure_batch,
         measured_source,
         profile_path,
-        report_sweeps,
-        run_sweeps,
         timestamp,
     )
+    from sincere.profiling import draw_prompt_ids, measure_batch, report_sweeps, run_sweeps
     from sincere.workloads import read_workloads, synthetic_prompts
 
     if cfg.DEVICE.startswith("cuda") and not torch.cuda.is_available():

@@ -4,7 +4,8 @@ One model is resident on the device at a time. ``load`` reads it from disk, or, 
 are already in the host cache, copies them from host RAM (pinned where CC is off), which is what a
 swap costs; ``unload`` frees the device. ``generate`` runs a batch greedily with left padding and,
 by default, exactly ``max_new_tokens`` new tokens per prompt so that batch times are comparable;
-an out-of-memory splits the batch in halves and retries, and nothing is ever dropped silently.
+only an out-of-memory splits the batch in halves and retries; any other error fails the batch's
+prompts at once with its class name. Nothing is ever dropped silently.
 
 Nothing here logs or raises prompt or generated text: only counts, lengths and error class names.
 The engine is not thread-safe; the server calls it from one thread.
@@ -12,103 +13,40 @@ The engine is not thread-safe; the server calls it from one thread.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
 import transformers
 
-from sincere.models import dtype_kwargs, quiet_transformers
-from sincere.weights import FlatWeights, pack, to_device, to_host
+from sincere.host_cache import NOT_PINNED, HostCache
+from sincere.model_folders import ModelFolders, onto_device
+from sincere.outcomes import (
+    OOM_CLASS,
+    OOM_ERROR_NAME,
+    BatchResult,
+    EngineError,
+    LoadResult,
+    run_in_parts,
+)
+from sincere.static_decode import (
+    DEFAULT_PROMPT_BUCKETS,
+    DecodeShape,
+    StaticDecoder,
+)
+from sincere.weights import PinReport
 
 log = logging.getLogger("sincere.engine")
 
-# torch.OutOfMemoryError exists from torch 2.5; torch.cuda.OutOfMemoryError before (same class
-# from 2.5 on). _OOM_CLASS is what the engine raises and records.
-_OOM_CLASS: type[RuntimeError] = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-OOM_ERRORS: tuple[type[BaseException], ...] = tuple(dict.fromkeys(
-    [_OOM_CLASS, torch.cuda.OutOfMemoryError]))
-OOM_ERROR_NAME = _OOM_CLASS.__name__  # the name in BatchResult.errors of a prompt that ran out
-# What allocators say when they run out without raising OutOfMemoryError (a CPU "device", cuBLAS).
-_OOM_MESSAGES = ("can't allocate memory", "not enough memory", "out of memory",
-                 "CUBLAS_STATUS_ALLOC_FAILED")
-
-
-class EngineError(RuntimeError):
-    """A call the engine cannot serve in its current state (nothing resident, unknown model)."""
-
-
-@dataclass(frozen=True)
-class LoadResult:
-    """How a load went: ``path`` is "disk" or "host_cache"; ``size_gb`` counts the weights."""
-
-    alias: str
-    seconds: float
-    path: str
-    size_gb: float
-
-
-@dataclass
-class BatchResult:
-    """One ``generate`` call: per-prompt lists in input order, plus the batch's accounting.
-
-    A prompt in ``failed`` has an empty text and 0 output tokens; ``errors[i]`` is the error
-    class name of ``failed[i]``. ``retries`` counts the splits after a failure (out-of-memory
-    or any other error), ``oom_retries`` those after an out-of-memory. ``output_ids`` holds
-    each prompt's new token ids (what the texts decode from; empty for a failed prompt).
-    """
-
-    texts: list[str]
-    prompt_tokens: list[int]
-    output_tokens: list[int]
-    seconds: float
-    retries: int = 0
-    peak_mem_gib: float | None = None
-    failed: list[int] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    output_ids: list[list[int]] = field(default_factory=list)
-    oom_retries: int = 0
-
-    @property
-    def out_of_memory(self) -> bool:
-        """True when the batch did not fit whole: it was split for memory, or a single prompt
-        ran out."""
-        return self.oom_retries > 0 or OOM_ERROR_NAME in self.errors
-
-    @property
-    def other_errors(self) -> list[str]:
-        """The error class names, other than out-of-memory, that failed prompts (sorted)."""
-        return sorted(set(self.errors) - {OOM_ERROR_NAME})
-
-
-@dataclass
-class _HostEntry:
-    """A model kept in host RAM between swaps: the module itself, its weights packed in flat
-    host buffers (sincere.weights), and its tokenizer."""
-
-    module: torch.nn.Module
-    weights: FlatWeights
-    tokenizer: transformers.PreTrainedTokenizerBase
-    size_gb: float
-
+__all__ = ["OOM_ERROR_NAME", "BatchResult", "Engine", "EngineError", "LoadResult",
+           "set_cpu_threads"]
 
 DECODE_MODES = ("eager", "static")
-
-
-def _drop_static_cache(module: torch.nn.Module) -> None:
-    """Free the KV cache generate() keeps on a module between calls (a static cache)."""
-    if getattr(module, "_cache", None) is not None:
-        module._cache = None
-
-
-def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, OOM_ERRORS):
-        return True
-    return isinstance(exc, RuntimeError) and any(m in str(exc) for m in _OOM_MESSAGES)
 
 
 def _weights_gb(module: torch.nn.Module) -> float:
@@ -126,17 +64,6 @@ def set_cpu_threads(threads: int = 0) -> int:
     return count
 
 
-def _own_memory_(model: torch.nn.Module) -> None:
-    """Give every weight its own memory, in place (tied weights stay tied, aliases follow).
-
-    ``from_pretrained`` may leave weights memory-mapped on the safetensors file, read lazily on
-    first use; a CPU load or a host-cache copy that kept them so would not be a load at all.
-    """
-    with torch.no_grad():
-        for tensor in [*model.parameters(), *model.buffers()]:
-            tensor.data = tensor.data.clone()
-
-
 class Engine:
     """Load, unload and run the models of one folder on one device.
 
@@ -146,64 +73,55 @@ class Engine:
 
     def __init__(self, models_dir: Path, device: str | None = None,
                  dtype: torch.dtype | None = None, host_cache: bool = True,
-                 pin_memory: bool | None = None, cc_mode: str = "unknown",
+                 copy_mode: str | None = None, cc_mode: str = "unknown",
                  oom_batch_limit: int | None = None, max_new_tokens: int = 50,
                  exact_new_tokens: bool = True, copy_threads: int = 0,
                  copy_chunk_mb: int = 64, decode: str = "eager",
-                 compile_backend: str = "inductor", pad_multiple: int = 64) -> None:
-        self.models_dir = Path(models_dir)
-        self._extra_paths: dict[str, Path] = {}  # alias -> folder outside models_dir
+                 compile_backend: str = "inductor",
+                 prompt_buckets: Sequence[int] = DEFAULT_PROMPT_BUCKETS) -> None:
+        self.folders = ModelFolders(models_dir)
+        self.models_dir = self.folders.models_dir
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.is_cuda = self.device.type == "cuda"
         self.dtype = dtype or (torch.bfloat16 if self.is_cuda else torch.float32)
         self.host_cache = host_cache
         self.cc_mode = cc_mode
-        # Pinned host memory makes host-to-device copies ~8x faster, but under CC it goes
-        # through bounce buffers anyway and older drivers refuse it: pageable there.
-        self.pin_memory = (self.is_cuda and cc_mode != "on") if pin_memory is None else (
-            pin_memory and self.is_cuda)
-        # A swap from pinned memory is one copy at full bandwidth; from pageable memory (CC)
-        # chunks go from several threads at once (copy_threads 0: 4 there, else 1).
-        self.copy_threads = copy_threads or (4 if self.is_cuda and not self.pin_memory else 1)
-        self.copy_chunk_bytes = copy_chunk_mb * 2**20
+        # How a swap copies the host cache to the device (sincere.weights.COPY_MODES). The
+        # profile says which is fastest on this machine (sincere.load_paths measures it); the
+        # default is a guess: pinned memory on a GPU without CC, where it is ~8x faster than
+        # pageable, chunked copies from threads under CC, a plain copy on a CPU.
+        self.copy_mode = copy_mode or ("pageable" if not self.is_cuda
+                                       else "chunked" if cc_mode == "on" else "pinned")
+        self.copy_threads = copy_threads or 4  # threads (and streams) of the chunked mode
         if decode not in DECODE_MODES:
             raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}, got {decode!r}")
-        # "static": a static KV cache and the decoding step compiled with torch.compile (CUDA
-        # graphs on a GPU); prompts are padded to a multiple of pad_multiple tokens so that
-        # few shapes are compiled. The compiled code lives on the module, which the host cache
-        # keeps across swaps, so a model is compiled once per process, not once per swap.
+        # "static": persistent static KV caches and the decoding step compiled with
+        # torch.compile (CUDA graphs on a GPU), for bucketed shapes (sincere.static_decode).
+        # The compiled code lives on the module, which the host cache keeps across swaps, so a
+        # model compiles during its warm-up and not again, swapped out and back or not.
         self.decode = decode
         self.compile_backend = compile_backend
-        self.pad_multiple = pad_multiple
+        self.static = (StaticDecoder(self.device, self.dtype, prompt_buckets, compile_backend)
+                       if decode == "static" else None)
         self.oom_batch_limit = oom_batch_limit
         self.max_new_tokens = max_new_tokens
         self.exact_new_tokens = exact_new_tokens
         self._resident: str | None = None
         self._model: torch.nn.Module | None = None
         self._tokenizer: transformers.PreTrainedTokenizerBase | None = None
-        self._host: dict[str, _HostEntry] = {}
+        self.host = HostCache(self.device, self.copy_mode, self.copy_threads,
+                              copy_chunk_mb * 2**20)
         self._tokenizers: dict[str, transformers.PreTrainedTokenizerBase] = {}
 
     # --- what is where ------------------------------------------------------------------------
 
     def available_models(self) -> list[str]:
-        """Aliases of the model folders (those with a config.json) in ``models_dir``, and of
-        those added with ``add_model_path``."""
-        found = set(self._extra_paths)
-        if self.models_dir.is_dir():
-            found.update(p.name for p in self.models_dir.iterdir()
-                         if p.is_dir() and not p.name.startswith(".")
-                         and (p / "config.json").is_file())
-        return sorted(found)
+        """Aliases of the model folders in ``models_dir`` and of those added."""
+        return self.folders.available()
 
     def add_model_path(self, alias: str, path: Path) -> None:
         """Serve the model folder ``path`` (Hugging Face layout) under ``alias``, wherever it is."""
-        path = Path(path).expanduser().resolve()
-        if not path.is_dir():
-            raise FileNotFoundError(f"no such model folder: {path}")
-        if not (path / "config.json").is_file():
-            raise ValueError(f"{path} is not a model folder (no config.json)")
-        self._extra_paths[alias] = path
+        self.folders.add(alias, path)
 
     @property
     def resident(self) -> str | None:
@@ -213,77 +131,45 @@ class Engine:
     @property
     def host_cached(self) -> list[str]:
         """Aliases whose weights are in the host cache."""
-        return sorted(self._host)
-
-    def _path(self, alias: str) -> Path:
-        path = self._extra_paths.get(alias, self.models_dir / alias)
-        if not (path / "config.json").is_file():
-            raise EngineError(f"no model {alias!r} in {self.models_dir} "
-                              f"(have: {', '.join(self.available_models()) or 'none'})")
-        return path
+        return sorted(self.host.entries)
 
     # --- loading ------------------------------------------------------------------------------
 
     def _read_tokenizer(self, alias: str) -> transformers.PreTrainedTokenizerBase:
-        with quiet_transformers():
-            tokenizer = transformers.AutoTokenizer.from_pretrained(self._path(alias))
+        return self._use_tokenizer(alias, self.folders.read_tokenizer(alias))
+
+    def _use_tokenizer(self, alias: str, tokenizer: transformers.PreTrainedTokenizerBase
+                       ) -> transformers.PreTrainedTokenizerBase:
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:  # llama and granite ship none: pad with EOS
             tokenizer.pad_token = tokenizer.eos_token
         self._tokenizers[alias] = tokenizer
         return tokenizer
 
-    def _read_model(self, alias: str) -> torch.nn.Module:
-        """``from_pretrained`` onto the host, in the engine's dtype (possibly memory-mapped)."""
-        with quiet_transformers():
-            model = transformers.AutoModelForCausalLM.from_pretrained(
-                self._path(alias), **dtype_kwargs(self.dtype))
-        return model.eval()
-
-    def _to_device(self, model: torch.nn.Module) -> torch.nn.Module:
-        """A host model onto the device: a copy to the GPU, or into owned memory on a CPU."""
-        if not self.is_cuda:
-            _own_memory_(model)
-            return model
-        model = model.to(self.device)
-        torch.cuda.synchronize(self.device)
-        return model
-
-    def _host_entry(self, alias: str, model: torch.nn.Module,
-                    tokenizer: transformers.PreTrainedTokenizerBase) -> _HostEntry:
-        """Keep ``model`` in host RAM: its weights copied into flat host buffers (pinned where
-        pinning is on), since its own may be memory-mapped on the file."""
-        weights = pack(model, pin_memory=self.pin_memory)
-        return _HostEntry(module=model, weights=weights, tokenizer=tokenizer,
-                          size_gb=weights.nbytes / 1e9)
-
-    def _attach(self, entry: _HostEntry) -> torch.nn.Module:
-        """The kept module onto the device: one copy per dtype, its tensors re-pointed."""
-        to_device(entry.weights, self.device, self.copy_threads, self.copy_chunk_bytes)
-        return entry.module
-
     def load(self, alias: str) -> LoadResult:
         """Put ``alias`` on the device (from the host cache when there, else disk); seconds."""
         if self._resident is not None:
             raise EngineError(f"{self._resident!r} is resident: unload() it before loading "
                               f"{alias!r}")
-        self._path(alias)
+        self.folders.path(alias)
         started_s = time.perf_counter()
-        entry = self._host.get(alias) if self.host_cache else None
+        entry = self.host.get(alias) if self.host_cache else None
+        pinning = NOT_PINNED  # only a first load from disk pins, and is not charged for it
         if entry is not None:
-            model, tokenizer, path = self._attach(entry), entry.tokenizer, "host_cache"
+            model, tokenizer, path = self.host.attach(entry), entry.tokenizer, "host_cache"
         else:
             tokenizer = self._read_tokenizer(alias)
-            host_model = self._read_model(alias)
+            host_model = self.folders.read_model(alias, self.dtype)
             path = "disk"
             if self.host_cache:
-                entry = self._host[alias] = self._host_entry(alias, host_model, tokenizer)
-                model = self._attach(entry)
+                entry = self.host.keep(alias, host_model, tokenizer)
+                pinning, model = entry.pinning, self.host.attach(entry)
             else:
-                model = self._to_device(host_model)
-        seconds = time.perf_counter() - started_s
+                model = onto_device(host_model, self.device)
+        seconds = time.perf_counter() - started_s - pinning.seconds
         self._model, self._tokenizer, self._resident = model, tokenizer, alias
-        result = LoadResult(alias, seconds, path, round(_weights_gb(model), 6))
+        result = LoadResult(alias, seconds, path, round(_weights_gb(model), 6),
+                            pin_s=pinning.seconds, pinned_bytes=pinning.nbytes)
         log.info("loaded %s from %s in %.3f s (%.3f GB)", alias, path, seconds, result.size_gb)
         return result
 
@@ -293,16 +179,16 @@ class Engine:
             return 0.0
         started_s = time.perf_counter()
         alias = self._resident
-        entry = self._host.get(alias)
-        if entry is not None and entry.module is self._model:
-            to_host(entry.weights)  # the module stays, its tensors back in host RAM
-            _drop_static_cache(entry.module)
+        entry = self.host.get(alias)
+        kept = entry is not None and entry.module is self._model
+        if kept:  # the module stays, its tensors back in host RAM; nothing is freed
+            self.host.detach(entry)
         self._model = self._tokenizer = self._resident = None
-        if entry is None:
-            gc.collect()  # a module loaded without the host cache is dropped: free its cycles
-        if self.is_cuda:
-            torch.cuda.synchronize(self.device)
-            torch.cuda.empty_cache()
+        if not kept:  # a module loaded without the host cache is dropped: free its memory
+            gc.collect()
+            if self.is_cuda:
+                torch.cuda.synchronize(self.device)
+                torch.cuda.empty_cache()
         seconds = time.perf_counter() - started_s
         log.info("unloaded %s in %.3f s", alias, seconds)
         return seconds
@@ -311,20 +197,61 @@ class Engine:
         """Fill the host cache from disk without touching the device; seconds (0 if cached)."""
         if not self.host_cache:
             raise EngineError("prefetch needs host_cache=True")
-        if alias in self._host:
+        if alias in self.host:
             return 0.0
         started_s = time.perf_counter()
         tokenizer = self._read_tokenizer(alias)
-        self._host[alias] = self._host_entry(alias, self._read_model(alias), tokenizer)
+        self.host.keep(alias, self.folders.read_model(alias, self.dtype), tokenizer)
         seconds = time.perf_counter() - started_s
         log.info("prefetched %s into host RAM in %.3f s", alias, seconds)
         return seconds
+
+    def adopt(self, alias: str, model: torch.nn.Module,
+              tokenizer: transformers.PreTrainedTokenizerBase) -> PinReport:
+        """Keep a model built in memory (random weights made on the GPU, say) in the host cache
+        under ``alias``, as if it had been read from a folder; how its copy was pinned."""
+        if not self.host_cache:
+            raise EngineError("adopt needs host_cache=True")
+        self.evict(alias)
+        return self.host.keep(alias, model.eval(), self._use_tokenizer(alias, tokenizer)).pinning
+
+    def pinning(self, alias: str) -> PinReport:
+        """How ``alias``'s host copy was pinned ("none" when it was not)."""
+        entry = self.host.get(alias)
+        if entry is None:
+            raise EngineError(f"{alias!r} is not in the host cache")
+        return entry.pinning
+
+    def reserve(self, aliases: list[str] | None = None) -> int:
+        """Size the device memory of swaps once, before the first, for the largest of
+        ``aliases`` (default: every host-cached model): the weights arena, and for the static
+        engine the KV arena for their largest warm-up shape, so that no later swap or batch
+        allocates; the bytes reserved."""
+        chosen = list(self.host.entries) if aliases is None else aliases
+        missing = [a for a in chosen if a not in self.host]
+        if missing:
+            raise EngineError(f"reserve needs host-cached models: prefetch {', '.join(missing)}")
+        kv_bytes = 0 if self.static is None else self.static.reserve(
+            {alias: self.host.entries[alias].module for alias in chosen}, self.max_new_tokens)
+        return self.host.reserve(chosen) + kv_bytes
+
+    def set_batch_buckets(self, buckets: Mapping[str, Sequence[int]]) -> None:
+        """Static engine: the batch sizes each model is compiled for (a batch is padded up to
+        the smallest that holds it; see sincere.static_decode.batch_buckets)."""
+        if self.static is not None:
+            self.static.set_batch_buckets(buckets)
+
+    def compile_counts(self) -> dict[str, int | None]:
+        """Static engine: compiles and CUDA-graph recordings since the last warm-up, eager
+        fallbacks and KV arena allocations; with the weights arena's allocations (any engine)."""
+        counts = {} if self.static is None else self.static.counts()
+        return {**counts, "weights_arena_allocations": self.host.arena.allocations}
 
     def evict(self, alias: str) -> None:
         """Drop ``alias``'s host copy (a resident model stays on the device until unloaded)."""
         if alias == self._resident:
             raise EngineError(f"{alias!r} is resident: unload() it before evicting it")
-        if self._host.pop(alias, None) is not None:
+        if self.host.evict(alias):
             gc.collect()
             log.info("evicted %s from host RAM", alias)
 
@@ -341,51 +268,64 @@ class Engine:
                         ) -> tuple[list[str], list[int], list[int], list[list[int]]]:
         assert self._model is not None and self._tokenizer is not None
         if self.oom_batch_limit is not None and len(prompts) > self.oom_batch_limit:
-            raise _OOM_CLASS(f"batch of {len(prompts)} exceeds oom_batch_limit="
-                             f"{self.oom_batch_limit}")
+            raise OOM_CLASS(f"batch of {len(prompts)} exceeds oom_batch_limit="
+                            f"{self.oom_batch_limit}")
         tokenizer = self._tokenizer
-        static = self.decode == "static"
-        encoded = tokenizer(prompts, return_tensors="pt", padding=True,
-                            pad_to_multiple_of=self.pad_multiple if static else None)
+        encoded = tokenizer(prompts, return_tensors="pt", padding=True)
         input_ids = encoded["input_ids"].to(self.device)
         attention_mask = encoded["attention_mask"].to(self.device)
         options: dict[str, object] = {"max_new_tokens": max_new_tokens, "do_sample": False,
                                       "num_beams": 1, "pad_token_id": tokenizer.pad_token_id}
-        if static:
-            options.update(cache_implementation="static", compile_config=self._compile_config())
         if self.exact_new_tokens:
             options["min_new_tokens"] = max_new_tokens  # EOS masked until the last step
+        count = len(prompts)
+        if self.static is not None:  # bucketed: padded rows, the model's persistent cache
+            input_ids, attention_mask = self.static.prepare(
+                self._resident, self._model, options, input_ids, attention_mask, max_new_tokens)
         with torch.inference_mode():
             output = self._model.generate(input_ids=input_ids, attention_mask=attention_mask,
                                           **options)
-        new_tokens = output[:, input_ids.shape[1]:].cpu()
+        new_tokens = output[:count, input_ids.shape[1]:].cpu()
         counts = [self._real_new_tokens(row) for row in new_tokens]
         ids = [row[:n].tolist() for row, n in zip(new_tokens, counts, strict=True)]
         texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
-        prompt_tokens = attention_mask.sum(dim=1).tolist()
+        prompt_tokens = attention_mask[:count].sum(dim=1).tolist()
         return texts, prompt_tokens, counts, ids
 
-    def _compile_config(self) -> transformers.CompileConfig:
-        config = transformers.CompileConfig(
-            fullgraph=True, backend=self.compile_backend,
-            mode="reduce-overhead" if self.is_cuda and self.compile_backend == "inductor"
-            else None)
-        config._compile_all_devices = True  # transformers compiles on CUDA only, unless told
-        return config
-
-    def warm_up(self, batch_sizes: list[int], prompt_words: int = 100) -> float:
-        """Run the resident model once at each batch size (and so compile its decoding step
-        for the shapes the server will see) before any request is timed; seconds."""
+    def warm_up(self) -> float:
+        """Run the resident model at every shape it can meet before anything is timed: for the
+        static engine each of its batch buckets by each prompt bucket, which compiles its
+        decoding step for all of them; then count compiles and graph recordings from zero
+        (``compile_counts``). The eager engine has nothing to compile: one batch. Seconds."""
         if self._model is None:
             raise EngineError("no model is resident: load() one first")
         started_s = time.perf_counter()
-        text = " ".join(["warm"] * prompt_words)  # made-up text: no user prompt is involved
-        for size in batch_sizes:
-            self.generate([text] * size)
+        shapes = (self.static.warm_shapes(self._resident, self.max_new_tokens) if self.static
+                  else [DecodeShape(1, 16, 16 + self.max_new_tokens)])
+        for shape in shapes:
+            self.generate([self._made_up_text(shape.prompt_bucket)] * shape.batch)
+        if self.static is not None:
+            self.static.watch.mark()
         seconds = time.perf_counter() - started_s
-        log.info("warmed up %s at batch sizes %s in %.1f s", self._resident, batch_sizes,
-                 seconds)
+        log.info("warmed up %s at %d shapes in %.1f s", self._resident, len(shapes), seconds)
         return seconds
+
+    @contextlib.contextmanager
+    def eager_decoding(self) -> Iterator[None]:
+        """Within: batches decode as the eager engine's do (no static cache, nothing compiled),
+        so that the two can be compared on the very same weights."""
+        static, self.static = self.static, None
+        try:
+            yield
+        finally:
+            self.static = static
+
+    def _made_up_text(self, tokens: int) -> str:
+        """Made-up text of at most ``tokens`` tokens, and close to it (no user prompt)."""
+        words = tokens
+        while words > 1 and self.count_tokens(self._resident, " ".join(["w"] * words)) > tokens:
+            words = max(1, words - max(1, words // 8))
+        return " ".join(["w"] * words)
 
     def _real_new_tokens(self, row: torch.Tensor) -> int:
         """New tokens of one row up to and including its first EOS (the rest is padding)."""
@@ -404,57 +344,30 @@ class Engine:
             torch.cuda.empty_cache()
 
     def generate(self, prompts: list[str], max_new_tokens: int | None = None) -> BatchResult:
-        """Run a batch; when it fails (out of memory or any other error) split it in halves and
-        retry, down to single prompts, so that one bad prompt fails alone and nothing is lost."""
+        """Run a batch; an out-of-memory splits it in halves and retries (down to single
+        prompts); any other error fails the prompts of the part it hit at once, with its error
+        class name (sincere.outcomes.run_in_parts). The engine stays usable either way."""
         if self._model is None:
             raise EngineError("no model is resident: load() one first")
         new_tokens = self.max_new_tokens if max_new_tokens is None else max_new_tokens
-        count = len(prompts)
-        texts = [""] * count
-        prompt_tokens = [0] * count
-        output_tokens = [0] * count
-        output_ids: list[list[int]] = [[] for _ in range(count)]
-        errors_by_index: dict[int, str] = {}
-        retries = oom_retries = 0
         if self.is_cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
         started_s = time.perf_counter()
-        pending = [list(range(count))] if count else []
-        while pending:  # depth-first, so results come in order of the halves
-            indices = pending.pop()
-            error: str | None = None
-            try:
-                batch = self._generate_batch([prompts[i] for i in indices], new_tokens)
-            except Exception as exc:  # noqa: BLE001 - every failure is recorded, never lost
-                error = OOM_ERROR_NAME if _is_oom(exc) else type(exc).__name__
-            if error is not None:  # outside the except block, so the traceback's tensors are gone
-                if error == OOM_ERROR_NAME:
-                    self._free_after_oom()
-                if len(indices) == 1:
-                    log.error("a single prompt failed (%s); recorded as failed", error)
-                    errors_by_index[indices[0]] = error
-                    continue
-                retries += 1
-                oom_retries += error == OOM_ERROR_NAME
-                half = len(indices) // 2
-                log.warning("%s at batch %d: retrying as %d + %d", error, len(indices), half,
-                            len(indices) - half)
-                pending.extend([indices[half:], indices[:half]])
-                continue
-            for i, text, n_prompt, n_output, ids in zip(indices, *batch, strict=True):
-                texts[i], prompt_tokens[i], output_tokens[i] = text, n_prompt, n_output
-                output_ids[i] = ids
+        parts = run_in_parts(
+            lambda indices: self._generate_batch([prompts[i] for i in indices], new_tokens),
+            len(prompts), self._free_after_oom)
         if self.is_cuda:
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - started_s
         peak = torch.cuda.max_memory_allocated(self.device) / 2**30 if self.is_cuda else None
-        failed = sorted(errors_by_index)
+        failed = sorted(parts.errors)
         for i in failed:  # still report how long a failed prompt was
-            prompt_tokens[i] = self.count_tokens(self._resident, prompts[i])
-        return BatchResult(texts=texts, prompt_tokens=prompt_tokens, output_tokens=output_tokens,
-                           seconds=seconds, retries=retries, peak_mem_gib=peak, failed=failed,
-                           errors=[errors_by_index[i] for i in failed], output_ids=output_ids,
-                           oom_retries=oom_retries)
+            parts.prompt_tokens[i] = self.count_tokens(self._resident, prompts[i])
+        return BatchResult(texts=parts.texts, prompt_tokens=parts.prompt_tokens,
+                           output_tokens=parts.output_tokens, seconds=seconds,
+                           retries=parts.retries, peak_mem_gib=peak, failed=failed,
+                           errors=[parts.errors[i] for i in failed],
+                           output_ids=parts.output_ids)
 
     def chat_template_prompt(self, alias: str, messages: list[dict[str, str]]) -> str | None:
         """A chat rendered by ``alias``'s chat template with the assistant's turn opened, as

@@ -1,4 +1,5 @@
-"""Models on disk: download from the Hub, build random-weight or tiny ones, and list them.
+"""Models on disk: download from the Hub (``sincere.hub``), build random-weight or tiny ones, and
+list them.
 
 Each model lives in ``MODELS_DIR/<alias>/`` as transformers would save it (config.json,
 generation_config.json, safetensors weights, tokenizer files), so ``AutoModelForCausalLM`` and
@@ -17,25 +18,24 @@ import shutil
 import struct
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import transformers
-from huggingface_hub import snapshot_download
-from huggingface_hub.errors import (
-    GatedRepoError,
-    HfHubHTTPError,
-    LocalEntryNotFoundError,
-    OfflineModeIsEnabled,
-    RepositoryNotFoundError,
-)
 from packaging.version import Version
 
 from sincere.architectures import FULL_SIZE, HUB_IDS, TINY, Architecture
-from sincere.workloads import synthetic_prompts
+from sincere.hub import HubDownloadError, download_from_hub
+from sincere.local_tokenizers import (
+    DEFAULT_SPECIAL_TOKENS,
+    SPECIAL_TOKENS,
+    save_tokenizer,
+    tokenizer_corpus,
+    train_tokenizer,
+)
 
 log = logging.getLogger("sincere.models")
 
@@ -45,43 +45,11 @@ MANIFEST_COLUMNS = ["alias", "hub_id", "kind", "family", "params", "size_gb", "d
                     "created_epoch_s"]
 KINDS = ("hub", "random", "tiny")
 
-# Safetensors weights, configs and tokenizer files only: never the .bin / .pth / .gguf copies.
-HUB_ALLOW_PATTERNS = ["*.safetensors", "*.json", "tokenizer*"]
-HUB_IGNORE_PATTERNS = ["original/*", "*.bin", "*.pth", "*.pt", "*.gguf", "*.msgpack", "*.h5"]
-
 INIT_STD = 0.02  # normal init of every matrix, as the families' own initializer_range
 INIT_CHUNK_ELEMENTS = 1 << 26  # fill big matrices 64M values at a time
-TOKENIZER_CORPUS_PROMPTS = 3000  # synthetic prompts the tiny tokenizers are trained on
 FULL_SIZE_TOKENIZER_VOCAB = 8192  # random full-size models keep the real (larger) config vocab
 SAVE_SHARD_SIZE = "5GB"  # as the published checkpoints are sharded
 
-
-@dataclass(frozen=True)
-class SpecialTokens:
-    """A family's special tokens, in the id order of the real tokenizer where it starts at 0."""
-
-    bos: str
-    eos: str
-    pad: str
-    unk: str | None = None
-
-    def ordered(self) -> list[str]:
-        """Tokens in the order they get ids 0, 1, 2, ..."""
-        return [t for t in self._order() if t is not None]
-
-    def _order(self) -> list[str | None]:
-        if self.pad == "<pad>" and self.eos == "<eos>":  # gemma: pad 0, eos 1, bos 2, unk 3
-            return [self.pad, self.eos, self.bos, self.unk]
-        return [self.unk, self.bos, self.eos, self.pad]  # llama-style: unk 0, bos 1, eos 2
-
-
-SPECIAL_TOKENS = {
-    "granite-7b": SpecialTokens(bos="<s>", eos="</s>", pad="<pad>", unk="<unk>"),
-    "gemma-7b": SpecialTokens(bos="<bos>", eos="<eos>", pad="<pad>", unk="<unk>"),
-    "llama3-8b": SpecialTokens(bos="<|begin_of_text|>", eos="<|end_of_text|>",
-                               pad="<|finetune_right_pad_id|>"),
-}
-DEFAULT_SPECIAL_TOKENS = SpecialTokens(bos="<s>", eos="</s>", pad="<pad>", unk="<unk>")
 
 # Config fields of the published checkpoints that the Architecture does not carry.
 REAL_CONFIG_EXTRAS: dict[str, dict[str, Any]] = {
@@ -92,10 +60,6 @@ REAL_CONFIG_EXTRAS: dict[str, dict[str, Any]] = {
                                    "high_freq_factor": 4.0,
                                    "original_max_position_embeddings": 8192}},
 }
-
-
-class HubDownloadError(RuntimeError):
-    """A download that failed, with a one-line reason fit for the console."""
 
 
 @dataclass(frozen=True)
@@ -131,43 +95,6 @@ def quiet_transformers() -> Iterator[None]:
         tf_logging.set_verbosity(verbosity)
         if bars_on:
             tf_logging.enable_progress_bar()
-
-
-# --- tokenizers -------------------------------------------------------------------------------
-
-def tokenizer_corpus(seed: int = 0, prompts: int = TOKENIZER_CORPUS_PROMPTS) -> list[str]:
-    """The text the tiny tokenizers are trained on: the project's own synthetic prompts."""
-    return synthetic_prompts(prompts, seed=seed)
-
-
-def train_tokenizer(vocab_size: int, special: SpecialTokens, corpus: Iterable[str],
-                    model_max_length: int) -> transformers.PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained locally, which adds BOS like the real ones."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=special.ordered(), show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tokenizer.train_from_iterator(corpus, trainer)
-    bos_id = tokenizer.token_to_id(special.bos)
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single=f"{special.bos} $A", pair=f"{special.bos} $A {special.bos} $B",
-        special_tokens=[(special.bos, bos_id)])
-    return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token=special.bos, eos_token=special.eos,
-        pad_token=special.pad, unk_token=special.unk, model_max_length=model_max_length)
-
-
-def save_tokenizer(tokenizer: transformers.PreTrainedTokenizerBase, folder: Path) -> None:
-    """Save so that both transformers 4.x and 5.x ``AutoTokenizer`` can load it."""
-    tokenizer.save_pretrained(folder)
-    config_path = folder / "tokenizer_config.json"
-    config = json.loads(config_path.read_text())
-    config["tokenizer_class"] = "PreTrainedTokenizerFast"  # 5.x writes its "TokenizersBackend"
-    config_path.write_text(json.dumps(config, indent=2) + "\n")
 
 
 # --- configs and random weights ---------------------------------------------------------------
@@ -243,14 +170,14 @@ def _set_generation_ids(model: torch.nn.Module, ids: Mapping[str, int]) -> None:
     generation.pad_token_id = ids["pad"]
 
 
-def build_random_model(alias: str, folder: Path, seed: int, tiny: bool,
-                       corpus: Sequence[str] | None = None,
-                       device: str | None = None) -> None:
-    """Write a random-weight model of ``alias``'s architecture, with a locally trained tokenizer.
-
-    Tiny models are float32 with the tokenizer's vocab; full-size ones are bfloat16 with the real
-    vocab, built on the GPU when there is one (seconds) or on the CPU (about a minute a model).
-    """
+def random_model_and_tokenizer(alias: str, seed: int, tiny: bool,
+                               corpus: Sequence[str] | None = None, device: str | None = None,
+                               dtype: torch.dtype | None = None
+                               ) -> tuple[torch.nn.Module, transformers.PreTrainedTokenizerFast]:
+    """A random-weight model of ``alias``'s architecture, made in memory, with a locally
+    trained tokenizer. Tiny models are float32 with the tokenizer's vocab; full-size ones
+    bfloat16 with the real vocab, made on the GPU when there is one (seconds) or on the CPU
+    (about a minute a model). ``dtype`` overrides the dtype (the same seed, the same values)."""
     table = TINY if tiny else FULL_SIZE
     if alias not in table:
         raise KeyError(f"no {'tiny' if tiny else 'full-size'} architecture for {alias!r}; "
@@ -265,64 +192,27 @@ def build_random_model(alias: str, folder: Path, seed: int, tiny: bool,
     ids = _special_ids(tokenizer)
     vocab = len(tokenizer) if tiny else arch.vocab_size
     config = build_config(alias, arch, vocab, ids)
-    dtype = torch.float32 if tiny else torch.bfloat16
+    dtype = dtype or (torch.float32 if tiny else torch.bfloat16)
     device = device or ("cuda" if torch.cuda.is_available() and not tiny else "cpu")
     model = random_model(config, arch.family, dtype, device, seed)
     _set_generation_ids(model, ids)
+    return model, tokenizer
+
+
+def build_random_model(alias: str, folder: Path, seed: int, tiny: bool,
+                       corpus: Sequence[str] | None = None,
+                       device: str | None = None) -> None:
+    """Write a random-weight model of ``alias``'s architecture, with a locally trained tokenizer
+    (``random_model_and_tokenizer``), in the layout ``save_pretrained`` writes."""
+    model, tokenizer = random_model_and_tokenizer(alias, seed, tiny, corpus, device)
     folder.mkdir(parents=True, exist_ok=True)
     save_tokenizer(tokenizer, folder)
     with quiet_transformers():
         model.save_pretrained(folder, max_shard_size=SAVE_SHARD_SIZE)
+    on_gpu = next(model.parameters()).is_cuda
     del model
-    if device.startswith("cuda"):
+    if on_gpu:
         torch.cuda.empty_cache()
-
-
-# --- the Hub ------------------------------------------------------------------------------------
-
-def _status_code(exc: BaseException) -> int | None:
-    response = getattr(exc, "response", None)
-    return getattr(response, "status_code", None)
-
-
-def describe_hub_error(exc: BaseException, hub_id: str, token_given: bool) -> str:
-    """One line saying why a download failed and what to do, without a traceback."""
-    page = f"https://huggingface.co/{hub_id}"
-    if isinstance(exc, GatedRepoError):
-        if not token_given:
-            return (f"gated model and HF_TOKEN is not set: accept the licence at {page} and "
-                    f"export HF_TOKEN=<your token>")
-        return f"access refused to the gated model: request access at {page} for this token"
-    if isinstance(exc, RepositoryNotFoundError):
-        hint = "" if token_given else " (or private/gated and HF_TOKEN is not set)"
-        return f"repository not found{hint}: check the hub id {hub_id}"
-    if isinstance(exc, OfflineModeIsEnabled):
-        return "HF_HUB_OFFLINE is set, so the Hub is not contacted; unset it to download"
-    if isinstance(exc, LocalEntryNotFoundError) or "Connect" in type(exc).__name__ \
-            or "Timeout" in type(exc).__name__ or isinstance(exc, ConnectionError):
-        return ("the Hugging Face Hub cannot be reached (no network, proxy or DNS); "
-                "use --random to build models offline")
-    if isinstance(exc, HfHubHTTPError):
-        status = _status_code(exc)
-        if status == 401:
-            return "token rejected (HTTP 401): check HF_TOKEN" if token_given else (
-                "authentication required (HTTP 401): export HF_TOKEN=<your token>")
-        if status == 403:
-            return f"access refused (HTTP 403): request access at {page}"
-        return f"the Hub answered HTTP {status}"
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first_line}"[:300]
-
-
-def download_from_hub(hub_id: str, folder: Path, token: str | None) -> None:
-    """Fetch a model's safetensors, configs and tokenizer files into ``folder`` (resumable)."""
-    try:
-        snapshot_download(hub_id, local_dir=folder, allow_patterns=HUB_ALLOW_PATTERNS,
-                          ignore_patterns=HUB_IGNORE_PATTERNS, token=token)
-    except Exception as exc:  # the hub call boundary: every failure becomes one line
-        raise HubDownloadError(describe_hub_error(exc, hub_id, token is not None)) from None
-    if not list(folder.glob("*.safetensors")):
-        raise HubDownloadError(f"{hub_id} has no safetensors weights; only those are used")
 
 
 # --- folders, markers and the manifest ------------------------------------------------------

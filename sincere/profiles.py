@@ -64,6 +64,7 @@ class ModelProfile:
     curves: dict[int, BatchCurve]  # by max_new_tokens
     max_batch: dict[int, int]  # largest size that fit, by max_new_tokens
     load_path: str = ""
+    copy_mode: str = ""  # how host-cache swaps copy (sincere.weights.COPY_MODES); "" unknown
 
     def _curve(self, max_new_tokens: int) -> tuple[BatchCurve, float]:
         """The curve for ``max_new_tokens``, or the nearest one and the time scale to apply."""
@@ -202,6 +203,7 @@ def read_loading_profile(path: Path) -> dict[str, dict[str, object]]:
             "cc_mode": row.get("cc_mode", "").strip() or "unknown",
             "dtype": row.get("dtype", "").strip(),
             "load_path": (row.get("load_path") or "").strip(),
+            "copy_mode": (row.get("copy_mode") or "").strip(),
             "source": (row.get("source") or "").strip(),
         }
     return result
@@ -291,7 +293,8 @@ def load_profiles(name: str, directory: Path = DEFAULT_PROFILES_DIR,
             model=model, size_gb=float(row["size_gb"]), load_mean_s=float(row["load_mean_s"]),
             load_std_s=float(row["load_std_s"]), unload_mean_s=float(row["unload_mean_s"]),
             unload_std_s=float(row["unload_std_s"]), curves=curves[model],
-            max_batch=max_batch[model], load_path=str(row["load_path"]))
+            max_batch=max_batch[model], load_path=str(row["load_path"]),
+            copy_mode=str(row["copy_mode"]))
     first = next(iter(loading.values()))
     cc_modes = {str(r["cc_mode"]) for r in loading.values()}
     sources = {str(r["source"]) for r in loading.values() if r["source"]} | batch_sources

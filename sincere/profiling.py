@@ -1,5 +1,6 @@
-"""What the profilers share: file names, row-at-a-time CSVs, the load-time loop, one measured
-batch, the batch-size sweep and the best-batch summary (SPEC section 3).
+"""What the profilers share: the profiles' columns, the load-time loop, one measured batch, the
+batch-size sweep and the best-batch summary (SPEC section 3); file names and CSV writing are in
+``sincere.profile_files``.
 
 ``profiling_models.py`` times loads and unloads; ``profiling_batch_flask.py`` measures batches
 that ``profiling_batch_calls.py`` asks for; ``benchmarks/gpu_profile_check.py`` does both in one
@@ -9,25 +10,22 @@ lengths and times are ever recorded: never prompt or generated text.
 
 from __future__ import annotations
 
-import csv
-import math
-import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Protocol, Self
+from typing import Any, Protocol
 
+from sincere.profile_files import RowWriter, cell, format_table, mean_std
 from sincere.schemas import BATCH_PROFILE_COLUMNS, LOADING_PROFILE_COLUMNS
 
-STAMP_FORMAT = "%Y%m%d-%H%M%S"
-
 # Loading profile columns beyond SPEC's: the path the server's loads take (load_mean_s is that
-# path), and each path's own figures.
+# path), each path's own figures, the copy mode of host-cache swaps and why it was chosen
+# (sincere.load_paths), and the one-off pinning of the host copy, apart from any load.
 LOADING_EXTRA_COLUMNS = ["load_path", "disk_load_mean_s", "disk_load_std_s", "cache_load_mean_s",
-                         "cache_load_std_s", "source"]
+                         "cache_load_std_s", "copy_mode", "load_path_reason", "host_pin_s",
+                         "host_pinned_gb", "host_pin_how", "source"]
 LOADING_COLUMNS = LOADING_PROFILE_COLUMNS + LOADING_EXTRA_COLUMNS
 
 # Monitor column -> the mean reading over a batch, as the batch profile names it.
@@ -45,115 +43,6 @@ ORIGINAL_BATCH_SIZES = [1, 2, 3, 4, 5, 7, 8, 11, 13, 16, 19, 23, 29, 32, 36, 41,
                         64, 68, 72, 79, 83, 86, 89, 94, 100, 105, 109, 112, 120, 128, 136, 149,
                         167, 191, 211, 233, 256, 307, 353, 409, 457, 512, 1024, 2048]
 
-_VENDOR_WORDS = {"nvidia", "geforce", "tesla", "quadro"}
-
-
-# --- names ----------------------------------------------------------------------------------
-
-def device_slug(gpu_name: str | None) -> str:
-    """A short file-name slug of a GPU's name (``NVIDIA H100 80GB HBM3`` -> ``h100``); ``cpu``
-    when there is none."""
-    if not gpu_name:
-        return "cpu"
-    words = [w for w in re.split(r"[^a-z0-9]+", gpu_name.lower()) if w and w not in _VENDOR_WORDS]
-    if not words:
-        return "gpu"
-    if words[0].isalpha() and len(words) > 1:  # "RTX 4090" -> rtx4090, "RTX A6000" -> rtxa6000
-        return words[0] + words[1]
-    return words[0]
-
-
-def cc_label(cc_mode: str) -> str:
-    """``cc`` when CC is on; ``noncc`` for off and for unknown (the column keeps the truth)."""
-    return "cc" if cc_mode == "on" else "noncc"
-
-
-def timestamp(now: datetime | None = None) -> str:
-    """The stamp that ends a profile's file name; newer stamps sort later."""
-    return (now or datetime.now()).strftime(STAMP_FORMAT)
-
-
-def profile_path(profiles_dir: Path, kind: str, device: str, cc_mode: str, stamp: str) -> Path:
-    """``<dir>/<kind>_<device>_<cc|noncc>_<stamp>.csv``; kind is model_loading_times,
-    batch_profiling or best_batch."""
-    return Path(profiles_dir) / f"{kind}_{device}_{cc_label(cc_mode)}_{stamp}.csv"
-
-
-def hardware_name(environment: Mapping[str, Any]) -> str:
-    """The GPU's name, else the CPU's, from an environment block (sincere.environment)."""
-    return str(environment.get("gpu_name") or environment.get("cpu_model") or "unknown device")
-
-
-def device_name(environment: Mapping[str, Any], device: str, decode: str = "eager") -> str:
-    """The profile's device slug: ``cpu`` for a CPU engine, else the GPU's slug; with
-    ``-static`` added for the static-cache compiled engine, whose batch times differ."""
-    slug = "cpu" if device == "cpu" else device_slug(environment.get("gpu_name") or "gpu")
-    return slug if decode == "eager" else f"{slug}-{decode}"
-
-
-def measured_source(hardware: str, day: datetime | None = None) -> str:
-    """The ``source`` column of a measured profile row."""
-    return f"measured: {hardware}, {(day or datetime.now()).strftime('%Y-%m-%d')}"
-
-
-# --- CSV ------------------------------------------------------------------------------------
-
-class RowWriter:
-    """A CSV written one flushed row at a time, so a crash keeps every row measured so far."""
-
-    def __init__(self, path: Path, columns: Sequence[str]) -> None:
-        self.path = Path(path)
-        self.columns = list(columns)
-        self.rows_written = 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[str] = self.path.open("w", newline="")
-        self._writer = csv.DictWriter(self._file, fieldnames=self.columns, extrasaction="ignore")
-        self._writer.writeheader()
-        self._file.flush()
-
-    def write(self, row: Mapping[str, Any]) -> None:
-        """Append one row (missing columns empty, None as empty, floats rounded) and flush."""
-        self._writer.writerow({c: _cell(row.get(c)) for c in self.columns})
-        self._file.flush()
-        self.rows_written += 1
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-def _cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return round(value, 6) if math.isfinite(value) else ""
-    return value
-
-
-def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    """A plain fixed-width text table, for the console."""
-    cells = [[str(_cell(row.get(c))) for c in columns] for row in rows]
-    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(lines)
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for fewer than two values)."""
-    if not values:
-        return math.nan, math.nan
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, 0.0
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
-
 # --- load and unload times ------------------------------------------------------------------
 
 class LoadingEngine(Protocol):
@@ -164,6 +53,7 @@ class LoadingEngine(Protocol):
     def load(self, alias: str) -> Any: ...
     def unload(self) -> float: ...
     def prefetch(self, alias: str) -> float: ...
+    def pinning(self, alias: str) -> Any: ...
     def evict(self, alias: str) -> None: ...
 
 
@@ -177,6 +67,7 @@ class LoadTimings:
     cache_s: list[float] = field(default_factory=list)
     disk_unload_s: list[float] = field(default_factory=list)
     cache_unload_s: list[float] = field(default_factory=list)
+    pinning: Any = None  # the host copy's sincere.weights.PinReport
 
 
 def time_loading(disk_engine: LoadingEngine, cache_engine: LoadingEngine, alias: str,
@@ -195,6 +86,7 @@ def time_loading(disk_engine: LoadingEngine, cache_engine: LoadingEngine, alias:
                          "host cache")
     timings = LoadTimings(alias)
     cache_engine.prefetch(alias)
+    timings.pinning = cache_engine.pinning(alias)
     for round_number in range(warmup + iterations):
         recorded = round_number >= warmup
         disk = disk_engine.load(alias)
@@ -216,17 +108,19 @@ def time_loading(disk_engine: LoadingEngine, cache_engine: LoadingEngine, alias:
     return timings
 
 
-def cache_path_name(device: str, pin_memory: bool) -> str:
-    """The name of the host-cache load path: pinned or pageable host memory on a GPU."""
+def cache_path_name(device: str, copy_mode: str) -> str:
+    """The name of the host-cache load path: ``host_cache`` on a CPU, on a GPU
+    ``host_cache_<copy mode>`` (pinned, pageable or chunked: sincere.weights.COPY_MODES)."""
     if device == "cpu":
         return "host_cache"
-    return "host_cache_pinned" if pin_memory else "host_cache_pageable"
+    return f"host_cache_{copy_mode}"
 
 
 def loading_row(timings: LoadTimings, *, dtype: str, device: str, cc_mode: str,
-                server_path: str, source: str) -> dict[str, Any]:
+                server_path: str, source: str, copy_mode: str = "",
+                reason: str = "") -> dict[str, Any]:
     """One model_loading_times row; ``load_mean_s`` is ``server_path``'s (a host_cache* path, or
-    ``disk_from_pretrained``)."""
+    ``disk_from_pretrained``); ``copy_mode`` and ``reason`` say how host-cache swaps copy."""
     disk_mean, disk_std = mean_std(timings.disk_s)
     cache_mean, cache_std = mean_std(timings.cache_s)
     from_cache = server_path.startswith("host_cache")
@@ -239,7 +133,11 @@ def loading_row(timings: LoadTimings, *, dtype: str, device: str, cc_mode: str,
         "unload_mean_s": unload_mean, "unload_std_s": unload_std,
         "iterations": len(timings.cache_s), "device": device, "cc_mode": cc_mode,
         "load_path": server_path, "disk_load_mean_s": disk_mean, "disk_load_std_s": disk_std,
-        "cache_load_mean_s": cache_mean, "cache_load_std_s": cache_std, "source": source,
+        "cache_load_mean_s": cache_mean, "cache_load_std_s": cache_std,
+        "copy_mode": copy_mode, "load_path_reason": reason,
+        "host_pin_s": timings.pinning.seconds if timings.pinning else None,
+        "host_pinned_gb": timings.pinning.nbytes / 1e9 if timings.pinning else None,
+        "host_pin_how": timings.pinning.how if timings.pinning else None, "source": source,
     }
 
 
@@ -353,8 +251,8 @@ def sweep_model(profile: ProfileFn, model: str, sizes: Sequence[int], runs: int,
                        "source": source}
                 outcome.rows.append(row)
                 on_row(row)
-                log(f"  {model} batch {size:>5} run {run}: {_cell(row['processing_time_s'])} s, "
-                    f"{_cell(row['throughput_rps'])} req/s"
+                log(f"  {model} batch {size:>5} run {run}: {cell(row['processing_time_s'])} s, "
+                    f"{cell(row['throughput_rps'])} req/s"
                     + ("  OUT OF MEMORY" if row["oom"] else ""))
                 if row["oom"]:
                     outcome.stopped_by = "oom"

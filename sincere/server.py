@@ -625,6 +625,7 @@ class ExperimentServer:
             "server_cpu": {"process_cpu_s": round(self.process_cpu_s, 4),
                            "engine_cpu_s": round(self.engine_cpu_s, 4),
                            "engine_wall_s": round(self.engine_wall_s, 4)},
+            "compile_counts": getattr(self.engine, "compile_counts", dict)(),
             "summary": run_metrics(requests, batches, window_s, monitor, issued=self._issued,
                                    written=self._written(requests, batches)),
         })

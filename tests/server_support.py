@@ -20,14 +20,13 @@ from sincere.api_modes import ApiMode
 from sincere.client import send_schedule
 from sincere.engine import Engine
 from sincere.experiment import serving
+from sincere.profile_files import RowWriter, profile_path
 from sincere.profiles import ProfileSet, load_profiles
 from sincere.profiling import (
     BATCH_COLUMNS,
     LOADING_COLUMNS,
-    RowWriter,
     loading_row,
     measure_batch,
-    profile_path,
     sweep_model,
     time_loading,
 )

@@ -1,12 +1,10 @@
-"""The swap benchmark and the GPU check's Python part, run on the CPU with the tiny models, and
-the GPU check's refusal on a machine without a GPU."""
+"""The swap benchmark, the GPU profiling and the GPU check, run on the CPU (tiny models, or the
+tiny architectures built in memory), and the GPU profiling's refusal without a GPU."""
 
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
-import sys
+import json
 from pathlib import Path
 from types import ModuleType
 
@@ -14,6 +12,7 @@ import pytest
 import torch
 
 from sincere.architectures import HUB_IDS
+from sincere.comparisons import token_agreement
 from sincere.profiles import load_profiles
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -70,27 +69,42 @@ def test_gpu_profile_check_refuses_without_a_gpu(tiny_models: Path, tmp_path: Pa
     assert not list(tmp_path.iterdir())
 
 
-@no_gpu
-def test_gpu_check_script_stops_at_once_without_a_gpu(tmp_path: Path) -> None:
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "MODELS_DIR": str(tmp_path / "models"),
-           "PYTHON": sys.executable}
-    completed = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=REPO_ROOT, env=env,
-                               capture_output=True, text=True, timeout=120, check=False)
-    assert completed.returncode == 2
-    assert "no usable GPU" in completed.stderr and "DEVICE=cpu" in completed.stderr
-    assert not (tmp_path / "models").exists()
-
-
-def test_bench_fast_engine_smoke_mode_checks_the_tokens(
-        tiny_models: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """On a CPU: a swap from the host cache and the compiled engine give the plain tokens."""
-    status = benchmark("bench_fast_engine").main([
-        "--models-dir", str(tiny_models), "--models", "granite-7b", "--swaps", "1", "--runs",
-        "1", "--max-new-tokens", "6", "--compile-backend", "eager"])
+def test_gpu_check_smoke_mode_runs_every_part_and_passes_its_checks(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The GPU check on a CPU, cut to one model: it builds it in memory, times its swaps,
+    compares the three ways of generating, swaps it after warm-up, and writes what it found."""
+    status = benchmark("gpu_check").main([
+        "--out-dir", str(tmp_path), "--models", "llama3-8b", "--smoke-batch", "2",
+        "--smoke-new-tokens", "3", "--copy-rounds", "1", "--prompt-words", "30",
+        "--device", "cpu"])
     out = capsys.readouterr().out
     assert status == 0, out
-    assert "smoke mode" in out and "tokens: same as the plain path" in out
-    assert "float32, HF pipeline (original)" in out and "static+compile" in out
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert (report["status"], report["mode"]) == ("pass", "cpu-smoke")
+    assert {p: v["status"] for p, v in report["parts"].items()} == {
+        "environment": "ok", "bandwidth": "ok", "build": "ok", "swaps": "ok",
+        "throughput": "ok", "warm_up": "ok", "swap_through": "ok", "larger_batch": "skipped"}
+    assert report["swaps"]["llama3-8b"]["modes"]["pinned"] == {"skipped": "needs CUDA"}
+    assert report["swaps"]["llama3-8b"]["modes"]["chunked"]["ratio"] > 0
+    assert set(report["throughput"]["ways"]) == {"hf_pipeline_fp32", "eager", "static_compiled"}
+    assert report["token_agreement"]["tokens"] == 2 * 3
+    assert report["compile_counts"]["compiles_after_warm_up"] == 0
+    assert all(check["passed"] for check in report["checks"]) and len(report["checks"]) == 7
+    assert not list((tmp_path / "configs" / "llama3-8b").glob("*.safetensors"))  # no weights
+    assert "PASS" in (tmp_path / "gpu_check.txt").read_text().splitlines()[0]
+
+
+@pytest.mark.parametrize(("static", "eager", "fraction", "first"), [
+    ([[1, 2, 3], [4, 5, 6]], [[1, 2, 3], [4, 5, 6]], 1.0, 1.0),
+    ([[1, 2, 3], [4, 5, 6]], [[1, 9, 9], [4, 5, 6]], 4 / 6, 1.0),  # a flip, then divergence
+    ([[7, 2], [4, 5]], [[1, 2], [4, 5]], 3 / 4, 0.5),
+])
+def test_token_agreement_is_a_share_of_positions(static: list[list[int]],
+                                                 eager: list[list[int]], fraction: float,
+                                                 first: float) -> None:
+    agreement = token_agreement(static, eager)
+    assert agreement["fraction"] == pytest.approx(fraction)
+    assert agreement["first_token_fraction"] == pytest.approx(first)
 
 
 def test_what_it_buys_compares_the_profile_sets(capsys: pytest.CaptureFixture[str]) -> None:

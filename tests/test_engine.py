@@ -167,29 +167,53 @@ def test_a_single_prompt_that_still_runs_out_is_failed_not_lost(
     assert result.prompt_tokens == [engine.count_tokens("granite-7b", p) for p in prompts[:3]]
 
 
-def test_a_failing_prompt_is_isolated_by_splitting(tiny_models: Path, prompts: list[str],
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any error, not only out-of-memory, splits the batch: the one prompt that makes the model
-    fail ends failed with its error's class name; the other prompts are answered."""
+def test_an_error_other_than_out_of_memory_fails_the_batch_at_once(
+        tiny_models: Path, prompts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deterministic failure (here injected at the model call) would fail again however the
+    batch were cut: every prompt of the batch fails at once with the error's class name, no
+    split is tried, and the engine serves the next batch."""
     engine = Engine(tiny_models)
     engine.load("llama3-8b")
     expected = engine.generate(prompts[:6], NEW_TOKENS)
-    poison = prompts[4]
     real_generate_batch = engine._generate_batch
+    calls: list[int] = []
 
     def failing(batch_prompts: list[str], max_new_tokens: int):
-        if poison in batch_prompts:  # a fault injected at the model call
+        calls.append(len(batch_prompts))
+        if prompts[4] in batch_prompts:  # a fault injected at the model call
             raise ValueError("the model cannot take this input")
         return real_generate_batch(batch_prompts, max_new_tokens)
 
     monkeypatch.setattr(engine, "_generate_batch", failing)
     result = engine.generate(prompts[:6], NEW_TOKENS)
-    # 6 -> 3 + [3: 3, 4, 5] -> 1 + [2: 4, 5] -> 1 + 1: three splits, prompt 4 fails alone.
-    assert (result.failed, result.errors, result.retries) == ([4], ["ValueError"], 3)
+    assert calls == [6]  # tried once, never split
+    assert (result.failed, result.errors, result.retries) == (
+        [0, 1, 2, 3, 4, 5], ["ValueError"] * 6, 0)
     assert not result.out_of_memory and result.other_errors == ["ValueError"]
-    assert [ids for i, ids in enumerate(result.output_ids) if i != 4] == [
-        ids for i, ids in enumerate(expected.output_ids) if i != 4]
-    assert result.output_tokens[4] == 0 and result.texts[4] == ""
+    assert result.texts == [""] * 6 and result.output_tokens == [0] * 6
+    assert result.prompt_tokens == expected.prompt_tokens  # lengths still reported
+    after = engine.generate(prompts[:3], NEW_TOKENS)  # the engine is still usable
+    assert (after.failed, after.output_ids) == ([], expected.output_ids[:3])
+
+
+def test_out_of_memory_then_another_error_fails_only_that_half(
+        tiny_models: Path, prompts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """After an out-of-memory split, an error of another kind fails the half it hit; the other
+    half is served."""
+    engine = Engine(tiny_models, oom_batch_limit=2)
+    engine.load("granite-7b")
+    real_generate_batch = engine._generate_batch
+
+    def failing(batch_prompts: list[str], max_new_tokens: int):
+        if prompts[0] in batch_prompts and len(batch_prompts) <= 2:
+            raise RuntimeError("injected fault")
+        return real_generate_batch(batch_prompts, max_new_tokens)
+
+    monkeypatch.setattr(engine, "_generate_batch", failing)
+    result = engine.generate(prompts[:4], NEW_TOKENS)
+    # 4 -> 2 + 2 (out of memory); the first half fails with RuntimeError, the second is served.
+    assert (result.retries, result.failed, result.errors) == (1, [0, 1], ["RuntimeError"] * 2)
+    assert result.output_tokens == [0, 0, NEW_TOKENS, NEW_TOKENS]
 
 
 def test_cpu_threads_leave_a_core_to_the_server() -> None:

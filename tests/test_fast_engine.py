@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch._dynamo.utils
 
 from sincere.engine import Engine
 from sincere.weights import _module_tensors
-from tests.server_support import one_cpu_thread
+from tests.server_support import MODELS, one_cpu_thread
 
 NEW_TOKENS = 8
 
@@ -34,7 +33,7 @@ def test_a_swap_is_one_flat_copy_and_the_module_is_kept(tiny_models: Path,
     one_cpu_thread()
     engine = Engine(tiny_models, host_cache=True)
     engine.prefetch("gemma-7b")
-    entry = engine._host["gemma-7b"]
+    entry = engine.host.entries["gemma-7b"]
     module, weights = entry.module, entry.weights
     host = weights.host[torch.float32]
     tensors = _module_tensors(module)
@@ -59,33 +58,100 @@ def test_a_swap_is_one_flat_copy_and_the_module_is_kept(tiny_models: Path,
     assert disk.generate(prompts, NEW_TOKENS).output_ids == first.output_ids
 
 
-def test_static_compiled_decoding_gives_the_plain_tokens_and_survives_swaps(
+def test_every_swap_of_a_model_lands_on_the_same_addresses_of_one_arena(
         tiny_models: Path, prompts: list[str]) -> None:
-    """Compiled with the 'eager' backend here (Dynamo capture and guards, no C++ build), as
-    benchmarks/bench_fast_engine.py does with inductor in its CPU smoke mode."""
+    """The weights arena is sized once for the largest model; a swap copies into it and
+    allocates nothing, so each model's tensors have the same addresses at every swap (what
+    keeps CUDA graphs recorded for it valid)."""
+    one_cpu_thread()
+    engine = Engine(tiny_models, host_cache=True, copy_mode="chunked", copy_threads=3,
+                    copy_chunk_mb=1)
+    aliases = ["granite-7b", "gemma-7b", "llama3-8b"]
+    for alias in aliases:
+        engine.prefetch(alias)
+    largest = max(engine.host.entries[a].weights.arena_offsets()[1] for a in aliases)
+    assert engine.reserve() == engine.host.arena.capacity >= largest
+    arena_address = engine.host.arena.address
+    addresses: dict[str, list[list[int]]] = {a: [] for a in aliases}
+    tokens: dict[str, list[list[list[int]]]] = {a: [] for a in aliases}
+    for _ in range(2):
+        for alias in aliases:
+            engine.load(alias)
+            addresses[alias].append([t.data_ptr() for t in _module_tensors(engine._model)])
+            tokens[alias].append(engine.generate(prompts[:2], 4).output_ids)
+            engine.unload()
+    assert (engine.host.arena.allocations, engine.host.arena.address) == (1, arena_address)
+    for alias in aliases:
+        first, second = addresses[alias]
+        assert first == second and min(first) >= arena_address
+        assert tokens[alias][0] == tokens[alias][1]  # chunked copies from 3 threads are exact
+    assert addresses["granite-7b"][0] != addresses["gemma-7b"][0]
+
+
+@pytest.fixture(scope="module")
+def static_engine(tiny_models: Path) -> Engine:
+    """A static engine on the three tiny models, warmed up as the server warms it: batch
+    buckets 2 and 8 (every batch of the server tests' strategies fits one), prompt buckets 24
+    and 96 tokens. Compiled with the 'eager' backend (Dynamo capture and guards, no C++
+    build); a GPU compiles with inductor and CUDA graphs (benchmarks/gpu_check.py)."""
+    one_cpu_thread()
+    engine = Engine(tiny_models, decode="static", compile_backend="eager",
+                    max_new_tokens=NEW_TOKENS, prompt_buckets=(24, 96))
+    for alias in MODELS:
+        engine.prefetch(alias)
+    engine.set_batch_buckets(dict.fromkeys(MODELS, [2, 8]))
+    engine.reserve()
+    for alias in MODELS:
+        engine.load(alias)
+        engine.warm_up()
+        engine.unload()
+    return engine
+
+
+def test_static_decoding_compiles_in_warm_up_only_whatever_the_swaps_and_prompts(
+        static_engine: Engine, tiny_models: Path, prompts: list[str]) -> None:
+    """Three models swapped in turn, batches of 1 to 8 prompts of 3 to 70 tokens: the tokens of
+    plain eager decoding, and no compile after warm-up (the warm-up's own were counted)."""
     one_cpu_thread()
     plain = Engine(tiny_models, host_cache=False)
-    plain.load("llama3-8b")
-    expected = plain.generate(prompts[:4], NEW_TOKENS).output_ids
-    plain.unload()
+    assert static_engine.compile_counts()["compiles_total"] > 0
+    # 3 models x 2 batch buckets x 2 prompt buckets: room for twice that (8 by default).
+    assert torch._dynamo.config.recompile_limit >= 2 * 12 + 8
+    for round_number, size in enumerate([1, 3, 8, 2, 5, 7]):
+        for alias in MODELS:
+            batch = [" ".join(p.split()[:2 + 9 * ((i + round_number) % 5)])
+                     for i, p in enumerate(prompts[:size])]
+            static_engine.load(alias)
+            result = static_engine.generate(batch, NEW_TOKENS)
+            static_engine.unload()
+            plain.load(alias)
+            expected = plain.generate(batch, NEW_TOKENS)
+            plain.unload()
+            assert result.output_ids == expected.output_ids, (alias, size)
+            assert result.prompt_tokens == expected.prompt_tokens
+    counts = static_engine.compile_counts()
+    assert (counts["compiles_after_warm_up"], counts["graph_recordings_after_warm_up"]) == (0, 0)
+    assert counts["eager_fallbacks"] == 0
+    assert (counts["kv_arena_allocations"], counts["weights_arena_allocations"]) == (1, 1)
+    static_engine.load("gemma-7b")
+    assert not static_engine.generate(prompts[:9], NEW_TOKENS).failed  # 9: above every bucket
+    static_engine.generate([" ".join(["word"] * 150)], NEW_TOKENS)  # above every prompt bucket
+    static_engine.unload()
+    assert static_engine.compile_counts()["eager_fallbacks"] == 1
 
-    fast = Engine(tiny_models, decode="static", compile_backend="eager")
-    for alias in ("llama3-8b", "granite-7b"):
-        fast.prefetch(alias)
 
-    def graphs() -> int:
-        return torch._dynamo.utils.counters["stats"]["unique_graphs"]
+def test_the_compile_watch_counts_what_compiles_after_its_mark() -> None:
+    from sincere.static_decode import CompileWatch
 
-    fast.load("llama3-8b")
-    assert fast.generate(prompts[:4], NEW_TOKENS).output_ids == expected
-    fast.unload()
-    fast.load("granite-7b")
-    fast.warm_up([4], prompt_words=20)
-    fast.unload()
-    compiled = graphs()
-    fast.load("llama3-8b")  # swapped out and back: its compiled code is still valid
-    assert fast.generate(prompts[:4], NEW_TOKENS).output_ids == expected
-    assert graphs() == compiled
+    watch = CompileWatch()
+    assert watch.available  # this torch has the compile callbacks the watch relies on
+    watch.mark()
+    double = torch.compile(lambda x: x * 2 + 1, backend="eager")
+    double(torch.ones(3))
+    double(torch.ones(3))  # the same shape: no new compile
+    assert watch.since_mark() == {"compiles": 1, "graph_recordings": 0}
+    watch.mark()
+    assert watch.since_mark() == {"compiles": 0, "graph_recordings": 0}
 
 
 def test_unknown_decode_mode_is_refused(tiny_models: Path) -> None:
@@ -94,29 +160,38 @@ def test_unknown_decode_mode_is_refused(tiny_models: Path) -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_pageable_chunked_copy_from_threads_is_exact() -> None:
+def test_chunked_copy_from_threads_on_streams_is_exact() -> None:
     from sincere.weights import _copy
 
     source = torch.randn(10_000_003)
     target = torch.empty_like(source, device="cuda")
-    _copy(target, source, non_blocking=False, threads=4, chunk_bytes=1 << 20)
+    _copy(target, source, "chunked", threads=4, chunk_bytes=1 << 20)
     assert torch.equal(target.cpu(), source)
 
 
-def test_the_server_runs_on_the_static_engine(tiny_models: Path, tiny_profile,
-                                              server_workloads: Path, tmp_path: Path) -> None:
-    from tests.server_support import MODELS, run_in_process, schedule_for
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_host_memory_is_pinned_at_its_exact_size() -> None:
+    from sincere.weights import pack, pin, unpin
+
+    module = torch.nn.Linear(1000, 3001)  # 12 MB of float32: not a power of two
+    weights = pack(module)
+    report = pin(weights)
+    assert report.how == "registered" and report.nbytes == report.reserved_bytes
+    assert report.nbytes == weights.nbytes and weights.host[torch.float32].is_pinned()
+    unpin(weights)
+    assert not weights.host[torch.float32].is_pinned()
+
+
+def test_the_server_runs_on_the_static_engine_and_records_no_compile(
+        static_engine: Engine, tiny_profile, server_workloads: Path, tmp_path: Path) -> None:
+    from tests.server_support import run_in_process, schedule_for
 
     one_cpu_thread()
-    engine = Engine(tiny_models, decode="static", compile_backend="eager",
-                    max_new_tokens=NEW_TOKENS)
-    for alias in MODELS:  # compiled before the run, as the server does (WARM_UP)
-        engine.prefetch(alias)
-        engine.load(alias)
-        engine.warm_up([1, tiny_profile[alias].best_batch(NEW_TOKENS)], prompt_words=20)
-        engine.unload()
     schedule = schedule_for(server_workloads, mean_rps=6.0, duration_s=3.0, seed=21)
-    out = run_in_process(engine, tiny_profile, server_workloads, tmp_path / "run",
+    static_engine.static.watch.mark()  # compiles are counted process-wide: from here on
+    out = run_in_process(static_engine, tiny_profile, server_workloads, tmp_path / "run",
                          "BestBatch+Timer", schedule, sla_s=8.0, max_new_tokens=NEW_TOKENS)
     assert (out.requests["status"] == "ok").all() and len(out.requests) == len(schedule)
     assert (out.requests["output_tokens"] == NEW_TOKENS).all()
+    counts = out.run["compile_counts"]
+    assert (counts["compiles_after_warm_up"], counts["graph_recordings_after_warm_up"]) == (0, 0)

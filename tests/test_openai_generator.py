@@ -118,7 +118,8 @@ def test_an_external_grid_against_a_running_server(engine, tiny_profile,
         # The run's identity as planned is the one written: a rerun skips it, and a grid that
         # asks another way (another API) is refused rather than mixed with it.
         again = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-        assert again.returncode == 0 and "1 runs (1 already done with these parameters)" in again.stdout
+        assert again.returncode == 0
+        assert "1 runs (1 already done with these parameters)" in again.stdout
         other = subprocess.run([*command[:5], "openai-chat", *command[6:]], capture_output=True,
                                text=True, timeout=300, env=env)
         assert other.returncode == 2 and "other parameters" in other.stderr

@@ -23,6 +23,7 @@ import profiling_batch_flask
 import profiling_models
 from sincere.architectures import HUB_IDS
 from sincere.engine import BatchResult, Engine
+from sincere.profile_files import device_slug
 from sincere.profiles import load_profiles
 from sincere.profiling import (
     BATCH_COLUMNS,
@@ -30,7 +31,6 @@ from sincere.profiling import (
     LOADING_COLUMNS,
     BatchFailed,
     best_batches,
-    device_slug,
     measure_batch,
     run_sweeps,
     sweep_model,
@@ -200,8 +200,8 @@ def test_measure_batch_figures_and_monitor_means() -> None:
 
 
 @pytest.mark.parametrize("result", [
-    batch(retries=1, oom_retries=1),  # split, every prompt answered
-    batch(retries=1, oom_retries=1, failed=[1], errors=["OutOfMemoryError"],
+    batch(retries=1),  # split, every prompt answered
+    batch(retries=1, failed=[1], errors=["OutOfMemoryError"],
           output_tokens=[5, 0]),
 ])
 def test_measure_batch_marks_out_of_memory(result: BatchResult) -> None:
@@ -246,6 +246,12 @@ def test_profiling_models_writes_one_row_per_model(loading_profiles: Path,
         assert (row["device"], row["dtype"], row["iterations"]) == ("cpu", "float32", "2")
         assert row["load_path"] == "host_cache"  # the server's path is the load_mean_s one
         assert row["load_mean_s"] == row["cache_load_mean_s"]
+        # The copy mode was timed on the first model; pinned memory needs CUDA.
+        assert row["copy_mode"] in ("pageable", "chunked")
+        assert row["load_path_reason"].startswith(f"{row['copy_mode']} fastest: pageable ")
+        assert f"(median swap of {ALIASES[0]}, " in row["load_path_reason"]
+        assert "pinned not timed (needs CUDA)" in row["load_path_reason"]
+        assert (row["host_pin_how"], row["host_pinned_gb"]) == ("none", "0.0")
         assert float(row["size_gb"]) == pytest.approx(float(manifest[row["model"]]["size_gb"]),
                                                       abs=1e-3)
         for column in ("load_mean_s", "disk_load_mean_s", "unload_mean_s", "load_std_s"):
@@ -403,5 +409,20 @@ def test_batch_calls_against_a_running_server_feed_the_simulator(
         assert profile_set[model].largest_batch(3) == 3
         assert profile_set[model].best_batch(3) in (1, 2, 3)
         assert profile_set[model].load_path == "host_cache"
+        assert profile_set[model].copy_mode in ("pageable", "chunked")
     assert profile_set.swap_s("granite-7b", "llama3-8b") > 0.0
     assert json.dumps(profile_set.sources)
+
+
+def test_the_fastest_copy_mode_is_chosen_and_every_figure_given() -> None:
+    from sincere.load_paths import choose
+
+    choice = choose({"pageable": [2.4, 2.2, 2.6], "chunked": [1.1, 1.3, 0.9],
+                     "pinned": "pinning refused"}, "llama3-8b", 16.06)
+    assert (choice.mode, choice.median_s) == ("chunked", {"pageable": 2.4, "chunked": 1.1,
+                                                          "pinned": None})
+    assert choice.reason == ("chunked fastest: pageable 2.4000 s, chunked 1.1000 s (median swap "
+                             "of llama3-8b, 16.060 GB); pinned not timed (pinning refused)")
+    assert choose({"pinned": [0.3], "chunked": [0.3]}, "m", 1.0).mode == "pinned"  # a tie
+    with pytest.raises(ValueError, match="no copy mode"):
+        choose({"pinned": "needs CUDA"}, "m", 1.0)
