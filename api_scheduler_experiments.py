@@ -48,7 +48,9 @@ RATE_WINDOW_S = 60.0  # SelectBatch+Timer: window of the arrival-rate estimate, 
 HOST_CACHE = True  # keep every served model's weights in host RAM: a swap is a copy to the GPU
 ALLOW_PROFILE_MISMATCH = False  # serve with a profile of another CC mode or load path (recorded)
 DEVICE = ""  # torch device ("" = cuda when there is one, else cpu)
-CPU_THREADS = 0  # torch threads on a CPU device (0 = all cores but one, at least one)
+CPU_THREADS = 0  # torch threads on a CPU device (0 = the engine's cores; all but one unpinned)
+ENGINE_PROCESS = True  # run the engine in a process of its own: request threads never stall it
+PIN_CORES = True  # split the cores between this process (HTTP, scheduler) and the engine's
 DECODE = "eager"  # batch engine: eager generate, or static (static KV cache + torch.compile)
 COMPILE_BACKEND = "inductor"  # torch.compile backend of the static engine
 WARM_UP = True  # static engine: compile each model for all its shapes before serving
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     import torch
 
-    from sincere.engine import Engine, set_cpu_threads
+    from sincere.engine_process import start_engine
     from sincere.environment import environment_block, format_environment
     from sincere.experiment import (
         build_server,
@@ -84,18 +86,20 @@ def main(argv: list[str] | None = None) -> int:
     env = environment_block()
     print(format_environment(env), flush=True)
     device = torch.device(cfg.DEVICE or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cpu":
-        set_cpu_threads(cfg.CPU_THREADS)
     try:
         profiles = resolve_profiles(cfg.PROFILES, Path(cfg.PROFILES_DIR), env, device.type,
                                     cfg.STD_FACTOR, cfg.DECODE)
         # Swaps copy the way the profile measured fastest here (sincere.load_paths).
         copy_mode = next((p.copy_mode for p in profiles.models.values() if p.copy_mode), None)
-        engine = Engine(Path(cfg.MODELS_DIR), device=str(device), host_cache=cfg.HOST_CACHE,
-                        cc_mode=env["cc_mode"], oom_batch_limit=cfg.OOM_BATCH_LIMIT or None,
-                        max_new_tokens=cfg.MAX_NEW_TOKENS, decode=cfg.DECODE,
-                        compile_backend=cfg.COMPILE_BACKEND, prompt_buckets=cfg.PROMPT_BUCKETS,
-                        copy_mode=copy_mode)
+        engine = start_engine(cfg.ENGINE_PROCESS, dict(
+            models_dir=Path(cfg.MODELS_DIR), device=str(device), host_cache=cfg.HOST_CACHE,
+            cc_mode=env["cc_mode"], oom_batch_limit=cfg.OOM_BATCH_LIMIT or None,
+            max_new_tokens=cfg.MAX_NEW_TOKENS, decode=cfg.DECODE,
+            compile_backend=cfg.COMPILE_BACKEND, prompt_buckets=cfg.PROMPT_BUCKETS,
+            copy_mode=copy_mode), cfg.CPU_THREADS, pin=cfg.PIN_CORES)
+        print("engine: " + (f"its own process (pid {engine.pid}"
+                            + (f"; cores {engine.cores})" if engine.cores else ")")
+                            if cfg.ENGINE_PROCESS else "in this process"), flush=True)
         models = resolve_models(cfg.MODELS, engine, profiles)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -179,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             server.wait_finished(60.0)
         server.close()
         engine.unload()
+        if cfg.ENGINE_PROCESS:
+            engine.close()
     run = server.run_json or {}
     print(f"run {run.get('status', 'unfinished')}: {run.get('accounting')} -> {run_dir}",
           flush=True)

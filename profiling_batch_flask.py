@@ -36,7 +36,9 @@ WORKLOADS_DIR = "workloads"  # folder of prompt JSON files (generate_workloads_j
 MAX_NEW_TOKENS = 50  # new tokens per prompt when a request names none
 OOM_BATCH_LIMIT = 0  # testing knob: batches larger than this raise out-of-memory (0 = none)
 DEVICE = ""  # torch device ("" = cuda when there is one, else cpu)
-CPU_THREADS = 0  # torch threads on a CPU device (0 = all cores but one, as the server's default)
+CPU_THREADS = 0  # torch threads on a CPU device (0 = as the server: the engine's cores)
+ENGINE_PROCESS = True  # the engine in a process of its own, as the server runs it
+PIN_CORES = True  # split the cores between this process and the engine's, as the server does
 DEVICE_NAME = ""  # device part of the profile's file name ("" = cpu, or the GPU's short name)
 DECODE = "eager"  # batch engine: eager generate, or static (static KV cache + torch.compile)
 COMPILE_BACKEND = "inductor"  # torch.compile backend of the static engine
@@ -167,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
     from werkzeug.serving import make_server
 
-    from sincere.engine import Engine, set_cpu_threads
+    from sincere.engine_process import start_engine
     from sincere.environment import environment_block
     from sincere.monitor import Monitor
     from sincere.profile_files import device_name, hardware_name
@@ -175,15 +177,16 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     env = environment_block()
-    engine = Engine(Path(cfg.MODELS_DIR), device=cfg.DEVICE or None, host_cache=True,
-                    cc_mode=env["cc_mode"], oom_batch_limit=cfg.OOM_BATCH_LIMIT or None,
-                    max_new_tokens=cfg.MAX_NEW_TOKENS, decode=cfg.DECODE,
-                    compile_backend=cfg.COMPILE_BACKEND, prompt_buckets=cfg.PROMPT_BUCKETS)
+    # The layout the server runs in: the profile's batch times are then the server's.
+    engine = start_engine(cfg.ENGINE_PROCESS, dict(
+        models_dir=Path(cfg.MODELS_DIR), device=cfg.DEVICE or None, host_cache=True,
+        cc_mode=env["cc_mode"], oom_batch_limit=cfg.OOM_BATCH_LIMIT or None,
+        max_new_tokens=cfg.MAX_NEW_TOKENS, decode=cfg.DECODE,
+        compile_backend=cfg.COMPILE_BACKEND, prompt_buckets=cfg.PROMPT_BUCKETS),
+        cfg.CPU_THREADS, pin=cfg.PIN_CORES)
     if not engine.available_models():
         print(f"no models in {cfg.MODELS_DIR}: run download_models.py first", file=sys.stderr)
         return 2
-    if engine.device.type == "cpu":
-        set_cpu_threads(cfg.CPU_THREADS)
     prompts = read_workloads(Path(cfg.WORKLOADS_DIR))
     info = {"device": engine.device.type,
             "device_name": cfg.DEVICE_NAME or device_name(env, engine.device.type, cfg.DECODE),
@@ -209,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     monitor.stop()
     if batch_done:
         engine.unload()
+        if cfg.ENGINE_PROCESS:
+            engine.close()
     print("profiling server stopped" + ("" if batch_done else " during a batch"), flush=True)
     if not batch_done:
         # A request thread is still inside torch: interpreter shutdown under it would abort.

@@ -65,6 +65,8 @@ PORT = 0  # the server's port (0 = a free port for each run)
 DEVICE = ""  # torch device for the server ("" = cuda when there is one, else cpu)
 DECODE = "eager"  # the server's batch engine: eager, or static (static KV cache + torch.compile)
 HOST_CACHE = True  # the server keeps every model's weights in host RAM between swaps
+ENGINE_PROCESS = True  # the server runs its engine in a process of its own
+PIN_CORES = True  # split the cores: server and generator on half, the engine on the rest
 ALLOW_PROFILE_MISMATCH = False  # let the server plan with a profile of another CC mode or load path
 MONITOR_PERIOD_S = 0.5  # CPU/GPU sampling period, seconds
 START_TIMEOUT_S = 600.0  # how long the server may take to read the models and answer
@@ -122,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         "RATE_WINDOW_S": cfg.RATE_WINDOW_S, "MAX_QUEUE": cfg.MAX_QUEUE,
         "ALLOW_PROFILE_MISMATCH": cfg.ALLOW_PROFILE_MISMATCH,
         "HOST_CACHE": cfg.HOST_CACHE, "MONITOR_PERIOD_S": cfg.MONITOR_PERIOD_S,
+        "ENGINE_PROCESS": cfg.ENGINE_PROCESS, "PIN_CORES": cfg.PIN_CORES,
         "DECODE": cfg.DECODE,
         **({"DEVICE": cfg.DEVICE} if cfg.DEVICE else {}),
     }

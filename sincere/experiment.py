@@ -122,6 +122,7 @@ def build_server(cfg: Any, engine: Any, profiles: ProfileSet, models: list[str],
                                                      models),
               "allow_profile_mismatch": bool(cfg.ALLOW_PROFILE_MISMATCH),
               "host_cache": bool(cfg.HOST_CACHE), "device": engine.device.type,
+              "engine_process": bool(cfg.ENGINE_PROCESS), "pin_cores": bool(cfg.PIN_CORES),
               "decode": engine.decode,
               "dtype": str(engine.dtype).removeprefix("torch."),
               "max_prompt_chars": cfg.MAX_PROMPT_CHARS}

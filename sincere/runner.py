@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sincere.client import ServerUnavailable, wait_for_server
+from sincere.engine_process import split_cores
 from sincere.grid import GridPoint
 from sincere.identity import differences, params_hash, run_identity, with_identity
 from sincere.processes import die_with_parent
@@ -50,11 +51,18 @@ class Child:
     log_path: Path
 
     @classmethod
-    def start(cls, name: str, argv: Sequence[str], log_path: Path) -> Child:
+    def start(cls, name: str, argv: Sequence[str], log_path: Path,
+              cores: set[int] | None = None) -> Child:
+        """Start ``argv``; ``cores``: the CPU cores it (and every thread it starts) may use."""
+        def prepare() -> None:  # in the child, before exec
+            die_with_parent()
+            if cores:
+                os.sched_setaffinity(0, cores)
+
         with log_path.open("ab") as log_file:
             process = subprocess.Popen(list(argv), cwd=ROOT, stdout=log_file,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       start_new_session=True, preexec_fn=die_with_parent)
+                                       start_new_session=True, preexec_fn=prepare)
         return cls(name, process, log_path)
 
     @property
@@ -134,7 +142,9 @@ class RunSpec:
             "max_new_tokens": server.get("MAX_NEW_TOKENS"), "engine": "hf",
             "profiles": self.profiles, "drain_timeout_s": self.drain_timeout_s,
             "max_queue": server.get("MAX_QUEUE"), "decode": server.get("DECODE", "eager"),
-            "host_cache": server.get("HOST_CACHE", True), **self.extra_params,
+            "host_cache": server.get("HOST_CACHE", True),
+            "engine_process": server.get("ENGINE_PROCESS", True),
+            "pin_cores": server.get("PIN_CORES", True), **self.extra_params,
         }
 
     def missing_inputs(self) -> list[str]:
@@ -244,7 +254,8 @@ def run_point(point: GridPoint, spec: RunSpec, log=print) -> dict[str, Any]:
                 **spec.generator_options, "URL": url, "PATTERN": point.pattern,
                 "MEAN": point.mean_rps, "DURATION_S": spec.duration_s,
                 "SEED": point.seed(spec.base_seed), "REPEAT": point.repeat, "RUN_DIR": staging})
-            generator = Child.start("generator", generator_argv, staging / "generator.log")
+            generator = Child.start("generator", generator_argv, staging / "generator.log",
+                                    cores=_server_side_cores(spec.server_options))
             children.append(generator)
             reason = _wait(generator, server, started + spec.limit_s())
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
@@ -343,6 +354,16 @@ def start_server(options: dict[str, Any], run_dir: Path, log_path: Path,
         server.stop()
         raise
     return server, url
+
+
+def _server_side_cores(server_options: dict[str, Any]) -> set[int] | None:
+    """The cores a server that runs its engine in a process of its own keeps for its own side
+    (sincere.engine_process.split_cores): the generator beside it gets the same, so that the
+    engine's cores are the engine's alone; None when the server does not split them."""
+    if not (server_options.get("ENGINE_PROCESS", True) and server_options.get("PIN_CORES", True)):
+        return None
+    split = split_cores()
+    return split[0] if split else None
 
 
 def _read_port(port_file: Path, timeout_s: float, server: Child) -> int:

@@ -160,13 +160,19 @@ def test_best_batches_per_model_and_token_count() -> None:
 
 
 class StubEngine:
-    """Returns a preset BatchResult, as sincere.engine.Engine.generate would."""
+    """Returns a preset BatchResult, as sincere.engine.Engine.generate would, taking its
+    ``seconds`` on the stub's own clock (``clock``, for measure_batch)."""
 
     def __init__(self, result: BatchResult) -> None:
         self.result = result
+        self.now_s = 0.0
 
     def generate(self, prompts: list[str], max_new_tokens: int | None = None) -> BatchResult:
+        self.now_s += self.result.seconds
         return self.result
+
+    def clock(self) -> float:
+        return self.now_s
 
 
 class StubSampler:
@@ -190,7 +196,8 @@ def batch(**fields: Any) -> BatchResult:
 
 
 def test_measure_batch_figures_and_monitor_means() -> None:
-    figures = measure_batch(StubEngine(batch()), ["p", "q"], 5, StubSampler())
+    engine = StubEngine(batch())
+    figures = measure_batch(engine, ["p", "q"], 5, StubSampler(), clock=engine.clock)
     assert figures["throughput_rps"] == pytest.approx(1.0)
     assert figures["output_tokens_per_s"] == pytest.approx(5.0)
     assert figures["prompt_tokens_mean"] == pytest.approx(20.0)
@@ -205,7 +212,8 @@ def test_measure_batch_figures_and_monitor_means() -> None:
           output_tokens=[5, 0]),
 ])
 def test_measure_batch_marks_out_of_memory(result: BatchResult) -> None:
-    figures = measure_batch(StubEngine(result), ["p", "q"], 5)
+    engine = StubEngine(result)
+    figures = measure_batch(engine, ["p", "q"], 5, clock=engine.clock)
     assert figures["oom"] is True
     assert figures["throughput_rps"] == pytest.approx((2 - len(result.failed)) / 2.0)
 
