@@ -90,7 +90,8 @@ if (( status != 0 && status != 1 )); then exit "$status"; fi  # 1: some runs fai
 
 stage "5/6 the same grid simulated from the $profile_set profile -> $RESULTS_DIR/sim"
 "$PYTHON" simulate_experiments.py --results-dir "$RESULTS_DIR/sim" --profiles "$profile_set" \
-    --profiles-dir "$PROFILES_DIR" "${grid[@]}"
+    --profiles-dir "$PROFILES_DIR" --workloads-dir "$WORKLOADS_DIR" --models-dir "$MODELS_DIR" \
+    "${grid[@]}"
 
 stage "6/6 report"
 "$PYTHON" process_results.py "$RESULTS_DIR"

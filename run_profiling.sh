@@ -25,7 +25,7 @@ DECODE=${DECODE:-eager}                           # batch engine: eager, or stat
 CPU_THREADS=${CPU_THREADS:-0}                     # torch threads on a CPU (0 = all cores but one)
 ITERATIONS=${ITERATIONS:-5}                       # timed load/unload rounds per model
 MAX_BATCH=${MAX_BATCH:-32}                        # largest batch size swept (0 = until out-of-memory)
-RUNS=${RUNS:-2}                                   # runs of each batch size
+RUNS=${RUNS:-3}                                   # runs of each batch size
 MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-50}              # new tokens per prompt in the batch sweep
 TIME_LIMIT_S=${TIME_LIMIT_S:-240}                 # everything is stopped after this many seconds
 FINISH_MARGIN_S=${FINISH_MARGIN_S:-30}            # the sweep starts no new batch size this close to the limit

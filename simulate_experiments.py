@@ -16,10 +16,12 @@ from pathlib import Path
 from sincere.cli import parse_constants
 from sincere.grid import PlannedRun, RunConflict, expand_grid, runs_to_do
 from sincere.identity import run_identity
-from sincere.profiles import ProfileError, load_profiles
+from sincere.length_term import prompt_token_counts
+from sincere.profiles import ProfileError, ProfileSet, load_profiles
 from sincere.simulator import SimTask, run_task
 from sincere.strategies import options_from_constants as strategy_options
 from sincere.traffic import options_from_constants
+from sincere.workloads import read_workloads
 
 RESULTS_DIR = "results_sim"  # where the run directories go
 PROFILES = "h100-orig_noncc"  # profile set: <device>_<cc|noncc> prefix in PROFILES_DIR, or a path
@@ -42,6 +44,9 @@ SHED_LATE = False  # shed requests that can no longer meet their SLA (always on 
 MAX_QUEUE_DELAY_S = 1.0  # Dynamic+Delay: longest wait of the oldest request, seconds
 RATE_WINDOW_S = 60.0  # SelectBatch+Timer: window of the arrival-rate estimate, seconds
 JITTER = True  # draw swap and batch times around the profiled means (seeded)
+LENGTH_TERM = True  # time each batch by its longest prompt, where the profile has a length term
+WORKLOADS_DIR = "workloads"  # length term: the prompts the generator draws from (same seed)
+MODELS_DIR = "models"  # length term: the served models' tokenizers, to count prompt tokens
 GAMMA_SHAPE = 1.0  # gamma pattern: shape k (1 = Poisson; CV = 1/sqrt(k))
 BURST_ON_S = 2.0  # bursty pattern: mean burst duration, seconds
 BURST_OFF_S = 12.0  # bursty pattern: mean idle duration, seconds
@@ -61,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ProfileError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        prompt_tokens = served_prompt_counts(cfg, profiles)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     results_dir = Path(cfg.RESULTS_DIR)
     tasks = {p.run_id: SimTask(point=p, run_dir=results_dir / p.run_id, profiles=profiles,
                                profiles_name=cfg.PROFILES, duration_s=cfg.DURATION_S,
@@ -70,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                                strategy_options=strategy_options(vars(cfg)),
                                pattern_options=options_from_constants(cfg, p.pattern),
                                rate_window_s=cfg.RATE_WINDOW_S,
-                               max_queue=cfg.MAX_QUEUE or None)
+                               max_queue=cfg.MAX_QUEUE or None, prompt_tokens=prompt_tokens)
              for p in points}
     try:
         todo = runs_to_do([PlannedRun(run_id, task.run_dir, run_identity(task.params()))
@@ -95,6 +105,27 @@ def main(argv: list[str] | None = None) -> int:
     print(f"simulate: {len(todo_tasks)} runs in {time.monotonic() - started:.1f} s; results in "
           f"{results_dir}/ (summarise with: python process_results.py {results_dir})")
     return 0
+
+
+def served_prompt_counts(cfg, profiles: ProfileSet) -> dict[str, dict[str, int]] | None:
+    """The tokens of every prompt the generator may send, per model, when the runs time their
+    batches by their longest prompt (LENGTH_TERM, a profile with a length term, and the prompts
+    and tokenizers at hand); None, saying why, otherwise."""
+    if not cfg.LENGTH_TERM:
+        return None
+    models = sorted(cfg.MODEL_MIX)
+    if not all(m in profiles.models and profiles[m].has_length_term() for m in models):
+        return None  # a profile without prompt lengths (the original study's): P(b) alone
+    workloads, models_dir = Path(cfg.WORKLOADS_DIR), Path(cfg.MODELS_DIR)
+    if not any(workloads.glob("*.json")) or not all((models_dir / m).is_dir() for m in models):
+        print(f"simulate: batches timed by their size alone: the length term needs the prompts "
+              f"in {workloads}/ and the tokenizers of {', '.join(models)} in {models_dir}/")
+        return None
+    prompts = read_workloads(workloads)
+    counts = prompt_token_counts(prompts, models, models_dir)
+    print(f"simulate: batches timed by their longest prompt ({len(prompts)} prompts of "
+          f"{workloads}/ counted with the tokenizers in {models_dir}/)")
+    return counts
 
 
 def print_progress(n: int, total: int, run: dict) -> None:

@@ -4,6 +4,8 @@ Per model: load time L = mean + k·std, unload time U, processing time P(b) for 
 (piecewise-linear between profiled sizes), the largest batch that fit, and the best batch B
 (highest throughput). P is kept per max_new_tokens; for a token count that was not profiled,
 the nearest profiled count is scaled in proportion (decoding time grows with the steps taken).
+A profile that records each batch's longest prompt also has P(b, longest), its length term
+(sincere.length_term), which the simulator times batches with when it knows their prompts.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sincere.identity import profiles_digest
+from sincere.length_term import LengthFit, fit_length_term
 from sincere.schemas import BATCH_PROFILE_COLUMNS, LOADING_PROFILE_COLUMNS
 
 DEFAULT_PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiling_results"
@@ -33,6 +36,7 @@ class BatchCurve:
     sizes: tuple[int, ...]
     mean_s: tuple[float, ...]
     std_s: tuple[float, ...]
+    length: LengthFit | None = None  # P(b, longest prompt), where the profile has the lengths
 
     def processing_s(self, batch_size: int) -> float:
         """P(b): linear between profiled sizes, the smallest size's time below it, the last
@@ -80,6 +84,19 @@ class ModelProfile:
     def processing_std_s(self, batch_size: int, max_new_tokens: int) -> float:
         curve, scale = self._curve(max_new_tokens)
         return curve.std_at(batch_size) * scale
+
+    def processing_for_prompts_s(self, batch_size: int, longest: int, max_new_tokens: int
+                                 ) -> tuple[float, float] | None:
+        """(mean, std) of a batch whose longest prompt has ``longest`` tokens, from the length
+        term (sincere.length_term); None when the profile has none."""
+        curve, scale = self._curve(max_new_tokens)
+        if curve.length is None:
+            return None
+        mean = curve.length.processing_s(batch_size, longest) * scale
+        return mean, mean * curve.length.relative_sd
+
+    def has_length_term(self) -> bool:
+        return any(curve.length is not None for curve in self.curves.values())
 
     def largest_batch(self, max_new_tokens: int) -> int:
         curve, _ = self._curve(max_new_tokens)
@@ -213,6 +230,7 @@ def read_batch_profile(path: Path) -> tuple[dict[str, dict[int, BatchCurve]],
                                             dict[str, dict[int, int]], set[str]]:
     """Curves and largest fitting sizes by model and max_new_tokens, and the sources named."""
     times: dict[tuple[str, int], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    lengths: dict[tuple[str, int], list[tuple[int, float, float]]] = defaultdict(list)
     sources: set[str] = set()
     for n, row in enumerate(_read_rows(path, BATCH_PROFILE_COLUMNS), start=2):
         where = f"{path} line {n}"
@@ -230,6 +248,9 @@ def read_batch_profile(path: Path) -> tuple[dict[str, dict[int, BatchCurve]],
         if seconds <= 0:
             raise ProfileError(f"{where}: processing_time_s must be positive")
         times[(model, tokens)][batch_size].append(seconds)
+        if (row.get("prompt_tokens_max") or "").strip():
+            longest = _float(row, "prompt_tokens_max", where)
+            lengths[(model, tokens)].append((batch_size, longest, seconds))
     curves: dict[str, dict[int, BatchCurve]] = defaultdict(dict)
     max_batch: dict[str, dict[int, int]] = defaultdict(dict)
     for (model, tokens), by_size in times.items():
@@ -238,7 +259,8 @@ def read_batch_profile(path: Path) -> tuple[dict[str, dict[int, BatchCurve]],
         sizes = tuple(sorted(by_size))
         means = tuple(sum(by_size[b]) / len(by_size[b]) for b in sizes)
         stds = tuple(_std(by_size[b]) for b in sizes)
-        curves[model][tokens] = BatchCurve(tokens, sizes, means, stds)
+        curves[model][tokens] = BatchCurve(tokens, sizes, means, stds,
+                                           fit_length_term(lengths[(model, tokens)]))
         max_batch[model][tokens] = sizes[-1]
     return dict(curves), dict(max_batch), sources
 

@@ -32,7 +32,9 @@ LOADING_COLUMNS = LOADING_PROFILE_COLUMNS + LOADING_EXTRA_COLUMNS
 MONITOR_MEAN_COLUMNS = {"gpu_util_pct": "gpu_util_mean_pct",
                         "gpu_mem_util_pct": "gpu_mem_util_mean_pct",
                         "gpu_power_w": "gpu_power_mean_w", "cpu_pct": "cpu_mean_pct"}
-BATCH_EXTRA_COLUMNS = [*MONITOR_MEAN_COLUMNS.values(), "retries", "failed", "source"]
+# prompt_tokens_max: the batch's longest prompt, which its time follows (sincere.length_term).
+BATCH_EXTRA_COLUMNS = ["prompt_tokens_max", *MONITOR_MEAN_COLUMNS.values(), "retries", "failed",
+                       "source"]
 BATCH_COLUMNS = BATCH_PROFILE_COLUMNS + BATCH_EXTRA_COLUMNS
 
 BEST_BATCH_COLUMNS = ["model", "best_batch", "best_throughput_rps", "largest_batch",
@@ -189,6 +191,7 @@ def measure_batch(engine: BatchEngine, prompts: list[str], max_new_tokens: int,
         "output_tokens_per_s": sum(result.output_tokens) / seconds if seconds > 0 else None,
         "prompt_tokens_mean": (sum(result.prompt_tokens) / len(result.prompt_tokens)
                                if result.prompt_tokens else None),
+        "prompt_tokens_max": max(result.prompt_tokens) if result.prompt_tokens else None,
         "peak_gpu_mem_gib": result.peak_mem_gib,
         "oom": bool(result.out_of_memory),
         "retries": int(result.retries),

@@ -13,6 +13,7 @@ import heapq
 import itertools
 import math
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from sincere.bound import sla_attainment_bound
 from sincere.fidelity import profile_fit
 from sincere.grid import GridPoint
 from sincere.identity import with_identity
+from sincere.length_term import served_prompt_tokens
 from sincere.metrics import run_metrics
 from sincere.profiles import ProfileSet
 from sincere.queues import QueueBook, Request
@@ -104,8 +106,14 @@ class Durations:
         p = self.profiles[target]
         return unload_s + self.draw(p.load_mean_s, p.load_std_s)
 
-    def processing_s(self, model: str, size: int) -> float:
+    def processing_s(self, model: str, size: int, longest: int | None = None) -> float:
+        """A batch of ``size``: timed by its longest prompt (``longest`` tokens) where that and
+        the profile's length term are known, else by P(size)."""
         p = self.profiles[model]
+        by_length = (p.processing_for_prompts_s(size, longest, self.max_new_tokens)
+                     if longest is not None else None)
+        if by_length is not None:
+            return self.draw(*by_length)
         return self.draw(p.processing_s(size, self.max_new_tokens),
                          p.processing_std_s(size, self.max_new_tokens))
 
@@ -121,8 +129,12 @@ def traffic_window_s(duration_s: float, schedule: Schedule) -> float:
 def simulate(schedule: Schedule, strategy: Strategy, profiles: ProfileSet, sla_s: float,
              max_new_tokens: int, duration_s: float, drain_timeout_s: float = 600.0,
              seed: int = 0, jitter: bool = True, rate_window_s: float = 60.0,
-             max_queue: int | None = None, keep_event_log: bool = False) -> SimOutcome:
+             max_queue: int | None = None, keep_event_log: bool = False,
+             served_tokens: Sequence[int | None] | None = None) -> SimOutcome:
     """Replay ``schedule`` against ``strategy``; every request ends with a status.
+
+    ``served_tokens``: each request's prompt tokens as the server would count them
+    (sincere.length_term); a batch whose prompts are all known is then timed by its longest.
 
     ``max_queue`` has the server's meaning: a request arriving while that many wait is refused
     (``rejected``). ``duration_s`` may be infinite: the traffic then ends at the last arrival.
@@ -163,7 +175,8 @@ def simulate(schedule: Schedule, strategy: Strategy, profiles: ProfileSet, sla_s
             elif priority == ARRIVAL:
                 i = payload
                 request = Request(request_ids[i], schedule.models[i], now, now + sla_s,
-                                  schedule.prompt_tokens[i])
+                                  schedule.prompt_tokens[i] if served_tokens is None
+                                  else served_tokens[i])
                 if max_queue is not None and book.total() >= max_queue:
                     records.append(settled(request, "rejected", sla_s))
                     rejected += 1
@@ -184,7 +197,10 @@ def simulate(schedule: Schedule, strategy: Strategy, profiles: ProfileSet, sla_s
             batch_requests = book.take(decision.model, decision.size)
             swap_s = durations.swap_s(resident, decision.model)
             start_s = now + swap_s
-            end_s = start_s + durations.processing_s(decision.model, len(batch_requests))
+            lengths = [r.prompt_tokens for r in batch_requests] if served_tokens else []
+            longest = max(lengths) if lengths and None not in lengths else None
+            end_s = start_s + durations.processing_s(decision.model, len(batch_requests),
+                                                     longest)
             batch = BatchRecord(
                 batch_id=len(batches), model=decision.model, batch_size=len(batch_requests),
                 reason=decision.reason, dispatch_s=now,
@@ -230,6 +246,15 @@ class SimTask:
     pattern_options: dict[str, Any]
     rate_window_s: float
     max_queue: int | None = None
+    # {model: {prompt id: tokens}} of the workloads the generator draws from: batches are then
+    # timed by their longest prompt (sincere.length_term); None: by their size alone.
+    prompt_tokens: dict[str, dict[str, int]] | None = None
+
+    def length_term(self) -> bool:
+        """Whether this run times batches by their prompts: it knows them and the profile of
+        every model it serves has a length term."""
+        return self.prompt_tokens is not None and all(
+            self.profiles[m].has_length_term() for m in self.model_mix)
 
     def params(self) -> dict[str, Any]:
         """run.json's ``params`` block of this run, known before it runs (the grid compares its
@@ -245,7 +270,7 @@ class SimTask:
             "pattern_params": self.pattern_options,
             "strategy_params": make_strategy(point.strategy, **self.strategy_options).params(),
             "drain_timeout_s": self.drain_timeout_s, "max_queue": self.max_queue,
-            "jitter": self.jitter,
+            "jitter": self.jitter, "length_term": self.length_term(),
         }
 
 
@@ -253,12 +278,19 @@ def run_task(task: SimTask) -> dict[str, Any]:
     """Simulate one grid point and write its run directory; returns run.json's content."""
     point = task.point
     seed = point.seed(task.base_seed)
+    by_prompts = task.length_term()
+    # The generator's prompt picks (the same seed and sorted prompt ids), when they are known.
+    prompt_ids = (sorted(next(iter(task.prompt_tokens.values())))
+                  if by_prompts and task.prompt_tokens else None)
     schedule = build_schedule(point.pattern, point.mean_rps, task.duration_s, seed,
-                              task.model_mix, **task.pattern_options)
+                              task.model_mix, prompt_ids=prompt_ids, **task.pattern_options)
+    served = (served_prompt_tokens(schedule.models, schedule.prompt_ids, task.prompt_tokens)
+              if by_prompts and task.prompt_tokens else None)
     strategy = make_strategy(point.strategy, **task.strategy_options)
     outcome = simulate(schedule, strategy, task.profiles, point.sla_s, task.max_new_tokens,
                        task.duration_s, task.drain_timeout_s, seed=seed, jitter=task.jitter,
-                       rate_window_s=task.rate_window_s, max_queue=task.max_queue)
+                       rate_window_s=task.rate_window_s, max_queue=task.max_queue,
+                       served_tokens=served)
     task.run_dir.mkdir(parents=True, exist_ok=True)
     schedule.write_csv(task.run_dir / "schedule.csv")
     request_rows = [r.row() for r in outcome.requests]
