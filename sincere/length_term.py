@@ -24,13 +24,14 @@ the engine counts them. Without either it falls back to P(b).
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from sincere.piecewise import piecewise_linear
 
 MIN_SIZES = 2  # distinct batch sizes a fit needs, and one more row than sizes
 
@@ -47,16 +48,9 @@ class LengthFit:
     relative_sd: float
     rows: int
 
-    def alpha(self, batch_size: int) -> float:
-        sizes, alpha = self.sizes, self.alpha_s
-        if batch_size <= sizes[0] or len(sizes) == 1:
-            return alpha[0]
-        i = min(bisect.bisect_left(sizes, batch_size), len(sizes) - 1)
-        b0, b1 = sizes[i - 1], sizes[i]
-        return alpha[i - 1] + (alpha[i] - alpha[i - 1]) * (batch_size - b0) / (b1 - b0)
-
     def processing_s(self, batch_size: int, longest: int) -> float:
-        return self.alpha(batch_size) + self.per_token_s * batch_size * longest
+        return (piecewise_linear(self.sizes, self.alpha_s, batch_size)
+                + self.per_token_s * batch_size * longest)
 
 
 def fit_length_term(batches: Iterable[tuple[int, float, float]]) -> LengthFit | None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from sincere.identity import profiles_digest
 from sincere.length_term import LengthFit, fit_length_term
+from sincere.piecewise import piecewise_linear
 from sincere.schemas import BATCH_PROFILE_COLUMNS, LOADING_PROFILE_COLUMNS
 
 DEFAULT_PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiling_results"
@@ -41,16 +42,7 @@ class BatchCurve:
     def processing_s(self, batch_size: int) -> float:
         """P(b): linear between profiled sizes, the smallest size's time below it, the last
         segment's slope above the largest."""
-        if batch_size <= self.sizes[0]:
-            return self.mean_s[0]
-        i = bisect.bisect_left(self.sizes, batch_size)
-        if i == len(self.sizes):
-            if len(self.sizes) == 1:
-                return self.mean_s[0] * batch_size / self.sizes[0]
-            i = len(self.sizes) - 1
-        b0, b1 = self.sizes[i - 1], self.sizes[i]
-        p0, p1 = self.mean_s[i - 1], self.mean_s[i]
-        return p0 + (p1 - p0) * (batch_size - b0) / (b1 - b0)
+        return piecewise_linear(self.sizes, self.mean_s, batch_size)
 
     def std_at(self, batch_size: int) -> float:
         i = min(bisect.bisect_left(self.sizes, batch_size), len(self.sizes) - 1)

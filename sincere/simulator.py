@@ -197,7 +197,8 @@ def simulate(schedule: Schedule, strategy: Strategy, profiles: ProfileSet, sla_s
             batch_requests = book.take(decision.model, decision.size)
             swap_s = durations.swap_s(resident, decision.model)
             start_s = now + swap_s
-            lengths = [r.prompt_tokens for r in batch_requests] if served_tokens else []
+            lengths = ([r.prompt_tokens for r in batch_requests]
+                       if served_tokens is not None else [])
             longest = max(lengths) if lengths and None not in lengths else None
             end_s = start_s + durations.processing_s(decision.model, len(batch_requests),
                                                      longest)
@@ -278,14 +279,13 @@ def run_task(task: SimTask) -> dict[str, Any]:
     """Simulate one grid point and write its run directory; returns run.json's content."""
     point = task.point
     seed = point.seed(task.base_seed)
-    by_prompts = task.length_term()
+    counts = task.prompt_tokens if task.length_term() else None
     # The generator's prompt picks (the same seed and sorted prompt ids), when they are known.
-    prompt_ids = (sorted(next(iter(task.prompt_tokens.values())))
-                  if by_prompts and task.prompt_tokens else None)
+    prompt_ids = sorted(next(iter(counts.values()))) if counts else None
     schedule = build_schedule(point.pattern, point.mean_rps, task.duration_s, seed,
                               task.model_mix, prompt_ids=prompt_ids, **task.pattern_options)
-    served = (served_prompt_tokens(schedule.models, schedule.prompt_ids, task.prompt_tokens)
-              if by_prompts and task.prompt_tokens else None)
+    served = served_prompt_tokens(schedule.models, schedule.prompt_ids, counts) if counts \
+        else None
     strategy = make_strategy(point.strategy, **task.strategy_options)
     outcome = simulate(schedule, strategy, task.profiles, point.sla_s, task.max_new_tokens,
                        task.duration_s, task.drain_timeout_s, seed=seed, jitter=task.jitter,
