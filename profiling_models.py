@@ -4,7 +4,9 @@ For each model, ITERATIONS rounds of: a load from disk (``from_pretrained`` and 
 device, no host cache), an unload, a load from the host-RAM cache (the copy a swap makes in the
 server, in the copy mode timed fastest here on the first model: COPY_MODE), an unload. One row
 per model with the mean and std of each path; ``load_mean_s`` / ``load_std_s`` are those of the
-path the server uses (``load_path``), ``load_path_reason`` says why that copy mode.
+path the server uses (``load_path``), ``load_path_reason`` says why that copy mode. The engine of
+the server's path runs as the server runs it (ENGINE_PROCESS, PIN_CORES) and every load and
+unload is timed from this side of the call, as the server times its swaps.
 """
 
 import csv
@@ -27,6 +29,8 @@ DECODE = "eager"  # the engine the batch profile is for (eager or static): names
 HOST_CACHE = True  # the server keeps host copies: load_mean_s is the host-cache path (false: disk)
 COPY_MODE = "auto"  # host-cache swaps: auto (fastest of pinned, pageable, chunked), or one of them
 LOAD_PATH_ROUNDS = 3  # auto: timed swaps per copy mode, on the first model
+ENGINE_PROCESS = True  # the server's path in an engine process of its own, as the server runs it
+PIN_CORES = True  # split the cores between this process and the engine's, as the server does
 
 
 def manifest_aliases(models_dir: Path) -> list[str]:
@@ -42,14 +46,58 @@ def profile_loading(models_dir: Path, aliases: list[str], profiles_dir: Path,
                     env: dict[str, Any], iterations: int, warmup: int = 1,
                     device: str | None = None, device_label: str = "", host_cache: bool = True,
                     decode: str = "eager", copy_mode: str = "auto", path_rounds: int = 3,
+                    engine_process: bool = False, pin_cores: bool = False, cpu_threads: int = 0,
                     log: Callable[[str], None] = print) -> Path:
     """Time each model's loads and unloads (all of ``models_dir``'s when ``aliases`` is empty)
     and write the model_loading_times CSV; its path. ``env`` is an environment block
     (sincere.environment) naming the hardware and the CC mode. The host-cache copy mode is
     ``copy_mode``, or with "auto" the fastest on this machine, timed on the first model
-    (sincere.load_paths). ValueError for a missing model."""
+    (sincere.load_paths). The engine of the server's path (the host cache's, or the disk's
+    without ``host_cache``) runs in a process of its own with ``engine_process``, on its own
+    cores with ``pin_cores``, as the server's does. ValueError for a missing model."""
     from sincere.engine import Engine
+    from sincere.engine_process import start_engine
     from sincere.load_paths import choose_load_path
+
+    cc_mode = env.get("cc_mode", "unknown")
+    probe_engine = Engine(models_dir, device=device, host_cache=False, cc_mode=cc_mode)
+    available = probe_engine.available_models()
+    aliases = list(aliases) or manifest_aliases(models_dir) or available
+    missing = [a for a in aliases if a not in available]
+    if missing or not aliases:
+        raise ValueError(f"no model folder for {', '.join(missing) or 'any model'} in "
+                         f"{models_dir}; run download_models.py first (have: "
+                         f"{', '.join(available) or 'none'})")
+    device_type = probe_engine.device.type
+    reason = f"set by COPY_MODE={copy_mode}"
+    if copy_mode == "auto":
+        log(f"timing the copy modes of host-cache swaps on {aliases[0]}")
+        probe = Engine(models_dir, device=device, host_cache=True, copy_mode="pageable")
+        choice = choose_load_path(probe, aliases[0], path_rounds, log=log)
+        copy_mode, reason = choice.mode, choice.reason
+        log(f"  copy mode: {reason}")
+    # The engine of the server's path in the server's layout; the other path's in this process.
+    disk_kwargs = dict(models_dir=models_dir, device=device, host_cache=False, cc_mode=cc_mode)
+    cache_kwargs = {**disk_kwargs, "host_cache": True, "copy_mode": copy_mode}
+    disk_engine = (probe_engine if host_cache
+                   else start_engine(engine_process, disk_kwargs, cpu_threads, pin=pin_cores))
+    cache_engine = (start_engine(engine_process, cache_kwargs, cpu_threads, pin=pin_cores)
+                    if host_cache else Engine(**cache_kwargs))
+    try:
+        return _write_loading(disk_engine, cache_engine, aliases, profiles_dir, env, iterations,
+                              warmup, device_type, device_label, host_cache, decode, copy_mode,
+                              reason, log)
+    finally:
+        for engine in (disk_engine, cache_engine):
+            if hasattr(engine, "close"):
+                engine.close()
+
+
+def _write_loading(disk_engine: Any, cache_engine: Any, aliases: list[str], profiles_dir: Path,
+                   env: dict[str, Any], iterations: int, warmup: int, device_type: str,
+                   device_label: str, host_cache: bool, decode: str, copy_mode: str,
+                   reason: str, log: Callable[[str], None]) -> Path:
+    """Time every alias's loads with the two engines and write the CSV; its path."""
     from sincere.profile_files import (
         RowWriter,
         device_name,
@@ -62,24 +110,6 @@ def profile_loading(models_dir: Path, aliases: list[str], profiles_dir: Path,
     from sincere.profiling import LOADING_COLUMNS, cache_path_name, loading_row, time_loading
 
     cc_mode = env.get("cc_mode", "unknown")
-    disk_engine = Engine(models_dir, device=device, host_cache=False, cc_mode=cc_mode)
-    available = disk_engine.available_models()
-    aliases = list(aliases) or manifest_aliases(models_dir) or available
-    missing = [a for a in aliases if a not in available]
-    if missing or not aliases:
-        raise ValueError(f"no model folder for {', '.join(missing) or 'any model'} in "
-                         f"{models_dir}; run download_models.py first (have: "
-                         f"{', '.join(available) or 'none'})")
-    device_type = disk_engine.device.type
-    reason = f"set by COPY_MODE={copy_mode}"
-    if copy_mode == "auto":
-        log(f"timing the copy modes of host-cache swaps on {aliases[0]}")
-        probe = Engine(models_dir, device=device, host_cache=True, copy_mode="pageable")
-        choice = choose_load_path(probe, aliases[0], path_rounds, log=log)
-        copy_mode, reason = choice.mode, choice.reason
-        log(f"  copy mode: {reason}")
-    cache_engine = Engine(models_dir, device=device, host_cache=True, cc_mode=cc_mode,
-                          copy_mode=copy_mode)
     name = device_label or device_name(env, device_type, decode)
     server_path = (cache_path_name(device_type, cache_engine.copy_mode) if host_cache
                    else "disk_from_pretrained")
@@ -120,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                         device=cfg.DEVICE or None, device_label=cfg.DEVICE_NAME,
                         decode=cfg.DECODE, host_cache=cfg.HOST_CACHE,
                         copy_mode=cfg.COPY_MODE, path_rounds=cfg.LOAD_PATH_ROUNDS,
-                        log=lambda line: print(line, flush=True))
+                        engine_process=cfg.ENGINE_PROCESS, pin_cores=cfg.PIN_CORES,
+                        cpu_threads=cfg.CPU_THREADS, log=lambda line: print(line, flush=True))
     except ValueError as exc:
         print(str(exc), file=sys.stderr)
         return 2

@@ -80,8 +80,10 @@ def time_loading(disk_engine: LoadingEngine, cache_engine: LoadingEngine, alias:
     ``disk_engine`` keeps no host cache (a load is ``from_pretrained`` then a copy to the
     device, as the original study's server did); ``cache_engine`` keeps one (a load is a copy
     from host RAM, the swap the server makes). Each load is followed by an unload, so one model
-    is on the device at a time. ``warmup`` rounds go first, unrecorded; the host copy is evicted
-    at the end.
+    is on the device at a time. Every call is timed from this side of it, as the server times
+    its swaps: an engine in a process of its own (sincere.engine_process) adds its round trips,
+    which the server's swaps pay too. ``warmup`` rounds go first, unrecorded; the host copy is
+    evicted at the end.
     """
     if disk_engine.host_cache or not cache_engine.host_cache:
         raise ValueError("time_loading needs a disk engine without and a cache engine with a "
@@ -91,23 +93,30 @@ def time_loading(disk_engine: LoadingEngine, cache_engine: LoadingEngine, alias:
     timings.pinning = cache_engine.pinning(alias)
     for round_number in range(warmup + iterations):
         recorded = round_number >= warmup
-        disk = disk_engine.load(alias)
-        disk_unload_s = disk_engine.unload()
-        cached = cache_engine.load(alias)
-        cache_unload_s = cache_engine.unload()
+        disk, disk_s = _timed(disk_engine.load, alias)
+        _, disk_unload_s = _timed(disk_engine.unload)
+        cached, cached_s = _timed(cache_engine.load, alias)
+        _, cache_unload_s = _timed(cache_engine.unload)
         if cached.path != "host_cache":
             raise RuntimeError(f"{alias}: expected a load from the host cache, got {cached.path}")
         timings.size_gb = float(cached.size_gb)
         if recorded:
-            timings.disk_s.append(disk.seconds)
-            timings.cache_s.append(cached.seconds)
+            timings.disk_s.append(disk_s)
+            timings.cache_s.append(cached_s)
             timings.disk_unload_s.append(disk_unload_s)
             timings.cache_unload_s.append(cache_unload_s)
         label = f"round {round_number - warmup + 1}" if recorded else "warm-up"
-        log(f"  {alias} {label}: disk {disk.seconds:.3f} s, host cache {cached.seconds:.3f} s, "
+        log(f"  {alias} {label}: disk {disk_s:.3f} s, host cache {cached_s:.3f} s, "
             f"unload {cache_unload_s:.3f} s")
     cache_engine.evict(alias)
     return timings
+
+
+def _timed(call: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    """``call(*args)`` and its wall seconds as the caller sees them."""
+    start = time.perf_counter()
+    result = call(*args)
+    return result, time.perf_counter() - start
 
 
 def cache_path_name(device: str, copy_mode: str) -> str:

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -35,6 +38,7 @@ from sincere.profiling import (
     run_sweeps,
     sweep_model,
     sweep_sizes,
+    time_loading,
 )
 from sincere.workloads import read_workloads
 
@@ -237,11 +241,50 @@ def test_device_slug(gpu_name: str | None, slug: str) -> None:
 def loading_profiles(tiny_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding what profiling_models.py wrote for the tiny models (2 rounds)."""
     out = tmp_path_factory.mktemp("loading_profiles")
+    cores = os.sched_getaffinity(0)
+    # The host-cache engine runs in a process of its own, as the server's (ENGINE_PROCESS).
     status = profiling_models.main(["--models-dir", str(tiny_models), "--profiles-dir", str(out),
                                     "--iterations", "2", "--warmup", "0",
                                     "--cpu-threads", str(torch.get_num_threads())])  # unchanged
     assert status == 0
+    assert os.sched_getaffinity(0) == cores  # the engine's process closed, its cores given back
     return out
+
+
+class CallerSideEngine:
+    """A loading engine whose calls take longer than it reports, as an engine in a process of
+    its own does: the round trip is the caller's, and the server's swaps pay it."""
+
+    def __init__(self, host_cache: bool, round_trip_s: float) -> None:
+        self.host_cache, self.round_trip_s = host_cache, round_trip_s
+
+    def load(self, alias: str) -> Any:
+        time.sleep(self.round_trip_s)
+        return SimpleNamespace(seconds=0.0, size_gb=0.5,
+                               path="host_cache" if self.host_cache else "disk")
+
+    def unload(self) -> float:
+        time.sleep(self.round_trip_s)
+        return 0.0
+
+    def prefetch(self, alias: str) -> float:
+        return 0.0
+
+    def pinning(self, alias: str) -> None:
+        return None
+
+    def evict(self, alias: str) -> None:
+        pass
+
+
+def test_time_loading_times_each_call_from_the_callers_side() -> None:
+    timings = time_loading(CallerSideEngine(False, 0.002), CallerSideEngine(True, 0.003), "m", 2,
+                           warmup=1, log=lambda _line: None)
+    assert len(timings.cache_s) == len(timings.cache_unload_s) == len(timings.disk_s) == 2
+    # Every figure holds the call's wall time, not the 0 s the engine reported.
+    assert min(timings.cache_s + timings.cache_unload_s) >= 0.003
+    assert min(timings.disk_s + timings.disk_unload_s) >= 0.002
+    assert timings.size_gb == 0.5
 
 
 def test_profiling_models_writes_one_row_per_model(loading_profiles: Path,
