@@ -26,9 +26,21 @@ def profiled_swap_s(profiles: ProfileSet, previous: str | None, model: str) -> f
     return unload_s + profiles[model].load_mean_s
 
 
-def profile_fit(batches: pd.DataFrame, profiles: ProfileSet,
-                max_new_tokens: int) -> dict[str, float | None]:
-    """``processing_vs_profile``: mean over batches that ran of processing_s / P_m(size);
+def longest_prompts(requests: pd.DataFrame | None) -> dict[int, int]:
+    """Each batch's longest prompt in tokens (batch id -> tokens), from the requests that
+    record both; empty when none do."""
+    if requests is None or not {"batch_id", "prompt_tokens"} <= set(requests.columns):
+        return {}
+    known = requests.dropna(subset=["batch_id", "prompt_tokens"])
+    longest = known.groupby(known["batch_id"].astype(int))["prompt_tokens"].max()
+    return {int(batch): int(tokens) for batch, tokens in longest.items()}
+
+
+def profile_fit(batches: pd.DataFrame, profiles: ProfileSet, max_new_tokens: int,
+                requests: pd.DataFrame | None = None) -> dict[str, float | None]:
+    """``processing_vs_profile``: mean over batches that ran of processing_s / the profile's
+    time for the batch (by its longest prompt when ``requests`` give the prompts' tokens and
+    the profile has a length term, as the simulator times it, else by its size);
     ``swap_vs_profile``: mean over batches that swapped of swap_s / (U_from + L_m), the model
     unloaded being ``swap_from`` (none before the first load). 1 means the run went as
     profiled."""
@@ -36,6 +48,7 @@ def profile_fit(batches: pd.DataFrame, profiles: ProfileSet,
 
     if batches is None or batches.empty:
         return {"processing_vs_profile": None, "swap_vs_profile": None}
+    longest = longest_prompts(requests)
     ordered = batches.sort_values("start_s", kind="stable")
     swapped = swapped_batches(ordered)
     processing, swaps = [], []
@@ -44,8 +57,8 @@ def profile_fit(batches: pd.DataFrame, profiles: ProfileSet,
         unloaded = row.swap_from if isinstance(row.swap_from, str) and row.swap_from else None
         try:
             if row.processing_s > 0:
-                processing.append(row.processing_s / profiles[model].processing_s(
-                    int(row.batch_size), max_new_tokens))
+                processing.append(row.processing_s / profiles[model].batch_time_s(
+                    int(row.batch_size), longest.get(int(row.batch_id)), max_new_tokens)[0])
             if swap:
                 expected = profiled_swap_s(profiles, unloaded, model)
                 if expected > 0:

@@ -87,6 +87,15 @@ class ModelProfile:
         mean = curve.length.processing_s(batch_size, longest) * scale
         return mean, mean * curve.length.relative_sd
 
+    def batch_time_s(self, batch_size: int, longest: int | None, max_new_tokens: int
+                     ) -> tuple[float, float]:
+        """(mean, std) of a batch: by its longest prompt (``longest`` tokens) where that is
+        known and the profile has a length term, else by its size, P(b)."""
+        by_length = (self.processing_for_prompts_s(batch_size, longest, max_new_tokens)
+                     if longest is not None else None)
+        return by_length or (self.processing_s(batch_size, max_new_tokens),
+                             self.processing_std_s(batch_size, max_new_tokens))
+
     def has_length_term(self) -> bool:
         return any(curve.length is not None for curve in self.curves.values())
 

@@ -599,7 +599,7 @@ class ExperimentServer:
         return {"sla_attainment_bound": bound,
                 "server_time_per_batch_s": self.server_time_s / len(batches) if len(batches)
                 else None,
-                **profile_fit(batches, self.profiles, self.max_new_tokens)}
+                **profile_fit(batches, self.profiles, self.max_new_tokens, requests)}
 
     def _run_json(self) -> dict[str, Any]:
         run_time_s = self.run_time_s if self.run_time_s is not None else max(self.now(),

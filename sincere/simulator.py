@@ -109,13 +109,7 @@ class Durations:
     def processing_s(self, model: str, size: int, longest: int | None = None) -> float:
         """A batch of ``size``: timed by its longest prompt (``longest`` tokens) where that and
         the profile's length term are known, else by P(size)."""
-        p = self.profiles[model]
-        by_length = (p.processing_for_prompts_s(size, longest, self.max_new_tokens)
-                     if longest is not None else None)
-        if by_length is not None:
-            return self.draw(*by_length)
-        return self.draw(p.processing_s(size, self.max_new_tokens),
-                         p.processing_std_s(size, self.max_new_tokens))
+        return self.draw(*self.profiles[model].batch_time_s(size, longest, self.max_new_tokens))
 
 
 def traffic_window_s(duration_s: float, schedule: Schedule) -> float:
@@ -302,9 +296,10 @@ def run_task(task: SimTask) -> dict[str, Any]:
     bound = sla_attainment_bound(schedule.scheduled_s, schedule.models, point.sla_s,
                                  task.profiles, task.max_new_tokens)
     batches = pd.DataFrame(batch_rows, columns=BATCH_COLUMNS)
+    requests = pd.DataFrame(request_rows, columns=REQUEST_COLUMNS)
     written = {"sla_attainment_bound": bound, "server_time_per_batch_s": 0.0,
-               **profile_fit(batches, task.profiles, task.max_new_tokens)}
-    summary = run_metrics(pd.DataFrame(request_rows, columns=REQUEST_COLUMNS), batches,
+               **profile_fit(batches, task.profiles, task.max_new_tokens, requests)}
+    summary = run_metrics(requests, batches,
                           outcome.traffic_window_s, written=written)
     run = {
         "run_id": point.run_id,

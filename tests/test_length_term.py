@@ -182,3 +182,26 @@ def test_simulate_experiments_times_batches_by_the_prompts_the_generator_sends(
     captured = capsys.readouterr()
     assert "timed by their size alone" in captured.out
     assert "length_term: true -> false" in captured.err
+
+
+def test_the_fit_to_the_profile_judges_a_batch_by_its_longest_prompt() -> None:
+    import pandas as pd
+
+    from sincere.fidelity import longest_prompts, profile_fit
+
+    profiles = length_profiles(FIT)
+    # Two batches of one model that ran exactly as the length term says, no swaps.
+    batches = pd.DataFrame({"batch_id": [1, 2], "model": ["a", "a"], "batch_size": [4, 1],
+                            "start_s": [0.0, 1.0], "swap_from": [None, None],
+                            "swap_s": [0.0, 0.0],
+                            "processing_s": [exact(4, 300), exact(1, 40)]})
+    requests = pd.DataFrame({"batch_id": [1, 1, 1, 1, 2, None],
+                             "prompt_tokens": [20, 300, 50, None, 40, 900]})
+    assert longest_prompts(requests) == {1: 300, 2: 40}  # a request of no batch is not one's
+    fit = profile_fit(batches, profiles, 50, requests)
+    assert fit["processing_vs_profile"] == pytest.approx(1.0)
+    # Without the prompts each batch is judged by its size alone: P(b) of the curve.
+    by_size = profile_fit(batches, profiles, 50)["processing_vs_profile"]
+    p = profiles["a"].processing_s
+    assert by_size == pytest.approx((exact(4, 300) / p(4, 50) + exact(1, 40) / p(1, 50)) / 2)
+    assert by_size != pytest.approx(1.0)
