@@ -193,6 +193,13 @@ class Engine:
         log.info("unloaded %s in %.3f s", alias, seconds)
         return seconds
 
+    def swap(self, alias: str) -> LoadResult:
+        """Unload the resident model (if any) and load ``alias``: the server's swap as one call,
+        so that an engine in a process of its own is waited for once, and does both while the
+        caller's threads answer the batch before (sincere.engine_process)."""
+        self.unload()
+        return self.load(alias)
+
     def prefetch(self, alias: str) -> float:
         """Fill the host cache from disk without touching the device; seconds (0 if cached)."""
         if not self.host_cache:

@@ -80,10 +80,11 @@ def time_loading(disk_engine: LoadingEngine, cache_engine: LoadingEngine, alias:
     ``disk_engine`` keeps no host cache (a load is ``from_pretrained`` then a copy to the
     device, as the original study's server did); ``cache_engine`` keeps one (a load is a copy
     from host RAM, the swap the server makes). Each load is followed by an unload, so one model
-    is on the device at a time. Every call is timed from this side of it, as the server times
-    its swaps: an engine in a process of its own (sincere.engine_process) adds its round trips,
-    which the server's swaps pay too. ``warmup`` rounds go first, unrecorded; the host copy is
-    evicted at the end.
+    is on the device at a time. Each load is timed from this side of the call, as the server
+    times its swaps: an engine in a process of its own (sincere.engine_process) adds a round
+    trip, which the server's swaps pay too. An unload is the engine's own seconds: the server's
+    swap unloads and loads in one call (``Engine.swap``), so a swap, U + L, pays one round trip.
+    ``warmup`` rounds go first, unrecorded; the host copy is evicted at the end.
     """
     if disk_engine.host_cache or not cache_engine.host_cache:
         raise ValueError("time_loading needs a disk engine without and a cache engine with a "
@@ -94,9 +95,9 @@ def time_loading(disk_engine: LoadingEngine, cache_engine: LoadingEngine, alias:
     for round_number in range(warmup + iterations):
         recorded = round_number >= warmup
         disk, disk_s = _timed(disk_engine.load, alias)
-        _, disk_unload_s = _timed(disk_engine.unload)
+        disk_unload_s = disk_engine.unload()
         cached, cached_s = _timed(cache_engine.load, alias)
-        _, cache_unload_s = _timed(cache_engine.unload)
+        cache_unload_s = cache_engine.unload()
         if cached.path != "host_cache":
             raise RuntimeError(f"{alias}: expected a load from the host cache, got {cached.path}")
         timings.size_gb = float(cached.size_gb)

@@ -461,9 +461,7 @@ class ExperimentServer:
         if previous != model:
             try:
                 with self._in_engine():
-                    if previous is not None:
-                        self.engine.unload()
-                    self.engine.load(model)
+                    self.engine.swap(model)  # one call: unload the resident model, load this
             except Exception as exc:  # noqa: BLE001 - a model that fails to load fails its batch
                 reason = type(exc).__name__
                 log.error("loading %s failed: %s", model, reason)

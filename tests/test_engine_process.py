@@ -53,6 +53,27 @@ def test_answers_as_the_engine_in_this_process(remote: EngineProcess, tiny_model
     assert MODEL in remote.host_cached
 
 
+def test_a_swap_is_one_call_that_unloads_and_loads(remote: EngineProcess,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    forward = EngineProcess._call
+
+    def counted(self: EngineProcess, name: str, args: tuple, kwargs: dict) -> object:
+        calls.append(name)
+        return forward(self, name, args, kwargs)
+
+    monkeypatch.setattr(EngineProcess, "_call", counted)
+    try:
+        first = remote.swap(MODEL)  # nothing resident: a load
+        assert (remote.resident, first.alias) == (MODEL, MODEL)
+        second = remote.swap("gemma-7b")
+        assert (remote.resident, second.alias) == ("gemma-7b", "gemma-7b")
+        assert {MODEL, "gemma-7b"} <= set(remote.host_cached)  # MODEL's copy kept
+        assert calls == ["swap", "swap"]  # the caller waits for one answer per swap
+    finally:
+        remote.unload()
+
+
 def test_an_engine_error_comes_back_with_its_class(remote: EngineProcess) -> None:
     remote.load(MODEL)
     try:
