@@ -115,3 +115,32 @@ def test_what_it_buys_compares_the_profile_sets(capsys: pytest.CaptureFixture[st
     assert status == 0
     for name in ("h100-orig_noncc", "h100_noncc", "h100-fast_noncc", "BestBatch+Timer"):
         assert name in out
+
+
+def test_machine_drift_windows_are_full_ones_and_medians() -> None:
+    window_medians = benchmark("bench_machine_drift").window_medians
+    times = [(0.0, 1.0), (0.5, 3.0), (0.9, 2.0), (1.2, 5.0), (1.8, 4.0), (2.1, 9.0)]
+    # 2.3 s of timing fill two 1-s windows; the batch started in the third is left out.
+    assert window_medians(times, 1.0, 2.3) == [2.0, 4.5]
+    assert window_medians(times[:2], 1.0, 0.6) == [2.0]  # shorter than a window: the first
+
+
+def test_bench_machine_drift_times_the_best_batch_against_its_first_window(
+        tiny_models: Path, server_workloads: Path, tiny_profile,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.conftest import SERVER_TEST_NEW_TOKENS
+
+    status = benchmark("bench_machine_drift").main([
+        "--models-dir", str(tiny_models), "--workloads-dir", str(server_workloads),
+        "--profiles", "cpu_noncc",
+        "--profiles-dir", str(Path(tiny_profile.batch_file).parent),
+        "--max-new-tokens", str(SERVER_TEST_NEW_TOKENS), "--minutes", "0.05",
+        "--window-s", "1"])
+    assert status == 0
+    lines = capsys.readouterr().out.splitlines()
+    best = tiny_profile["llama3-8b"].best_batch(SERVER_TEST_NEW_TOKENS)
+    assert lines[0].startswith(f"llama3-8b: batch of {best} timed back to back")
+    rows = [line.split() for line in lines if line.split()[:1] and line.split()[0].endswith("s")
+            and line.split()[0][:-1].isdigit()]
+    assert len(rows) == 3 and rows[0][2] == "1.000"  # three 1-s windows, the first the baseline
+    assert "spread (slowest window / fastest)" in lines[-1]
