@@ -30,6 +30,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from sincere.allocator import keep_freed_memory
 from sincere.processes import die_with_parent
 
 REPO_ROOT = Path(__file__).resolve().parent.parent  # where the child imports sincere from
@@ -60,6 +61,7 @@ def _serve(conn: Connection) -> None:
     engine_kwargs, cpu_threads, cores = conn.recv()
     if cores:
         os.sched_setaffinity(0, cores)
+    keep_freed_memory()  # before the engine allocates anything
     from sincere.engine import Engine, set_cpu_threads
 
     try:
@@ -191,11 +193,13 @@ class EngineProcess:
 def start_engine(own_process: bool, engine_kwargs: dict[str, Any], cpu_threads: int = 0,
                  pin: bool = True) -> Any:
     """The engine a script asked for: an ``EngineProcess`` (``own_process``, cores split when
-    ``pin``), or an ``Engine`` in this process, each with its torch threads set on a CPU."""
+    ``pin``), or an ``Engine`` in this process, each with its torch threads set on a CPU and
+    its process keeping the memory its batches free (sincere.allocator)."""
     if own_process:
         return EngineProcess(engine_kwargs, cpu_threads, pin=pin)
     from sincere.engine import Engine, set_cpu_threads
 
+    keep_freed_memory()
     engine = Engine(**engine_kwargs)
     if engine.device.type == "cpu":
         set_cpu_threads(cpu_threads)
