@@ -144,3 +144,30 @@ def test_bench_machine_drift_times_the_best_batch_against_its_first_window(
             and line.split()[0][:-1].isdigit()]
     assert len(rows) == 3 and rows[0][2] == "1.000"  # three 1-s windows, the first the baseline
     assert "spread (slowest window / fastest)" in lines[-1]
+
+
+def test_bench_sim_spread_replays_one_cells_arrivals_with_each_spread(
+        tiny_models: Path, server_workloads: Path, tiny_profile,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.conftest import SERVER_TEST_NEW_TOKENS
+
+    bench = benchmark("bench_sim_spread")
+    status = bench.main([
+        "--models-dir", str(tiny_models), "--workloads-dir", str(server_workloads),
+        "--profiles", "cpu_noncc", "--profiles-dir", str(Path(tiny_profile.batch_file).parent),
+        "--max-new-tokens", str(SERVER_TEST_NEW_TOKENS), "--strategies", "Immediate",
+        "BestBatch", "--seeds", "3", "--relative-sds", "0.05", "0.2", "--duration-s", "10"])
+    assert status == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "each cell replayed with 3 jitter seeds" in lines[0]
+    rows = [line.split() for line in lines[2:]]
+    assert [(r[0], r[1]) for r in rows] == [(s, sd) for s in ("Immediate", "BestBatch")
+                                            for sd in ("profile's", "0.05", "0.2")]
+    for row in rows:
+        mean, low, high = (float(row[i].rstrip("%")) for i in (2, 4, 5))
+        assert 0 <= low <= mean <= high <= 100
+    # The spread put in place is the one drawn from: every length term carries it.
+    varied = bench.with_relative_sd(tiny_profile, 0.2)
+    curves = [c for p in varied.models.values() for c in p.curves.values()]
+    assert curves and all(c.length is None or c.length.relative_sd == 0.2 for c in curves)
+    assert any(c.length is not None for c in curves)
