@@ -33,6 +33,7 @@ MEANS=${MEANS:-"6"}                         # mean request rates, requests per s
 SLAS=${SLAS:-"4"}                           # SLAs, seconds
 REPEATS=${REPEATS:-1}                       # runs per grid cell
 DURATION_S=${DURATION_S:-30}                # seconds of traffic per run
+SIM_REPLAYS=${SIM_REPLAYS:-100}             # simulation: replays of each run's arrivals (their spread)
 MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-50}        # new tokens per request
 DECODE=${DECODE:-eager}                     # batch engine: eager, or static (KV cache + torch.compile)
 if [[ -z "${PYTHON:-}" ]]; then             # the interpreter: the active venv, ./.venv, python3
@@ -91,7 +92,7 @@ if (( status != 0 && status != 1 )); then exit "$status"; fi  # 1: some runs fai
 stage "5/6 the same grid simulated from the $profile_set profile -> $RESULTS_DIR/sim"
 "$PYTHON" simulate_experiments.py --results-dir "$RESULTS_DIR/sim" --profiles "$profile_set" \
     --profiles-dir "$PROFILES_DIR" --workloads-dir "$WORKLOADS_DIR" --models-dir "$MODELS_DIR" \
-    "${grid[@]}"
+    --replays "$SIM_REPLAYS" "${grid[@]}"
 
 stage "6/6 report"
 "$PYTHON" process_results.py "$RESULTS_DIR"

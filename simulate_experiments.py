@@ -44,6 +44,7 @@ SHED_LATE = False  # shed requests that can no longer meet their SLA (always on 
 MAX_QUEUE_DELAY_S = 1.0  # Dynamic+Delay: longest wait of the oldest request, seconds
 RATE_WINDOW_S = 60.0  # SelectBatch+Timer: window of the arrival-rate estimate, seconds
 JITTER = True  # draw swap and batch times around the profiled means (seeded)
+REPLAYS = 1  # replays of each run's arrivals with other jitter seeds: run.json gives their spread
 LENGTH_TERM = True  # time each batch by its longest prompt, where the profile has a length term
 WORKLOADS_DIR = "workloads"  # length term: the prompts the generator draws from (same seed)
 MODELS_DIR = "models"  # length term: the served models' tokenizers, to count prompt tokens
@@ -60,6 +61,9 @@ OVERWRITE = False  # redo runs already finished in RESULTS_DIR (else: kept if sa
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
+    if cfg.REPLAYS < 1:
+        print(f"error: REPLAYS must be at least 1, got {cfg.REPLAYS}", file=sys.stderr)
+        return 2
     try:
         profiles = load_profiles(cfg.PROFILES, Path(cfg.PROFILES_DIR), std_factor=cfg.STD_FACTOR)
         points = expand_grid(cfg.STRATEGIES, cfg.PATTERNS, cfg.MEANS, cfg.SLAS, cfg.REPEATS)
@@ -80,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                                strategy_options=strategy_options(vars(cfg)),
                                pattern_options=options_from_constants(cfg, p.pattern),
                                rate_window_s=cfg.RATE_WINDOW_S,
-                               max_queue=cfg.MAX_QUEUE or None, prompt_tokens=prompt_tokens)
+                               max_queue=cfg.MAX_QUEUE or None, prompt_tokens=prompt_tokens,
+                               replays=cfg.REPLAYS)
              for p in points}
     try:
         todo = runs_to_do([PlannedRun(run_id, task.run_dir, run_identity(task.params()))

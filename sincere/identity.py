@@ -26,8 +26,8 @@ REPEAT_KEYS = ("seed", "repeat")
 # (they must agree on everything else, the profile the simulator replays included). The device
 # and dtype of a measured run are not parameters: the machine decides them, and its profile,
 # which is part of the identity, says which machine it was.
-ENGINE_KEYS = ("engine", "jitter", "length_term", "decode", "host_cache", "engine_process",
-               "pin_cores")
+ENGINE_KEYS = ("engine", "jitter", "length_term", "replays", "decode", "host_cache",
+               "engine_process", "pin_cores")
 # The profile a run planned with: differs between the CC and the non-CC side of a CC pair.
 PROFILE_KEYS = ("profiles",)
 HASH_CHARS = 16
@@ -122,6 +122,8 @@ def run_identity(params: Mapping[str, Any]) -> dict[str, Any]:
         identity["jitter"] = params.get("jitter")
         # Batches timed by their longest prompt (sincere.length_term); absent before it existed.
         identity["length_term"] = bool(params.get("length_term"))
+        # Jitter replays of the same arrivals (sincere.simulator); one before they existed.
+        identity["replays"] = int(params.get("replays") or 1)
     else:
         identity.update({key: params.get(key) for key in ("decode", "host_cache",
                                                           "engine_process", "pin_cores")})

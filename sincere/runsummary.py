@@ -187,6 +187,21 @@ def _written(info: dict[str, Any]) -> dict[str, float | None]:
             for key in WRITTEN_KEYS for value in [summary.get(key)]}
 
 
+def replay_columns(info: dict[str, Any]) -> dict[str, float | int | None]:
+    """A simulated run's spread over its replays (run.json ``replays``: sincere.simulator) as
+    ``replays`` and ``replays_<metric>_<mean|low|high>``; nothing for a run without one."""
+    block = info.get("replays")
+    if not isinstance(block, dict) or not isinstance(block.get("metrics"), dict):
+        return {}
+    columns: dict[str, float | int | None] = {"replays": block.get("runs")}
+    for metric, figures in block["metrics"].items():
+        for part in ("mean", "low", "high"):
+            value = figures.get(part) if isinstance(figures, dict) else None
+            columns[f"replays_{metric}_{part}"] = float(value) if isinstance(
+                value, (int, float)) and not isinstance(value, bool) else None
+    return columns
+
+
 def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
@@ -224,7 +239,8 @@ def summarise_run(run_dir: Path, results_root: Path | None = None) -> RunRecord:
            "results_dir": str(results_root) if results_root else str(run_dir.parent),
            "run_dir": str(run_dir), **accounting,
            **run_metrics(requests, batches, window_s, monitor, issued=issued,
-                         written=_written(info))}
+                         written=_written(info)),
+           **replay_columns(info)}
     return RunRecord(run_dir, row, completed_latencies_s(requests), warnings)
 
 

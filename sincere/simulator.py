@@ -124,8 +124,11 @@ def simulate(schedule: Schedule, strategy: Strategy, profiles: ProfileSet, sla_s
              max_new_tokens: int, duration_s: float, drain_timeout_s: float = 600.0,
              seed: int = 0, jitter: bool = True, rate_window_s: float = 60.0,
              max_queue: int | None = None, keep_event_log: bool = False,
-             served_tokens: Sequence[int | None] | None = None) -> SimOutcome:
+             served_tokens: Sequence[int | None] | None = None, replay: int = 0) -> SimOutcome:
     """Replay ``schedule`` against ``strategy``; every request ends with a status.
+
+    ``replay`` > 0 draws the batch and swap times with another jitter seed: the same arrivals
+    replayed as another run of the server would take them.
 
     ``served_tokens``: each request's prompt tokens as the server would count them
     (sincere.length_term); a batch whose prompts are all known is then timed by its longest.
@@ -137,8 +140,9 @@ def simulate(schedule: Schedule, strategy: Strategy, profiles: ProfileSet, sla_s
     for model in models:
         profiles[model]  # a missing profile is an error before anything runs
     book = QueueBook(models, rate_window_s=rate_window_s)
+    jitter_seed = [seed, 0x5EED] + ([replay] if replay else [])  # replay 0: as it always was
     durations = Durations(profiles, max_new_tokens,
-                           np.random.default_rng([seed, 0x5EED]) if jitter else None)
+                           np.random.default_rng(jitter_seed) if jitter else None)
     events = EventQueue()
     request_ids = schedule.request_ids()
     for i, arrival_s in enumerate(schedule.scheduled_s):
@@ -244,6 +248,9 @@ class SimTask:
     # {model: {prompt id: tokens}} of the workloads the generator draws from: batches are then
     # timed by their longest prompt (sincere.length_term); None: by their size alone.
     prompt_tokens: dict[str, dict[str, int]] | None = None
+    # Replays of the same arrivals with other jitter seeds, the run written among them: run.json
+    # gives the spread of REPLAY_METRICS over them (one run alone has no spread).
+    replays: int = 1
 
     def length_term(self) -> bool:
         """Whether this run times batches by their prompts: it knows them and the profile of
@@ -266,7 +273,30 @@ class SimTask:
             "strategy_params": make_strategy(point.strategy, **self.strategy_options).params(),
             "drain_timeout_s": self.drain_timeout_s, "max_queue": self.max_queue,
             "jitter": self.jitter, "length_term": self.length_term(),
+            "replays": self.replays if self.jitter else 1,
         }
+
+
+# Metrics whose spread over replays of the same arrivals a simulated run reports, and the
+# percentiles of the replays that bound its range.
+REPLAY_METRICS = ("sla_attainment", "latency_mean_s", "processing_mean_s", "swap_mean_s")
+REPLAY_RANGE = (5.0, 95.0)
+
+
+def replay_spread(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """run.json's ``replays`` block: how many replays, and each REPLAY_METRICS' mean and
+    REPLAY_RANGE percentiles over them (None where no replay has the metric)."""
+    spread: dict[str, Any] = {"runs": len(runs), "range_percentiles": list(REPLAY_RANGE),
+                              "metrics": {}}
+    for metric in REPLAY_METRICS:
+        values = np.array([r[metric] for r in runs if r.get(metric) is not None], dtype=float)
+        values = values[np.isfinite(values)]
+        low, high = np.percentile(values, REPLAY_RANGE) if values.size else (None, None)
+        spread["metrics"][metric] = {
+            "mean": float(values.mean()) if values.size else None,
+            "low": float(low) if low is not None else None,
+            "high": float(high) if high is not None else None}
+    return spread
 
 
 def run_task(task: SimTask) -> dict[str, Any]:
@@ -301,6 +331,17 @@ def run_task(task: SimTask) -> dict[str, Any]:
                **profile_fit(batches, task.profiles, task.max_new_tokens, requests)}
     summary = run_metrics(requests, batches,
                           outcome.traffic_window_s, written=written)
+    replayed = [summary]
+    for replay in range(1, task.params()["replays"]):
+        again = simulate(schedule, make_strategy(point.strategy, **task.strategy_options),
+                         task.profiles, point.sla_s, task.max_new_tokens, task.duration_s,
+                         task.drain_timeout_s, seed=seed, jitter=task.jitter,
+                         rate_window_s=task.rate_window_s, max_queue=task.max_queue,
+                         served_tokens=served, replay=replay)
+        replayed.append(run_metrics(
+            pd.DataFrame([r.row() for r in again.requests], columns=REQUEST_COLUMNS),
+            pd.DataFrame([as_row(b) for b in again.batches], columns=BATCH_COLUMNS),
+            again.traffic_window_s))
     run = {
         "run_id": point.run_id,
         "status": "complete",
@@ -312,6 +353,7 @@ def run_task(task: SimTask) -> dict[str, Any]:
         "traffic_window_s": outcome.traffic_window_s,
         "run_time_s": outcome.run_time_s,
         "summary": summary,
+        "replays": replay_spread(replayed),
     }
     write_json_atomic(task.run_dir / "run.json", with_identity(run))
     return run

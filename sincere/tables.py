@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -135,10 +136,32 @@ def sim_vs_real_table(runs: pd.DataFrame,
                                      "measured_platform": real_platform, "metric": metric,
                                      "simulated_mean": simulated, "measured_mean": measured,
                                      "relative_error": error, "runs_simulated": len(sim),
-                                     "runs_measured": len(real)})
+                                     "runs_measured": len(real),
+                                     **_replay_range(sim, metric, measured)})
     columns = [*pair_key, "simulated_platform", "measured_platform", "metric", "simulated_mean",
-               "measured_mean", "relative_error", "runs_simulated", "runs_measured"]
+               "measured_mean", "relative_error", "runs_simulated", "runs_measured",
+               *REPLAY_RANGE_COLUMNS]
     return pd.DataFrame(rows, columns=columns)
+
+
+# A simulated side's spread over replays of its arrivals (sincere.simulator.replay_spread).
+REPLAY_RANGE_COLUMNS = ("replays", "replays_mean", "replays_low", "replays_high",
+                        "measured_within_replays")
+
+
+def _replay_range(sim: pd.DataFrame, metric: str, measured: float) -> dict[str, Any]:
+    """The simulated runs' replay mean and range of ``metric`` (averaged over repeats) and
+    whether the measured mean lies within that range; empty figures without replays."""
+    if f"replays_{metric}_low" not in sim or "replays" not in sim:
+        return dict.fromkeys(REPLAY_RANGE_COLUMNS)
+    replays = nanmean(_metric_values(sim, "replays"))
+    mean, low, high = (nanmean(_metric_values(sim, f"replays_{metric}_{part}"))
+                       for part in ("mean", "low", "high"))
+    if not (replays > 1 and math.isfinite(low) and math.isfinite(high)):
+        return dict.fromkeys(REPLAY_RANGE_COLUMNS)
+    within = bool(low <= measured <= high) if math.isfinite(measured) else None
+    return {"replays": int(replays), "replays_mean": mean, "replays_low": low,
+            "replays_high": high, "measured_within_replays": within}
 
 
 # The parts of a simulated-versus-measured latency error, and what explains them.
@@ -156,7 +179,7 @@ def decomposition_table(sim_real: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     key = [c for c in sim_real.columns if c not in (
         "metric", "simulated_mean", "measured_mean", "relative_error", "runs_simulated",
-        "runs_measured")]
+        "runs_measured", *REPLAY_RANGE_COLUMNS)]
     wide = sim_real.pivot_table(index=key, columns="metric",
                                 values=["simulated_mean", "measured_mean"], dropna=False)
     rows = pd.DataFrame(index=wide.index)
@@ -173,6 +196,22 @@ def decomposition_table(sim_real: pd.DataFrame) -> pd.DataFrame:
     for part in ERROR_PARTS:
         sim, real = both(part)
         rows[f"{part.removesuffix('_s')}_error_s"] = sim - real
+    # Where the simulated side replayed its arrivals: the range of its replays, and whether the
+    # measurement fell in it (sincere.simulator.replay_spread).
+    replayed = sim_real.dropna(subset=["replays_low", "replays_high"])
+    if not replayed.empty:
+        ranges = replayed.pivot_table(index=key, columns="metric",
+                                      values=["replays_low", "replays_high"], dropna=False)
+        for metric, name in (("sla_attainment", "sla_attainment"),
+                             ("latency_mean_s", "latency_mean")):
+            if ("replays_low", metric) not in ranges:
+                continue
+            low = ranges[("replays_low", metric)].reindex(rows.index)
+            high = ranges[("replays_high", metric)].reindex(rows.index)
+            real = both(metric)[1]
+            rows[f"{name}_replays_low"], rows[f"{name}_replays_high"] = low, high
+            rows[f"{name}_measured_within_replays"] = ((low <= real) & (real <= high)).where(
+                low.notna() & real.notna())
     sim, real = both("swap_mean_s")
     rows["swap_mean_simulated_s"], rows["swap_mean_measured_s"] = sim, real
     for metric in MEASURED_FIT:

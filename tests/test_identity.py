@@ -10,7 +10,7 @@ import pytest
 
 import simulate_experiments
 from sincere.grid import PlannedRun, RunConflict, runs_to_do
-from sincere.identity import params_hash, run_identity
+from sincere.identity import ENGINE_KEYS, params_hash, run_identity
 
 GRID = ["--strategies", "BestBatch+Timer", "--patterns", "gamma", "--means", "4",
         "--slas", "40", "--repeats", "1", "--duration-s", "60", "--workers", "1"]
@@ -71,3 +71,26 @@ def test_a_failed_run_is_redone_whatever_its_parameters(tmp_path: Path) -> None:
     assert runs_to_do(planned) == planned
     with pytest.raises(RunConflict, match="seed: 0 -> 1"):
         runs_to_do(planned, retry_failed=False)
+
+
+def test_replays_add_their_spread_and_leave_the_written_run_as_it_was(tmp_path: Path) -> None:
+    assert simulate(tmp_path / "one") == 0
+    assert simulate(tmp_path / "many", "--replays", "12") == 0
+    run_id = "bestbatch-timer__gamma__rate4__sla40__rep0"
+    one = json.loads((tmp_path / "one" / run_id / "run.json").read_text())
+    many = json.loads((tmp_path / "many" / run_id / "run.json").read_text())
+    # Replay 0 is the run written, drawn as without replays: the same rows and summary.
+    for name in ("requests.csv", "batches.csv"):
+        assert (tmp_path / "one" / run_id / name).read_bytes() == \
+            (tmp_path / "many" / run_id / name).read_bytes()
+    assert one["summary"] == many["summary"]
+    assert one["replays"]["runs"] == 1 and many["replays"]["runs"] == 12
+    for metric, spread in many["replays"]["metrics"].items():
+        assert spread["low"] <= spread["mean"] <= spread["high"], metric
+    assert many["replays"]["metrics"]["latency_mean_s"]["high"] > \
+        many["replays"]["metrics"]["latency_mean_s"]["low"]  # other jitter seeds, other runs
+    # A run's identity counts its replays (a rerun with other replays is another run), but a
+    # simulated run still pairs with a measured one whatever its replays.
+    assert many["params"]["replays"] == 12 and many["params_hash"] != one["params_hash"]
+    assert "replays" in ENGINE_KEYS
+    assert simulate(tmp_path / "none", "--replays", "0") == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -169,3 +170,27 @@ def test_the_simulated_vs_measured_error_is_decomposed(tmp_path: Path) -> None:
                                   - row["latency_mean_measured_s"])
     assert (row["measured_processing_vs_profile"], row["measured_server_time_per_batch_s"]) == (
         1.5, 0.004)
+
+
+def test_the_measured_run_is_placed_in_the_range_of_the_simulated_replays(tmp_path: Path) -> None:
+    sim_dir = grid_run("BestBatch+Timer", 4.0, 0, "sim", "off").write(tmp_path / "sim")
+    grid_run("BestBatch+Timer", 4.0, 0, "hf", "off", slowdown=1.5).write(tmp_path / "real")
+    plain = sim_vs_real_table(runs_table(tmp_path / "sim", tmp_path / "real"))
+    assert plain["replays"].isna().all() and plain["measured_within_replays"].isna().all()
+
+    # The simulator's replays of the same arrivals (sincere.simulator.replay_spread): SLA
+    # attainment between 0.2 and 0.99, mean latency between 0.1 and 0.2 s.
+    info = json.loads((sim_dir / "run.json").read_text())
+    info["replays"] = {"runs": 20, "range_percentiles": [5.0, 95.0], "metrics": {
+        "sla_attainment": {"mean": 0.6, "low": 0.2, "high": 0.99},
+        "latency_mean_s": {"mean": 0.15, "low": 0.1, "high": 0.2}}}
+    (sim_dir / "run.json").write_text(json.dumps(info))
+    table = sim_vs_real_table(runs_table(tmp_path / "sim", tmp_path / "real")).set_index("metric")
+    sla, latency = table.loc["sla_attainment"], table.loc["latency_mean_s"]
+    assert (sla["replays"], sla["replays_low"], sla["replays_high"]) == (20, 0.2, 0.99)
+    assert sla["measured_within_replays"] == bool(0.2 <= sla["measured_mean"] <= 0.99)
+    assert latency["measured_mean"] > 0.2 and latency["measured_within_replays"] is False
+    assert pd.isna(table.loc["throughput_rps", "replays"])  # no spread was given for it
+    row = decomposition_table(table.reset_index()).iloc[0]
+    assert (row["latency_mean_replays_low"], row["latency_mean_replays_high"]) == (0.1, 0.2)
+    assert not row["latency_mean_measured_within_replays"]
