@@ -270,20 +270,26 @@ def test_ctrl_c_cancels_every_task_and_leaves_no_server(ray_cluster: LocalCluste
                                                         server_workloads: Path, tiny_profile,
                                                         tmp_path: Path) -> None:
     results = tmp_path / "results"
+    # Servers of an earlier test may still be stopping: only this grid's count.
+    earlier = {p.pid for p in ray_cluster.servers()}
     driver = subprocess.Popen(grid_argv(results, ray_cluster.address, tiny_models,
                                         server_workloads, tiny_profile,
                                         ["Immediate", "BestBatch+Timer", "Dynamic+Delay"],
                                         ["off"], duration_s=60.0),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert driver.stdout is not None
+    planned = driver.stdout.readline()  # the grid is planned: its interrupt handling is set
+    assert planned.startswith("run_experiments: 3 runs"), planned
 
     def two_servers() -> list[psutil.Process] | None:
-        servers = ray_cluster.servers()
+        servers = [p for p in ray_cluster.servers() if p.pid not in earlier]
         return servers if len(servers) == 2 else None
 
     servers = wait_for(two_servers, 120,
                        "two servers on the CC-off node (the third run waits for a slot)")
     driver.send_signal(signal.SIGINT)
     output, _ = driver.communicate(timeout=120)
+    output = planned + output
     assert driver.returncode == 130, output
     assert "cancelling 3 Ray tasks" in output and "will be redone" in output
     gone, alive = psutil.wait_procs(servers, timeout=30)
