@@ -53,7 +53,9 @@ class LocalCluster:
         return ""
 
     def servers(self) -> list[psutil.Process]:
-        """The experiment servers running on this cluster's nodes."""
+        """The experiment servers running on this cluster's nodes. A server's own child, forked
+        to start its engine's process, carries the server's command line until it execs: it is
+        not a server."""
         found = []
         for node in self.nodes.values():
             raylet = psutil.Process(node.all_processes["raylet"][0].process.pid)
@@ -63,7 +65,15 @@ class LocalCluster:
                         found.append(child)
                 except psutil.NoSuchProcess:
                     pass
-        return found
+        pids = {p.pid for p in found}
+        kept = []
+        for server in found:
+            try:
+                if server.ppid() not in pids:
+                    kept.append(server)
+            except psutil.NoSuchProcess:
+                pass
+        return kept
 
 
 @pytest.fixture(scope="module")
