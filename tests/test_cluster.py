@@ -282,11 +282,14 @@ def test_ctrl_c_cancels_every_task_and_leaves_no_server(ray_cluster: LocalCluste
     results = tmp_path / "results"
     # Servers of an earlier test may still be stopping: only this grid's count.
     earlier = {p.pid for p in ray_cluster.servers()}
+    # Ctrl-C in a terminal: SIGINT at its default, even where this suite runs as a background
+    # job (a shell starts those with SIGINT ignored, and a child inherits that).
     driver = subprocess.Popen(grid_argv(results, ray_cluster.address, tiny_models,
                                         server_workloads, tiny_profile,
                                         ["Immediate", "BestBatch+Timer", "Dynamic+Delay"],
                                         ["off"], duration_s=60.0),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert driver.stdout is not None
     planned = driver.stdout.readline()  # the grid is planned: its interrupt handling is set
     assert planned.startswith("run_experiments: 3 runs"), planned
