@@ -273,8 +273,12 @@ class SimTask:
             "strategy_params": make_strategy(point.strategy, **self.strategy_options).params(),
             "drain_timeout_s": self.drain_timeout_s, "max_queue": self.max_queue,
             "jitter": self.jitter, "length_term": self.length_term(),
-            "replays": self.replays if self.jitter else 1,
+            "replays": self.replay_count(),
         }
+
+    def replay_count(self) -> int:
+        """Replays this run makes: without jitter every replay is the same run, so one."""
+        return self.replays if self.jitter else 1
 
 
 # Metrics whose spread over replays of the same arrivals a simulated run reports, and the
@@ -310,15 +314,20 @@ def run_task(task: SimTask) -> dict[str, Any]:
                               task.model_mix, prompt_ids=prompt_ids, **task.pattern_options)
     served = served_prompt_tokens(schedule.models, schedule.prompt_ids, counts) if counts \
         else None
-    strategy = make_strategy(point.strategy, **task.strategy_options)
-    outcome = simulate(schedule, strategy, task.profiles, point.sla_s, task.max_new_tokens,
-                       task.duration_s, task.drain_timeout_s, seed=seed, jitter=task.jitter,
-                       rate_window_s=task.rate_window_s, max_queue=task.max_queue,
-                       served_tokens=served)
+
+    def replay(number: int) -> tuple[SimOutcome, list[dict[str, Any]], list[dict[str, Any]]]:
+        """The arrivals replayed with jitter seed ``number`` (0: the run written), and its rows."""
+        outcome = simulate(schedule, make_strategy(point.strategy, **task.strategy_options),
+                           task.profiles, point.sla_s, task.max_new_tokens, task.duration_s,
+                           task.drain_timeout_s, seed=seed, jitter=task.jitter,
+                           rate_window_s=task.rate_window_s, max_queue=task.max_queue,
+                           served_tokens=served, replay=number)
+        return (outcome, [r.row() for r in outcome.requests],
+                [as_row(b) for b in outcome.batches])
+
+    outcome, request_rows, batch_rows = replay(0)
     task.run_dir.mkdir(parents=True, exist_ok=True)
     schedule.write_csv(task.run_dir / "schedule.csv")
-    request_rows = [r.row() for r in outcome.requests]
-    batch_rows = [as_row(b) for b in outcome.batches]
     recorder = RunRecorder(task.run_dir, flush_each_row=False)
     recorder.requests.write_many(request_rows)
     recorder.batches.write_many(batch_rows)
@@ -332,16 +341,11 @@ def run_task(task: SimTask) -> dict[str, Any]:
     summary = run_metrics(requests, batches,
                           outcome.traffic_window_s, written=written)
     replayed = [summary]
-    for replay in range(1, task.params()["replays"]):
-        again = simulate(schedule, make_strategy(point.strategy, **task.strategy_options),
-                         task.profiles, point.sla_s, task.max_new_tokens, task.duration_s,
-                         task.drain_timeout_s, seed=seed, jitter=task.jitter,
-                         rate_window_s=task.rate_window_s, max_queue=task.max_queue,
-                         served_tokens=served, replay=replay)
-        replayed.append(run_metrics(
-            pd.DataFrame([r.row() for r in again.requests], columns=REQUEST_COLUMNS),
-            pd.DataFrame([as_row(b) for b in again.batches], columns=BATCH_COLUMNS),
-            again.traffic_window_s))
+    for number in range(1, task.replay_count()):
+        again, again_requests, again_batches = replay(number)
+        replayed.append(run_metrics(pd.DataFrame(again_requests, columns=REQUEST_COLUMNS),
+                                    pd.DataFrame(again_batches, columns=BATCH_COLUMNS),
+                                    again.traffic_window_s))
     run = {
         "run_id": point.run_id,
         "status": "complete",
