@@ -69,7 +69,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from sincere.engine_process import start_engine
-    from sincere.environment import environment_block, format_environment
     from sincere.experiment import (
         build_server,
         make_http_server,
@@ -78,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         resolve_profiles,
         run_directory,
     )
+    from sincere.host.environment import environment_block, format_environment
     from sincere.records import write_text_atomic
     from sincere.run_end import RunEnd
     from sincere.server_app import Limits, create_app

@@ -9,8 +9,8 @@ import sys
 import time
 
 from sincere.cli import parse_constants
-from sincere.environment import environment_block, format_environment
-from sincere.monitor import Monitor
+from sincere.host.environment import environment_block, format_environment
+from sincere.host.monitor import Monitor
 
 OUT = "monitor.csv"        # where the samples go
 PERIOD_S = 0.5             # sampling period in seconds

@@ -170,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     from werkzeug.serving import make_server
 
     from sincere.engine_process import start_engine
-    from sincere.environment import environment_block
-    from sincere.monitor import Monitor
+    from sincere.host.environment import environment_block
+    from sincere.host.monitor import Monitor
     from sincere.profile_files import device_name, hardware_name
     from sincere.workloads import read_workloads
 

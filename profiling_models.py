@@ -50,7 +50,7 @@ def profile_loading(models_dir: Path, aliases: list[str], profiles_dir: Path,
                     log: Callable[[str], None] = print) -> Path:
     """Time each model's loads and unloads (all of ``models_dir``'s when ``aliases`` is empty)
     and write the model_loading_times CSV; its path. ``env`` is an environment block
-    (sincere.environment) naming the hardware and the CC mode. The host-cache copy mode is
+    (sincere.host.environment) naming the hardware and the CC mode. The host-cache copy mode is
     ``copy_mode``, or with "auto" the fastest on this machine, timed on the first model
     (sincere.load_paths). The engine of the server's path (the host cache's, or the disk's
     without ``host_cache``) runs in a process of its own with ``engine_process``, on its own
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from sincere.engine import set_cpu_threads  # after parsing: --help stays instant
-    from sincere.environment import environment_block
+    from sincere.host.environment import environment_block
 
     if (cfg.DEVICE or ("cuda" if torch.cuda.is_available() else "cpu")) == "cpu":
         set_cpu_threads(cfg.CPU_THREADS)

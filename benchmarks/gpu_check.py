@@ -114,7 +114,7 @@ class GpuCheck:
         import transformers
 
         try:
-            from sincere.environment import environment_block
+            from sincere.host.environment import environment_block
 
             env = environment_block()
         except ImportError as exc:  # a bare image may lack psutil or nvidia-ml-py

@@ -41,7 +41,7 @@ MONITOR_PERIOD_S = 0.5  # CPU/GPU sampling period during the sweep, seconds
 def environment(device: str) -> dict[str, Any]:
     """The environment block (GPU, driver, CC mode); a minimal one where psutil is missing."""
     try:
-        from sincere.environment import environment_block
+        from sincere.host.environment import environment_block
     except ImportError as exc:  # a bare GPU image may lack psutil: the profiles do not need it
         import torch
 
@@ -52,9 +52,9 @@ def environment(device: str) -> dict[str, Any]:
 
 
 def start_monitor(period_s: float) -> Any:
-    """A running sincere.monitor.Monitor keeping samples in memory, or None without psutil."""
+    """A running sincere.host.monitor.Monitor keeping samples in memory, or None without psutil."""
     try:
-        from sincere.monitor import Monitor
+        from sincere.host.monitor import Monitor
     except ImportError:
         return None
     return Monitor(None, period_s=period_s).start()

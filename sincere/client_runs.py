@@ -65,7 +65,7 @@ def cc_mode_of(server_url: str, user_cc_mode: str,
     detected = "unknown"
     if urlparse(server_url).hostname in LOOPBACK:
         if detect is None:
-            from sincere.environment import environment_block as detect
+            from sincere.host.environment import environment_block as detect
         detected = str(detect().get("cc_mode", "unknown"))
     if detected in ("on", "off"):
         return detected, "detected on this machine (the server is local)"

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from sincere.allocator import keep_freed_memory
-from sincere.processes import die_with_parent
+from sincere.host.processes import die_with_parent
 
 REPO_ROOT = Path(__file__).resolve().parent.parent  # where the child imports sincere from
 # The attributes that change as the engine works: the child sends their values with every answer

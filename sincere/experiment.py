@@ -14,7 +14,7 @@ from typing import Any
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
-from sincere.monitor import Monitor, visible_gpu
+from sincere.host.monitor import Monitor, visible_gpu
 from sincere.profile_files import cc_label, device_name
 from sincere.profiles import ProfileError, ProfileSet, load_profiles
 from sincere.server import ExperimentServer
@@ -76,7 +76,7 @@ def grid_profiles(name: str, profiles_dir: Path, device: str, decode: str,
     identity before they run); ValueError when there is none."""
     import torch
 
-    from sincere.environment import environment_block
+    from sincere.host.environment import environment_block
 
     device_type = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")).type
     environment = environment_block() if name == "auto" else {}
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    from sincere.environment import environment_block
+    from sincere.host.environment import environment_block
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     print(auto_profile_name(environment_block(), torch.device(device).type, args.decode))

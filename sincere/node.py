@@ -42,7 +42,7 @@ def node_resources(runs_per_node: int, cc_mode: str = "",
     if cc_mode and cc_mode not in CC_MODES:
         raise ValueError(f"unknown CC mode {cc_mode!r}; known: {', '.join(CC_MODES)}")
     if detected is None:
-        from sincere.environment import detect_cc
+        from sincere.host.environment import detect_cc
 
         detected = detect_cc()["cc_mode"]
     if cc_mode and detected in CC_MODES and cc_mode != detected:
@@ -89,7 +89,7 @@ def _node_mismatch(cc_mode: str, node_root: Path) -> str:
         return (f"{host} imported sincere from {ROOT}, not from NODE_ROOT {node_root} (is the "
                 "checkout there on this node?)")
     if cc_mode:
-        from sincere.environment import detect_cc
+        from sincere.host.environment import detect_cc
 
         detected = detect_cc()["cc_mode"]
         if detected in CC_MODES and detected != cc_mode:

@@ -50,7 +50,7 @@ def profile_path(profiles_dir: Path, kind: str, device: str, cc_mode: str, stamp
 
 
 def hardware_name(environment: Mapping[str, Any]) -> str:
-    """The GPU's name, else the CPU's, from an environment block (sincere.environment)."""
+    """The GPU's name, else the CPU's, from an environment block (sincere.host.environment)."""
     return str(environment.get("gpu_name") or environment.get("cpu_model") or "unknown device")
 
 

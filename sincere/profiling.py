@@ -166,7 +166,7 @@ class BatchEngine(Protocol):
 
 
 class Sampler(Protocol):
-    """What a measured batch needs of ``sincere.monitor.Monitor``."""
+    """What a measured batch needs of ``sincere.host.monitor.Monitor``."""
 
     def sample_once(self) -> dict[str, Any]: ...
     def means(self, since_t_s: float | None = None,

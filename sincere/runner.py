@@ -28,8 +28,8 @@ from typing import Any
 from sincere.client import ServerUnavailable, wait_for_server
 from sincere.engine_process import split_cores
 from sincere.grid import GridPoint
+from sincere.host.processes import die_with_parent
 from sincere.identity import differences, params_hash, run_identity, with_identity
-from sincere.processes import die_with_parent
 from sincere.records import write_json_atomic
 from sincere.schemas import REQUEST_STATUSES
 from sincere.strategies import make_strategy

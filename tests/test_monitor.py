@@ -15,14 +15,14 @@ from typing import Any
 import pynvml
 import pytest
 
-from sincere.environment import (
+from sincere.host.environment import (
     GIB,
     detect_cc,
     environment_block,
     get_sys_info,
     parse_cc_status,
 )
-from sincere.monitor import Monitor, visible_gpu
+from sincere.host.monitor import Monitor, visible_gpu
 from sincere.schemas import MONITOR_COLUMNS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

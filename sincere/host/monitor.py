@@ -2,7 +2,7 @@
 
 NVML is reached only through a module object (``pynvml`` by default), passed in, so tests can
 replace its answers; a missing GPU or NVML leaves the GPU columns empty, never raises. The
-machine's environment and CC mode are in sincere/environment.py.
+machine's environment and CC mode are in sincere/host/environment.py.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, Self, TextIO
 
 import psutil
 
-from sincere.environment import (
+from sincere.host.environment import (
     GIB,
     NVML_FAILURES,
     describe_failure,
