@@ -24,8 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from sincere import architectures
 from sincere.api_modes import ApiMode
+from sincere.assets import architectures
 from sincere.cli import parse_constants
 
 URL = "http://127.0.0.1:5000"  # the server: SINCERE's experiment server, or any OpenAI-compatible
@@ -60,10 +60,10 @@ CC_MODE = ""  # another server's run: on or off, recorded when this machine cann
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    from sincere.assets.workloads import read_workloads
     from sincere.client import ServerUnavailable, find_server, send_schedule
     from sincere.client_runs import cc_mode_of
     from sincere.traffic import build_schedule, options_from_constants
-    from sincere.workloads import read_workloads
 
     url = cfg.URL.rstrip("/")
     try:

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from sincere import architectures
+from sincere.assets import architectures
 from sincere.cli import parse_constants
 
 MODELS = dict(architectures.HUB_IDS)  # alias=hub_id for each model to fetch or build
@@ -26,7 +26,7 @@ OVERWRITE = False  # rebuild or re-download models that are already complete
 def main(argv: list[str] | None = None) -> int:
     """Download or build every model of MODELS, print one line each, and rewrite the manifest."""
     cfg = parse_constants(globals(), argv)
-    from sincere.models import prepare_models  # after parsing: --help stays instant
+    from sincere.assets.models import prepare_models  # after parsing: --help stays instant
 
     if cfg.TINY and not cfg.RANDOM:
         print("--tiny builds random-weight models: use it with --random", file=sys.stderr)

@@ -11,9 +11,9 @@ prompt_chars). Only counts and lengths are printed, never prompt text. See instr
 import sys
 from pathlib import Path
 
-from sincere import architectures
+from sincere.assets import architectures
+from sincere.assets.workloads import build_workloads
 from sincere.cli import parse_constants
-from sincere.workloads import build_workloads
 
 INPUT_DIR = "instructlab_output"  # folder of InstructLab JSONL files (searched recursively)
 WORKLOADS_DIR = "workloads"  # output folder: one JSON file per prompt plus index.csv

@@ -169,11 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
     from werkzeug.serving import make_server
 
+    from sincere.assets.workloads import read_workloads
     from sincere.engine_process import start_engine
     from sincere.host.environment import environment_block
     from sincere.host.monitor import Monitor
     from sincere.profile_files import device_name, hardware_name
-    from sincere.workloads import read_workloads
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     env = environment_block()

@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from sincere import architectures
+from sincere.assets import architectures
 from sincere.cli import parse_constants
 from sincere.grid import expand_grid
 

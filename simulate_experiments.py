@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from sincere.assets.workloads import read_workloads
 from sincere.cli import parse_constants
 from sincere.grid import PlannedRun, RunConflict, expand_grid, runs_to_do
 from sincere.identity import run_identity
@@ -21,7 +22,6 @@ from sincere.profiles import ProfileError, ProfileSet, load_profiles
 from sincere.simulator import SimTask, run_task
 from sincere.strategies import options_from_constants as strategy_options
 from sincere.traffic import options_from_constants
-from sincere.workloads import read_workloads
 
 RESULTS_DIR = "results_sim"  # where the run directories go
 PROFILES = "h100-orig_noncc"  # profile set: <device>_<cc|noncc> prefix in PROFILES_DIR, or a path

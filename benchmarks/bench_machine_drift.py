@@ -51,10 +51,10 @@ def window_medians(times: list[tuple[float, float]], window_s: float,
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
+    from sincere.assets.workloads import read_workloads
     from sincere.engine_process import start_engine
     from sincere.profiles import load_profiles
     from sincere.profiling import draw_prompt_ids
-    from sincere.workloads import read_workloads
 
     profiles = load_profiles(cfg.PROFILES, Path(cfg.PROFILES_DIR))
     size = profiles[MODEL].best_batch(cfg.MAX_NEW_TOKENS)

@@ -102,10 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.BARE_SERVER:
         serve_bare(cfg.PORT)
         return 0
-    from sincere.architectures import DEFAULT_MODEL_MIX
+    from sincere.assets.architectures import DEFAULT_MODEL_MIX
+    from sincere.assets.workloads import read_workloads
     from sincere.runner import Child, start_server
     from sincere.traffic import build_schedule
-    from sincere.workloads import read_workloads
 
     prompts = read_workloads(Path(cfg.WORKLOADS_DIR))
     schedule = build_schedule(cfg.PATTERN, cfg.RATE, cfg.DURATION_S, 0, DEFAULT_MODEL_MIX,

@@ -74,11 +74,11 @@ def replay(schedule, served, strategy: str, profiles, cfg, seeds: int) -> list[t
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
-    from sincere.architectures import DEFAULT_MODEL_MIX
+    from sincere.assets.architectures import DEFAULT_MODEL_MIX
+    from sincere.assets.workloads import read_workloads
     from sincere.length_term import prompt_token_counts, served_prompt_tokens
     from sincere.profiles import load_profiles
     from sincere.traffic import build_schedule
-    from sincere.workloads import read_workloads
 
     profiles = load_profiles(cfg.PROFILES, Path(cfg.PROFILES_DIR))
     mix = dict(DEFAULT_MODEL_MIX)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sincere.architectures import DEFAULT_MODEL_MIX  # noqa: E402
+from sincere.assets.architectures import DEFAULT_MODEL_MIX  # noqa: E402
 from sincere.cli import parse_constants  # noqa: E402
 from sincere.profiles import load_profiles  # noqa: E402
 from sincere.simulator import simulate  # noqa: E402

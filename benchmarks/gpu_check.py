@@ -139,8 +139,8 @@ class GpuCheck:
         size; only its config and tokenizer written under configs/."""
         import torch
 
-        from sincere.local_tokenizers import save_tokenizer, tokenizer_corpus
-        from sincere.models import random_model_and_tokenizer
+        from sincere.assets.local_tokenizers import save_tokenizer, tokenizer_corpus
+        from sincere.assets.models import random_model_and_tokenizer
 
         corpus = tokenizer_corpus(self.cfg.SEED)
         built = {}
@@ -208,8 +208,8 @@ class GpuCheck:
     def throughput(self) -> None:
         import torch
 
-        from sincere.architectures import FULL_SIZE, TINY
-        from sincere.models import random_model
+        from sincere.assets.architectures import FULL_SIZE, TINY
+        from sincere.assets.models import random_model
 
         alias, cfg = self.cfg.THROUGHPUT_MODEL, self.cfg
         prompts = made_up_prompts(self.batch, cfg.PROMPT_WORDS, cfg.SEED)

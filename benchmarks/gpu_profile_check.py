@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import profiling_models
+    from sincere.assets.workloads import read_workloads, synthetic_prompts
     from sincere.engine import Engine
     from sincere.profile_files import (
         device_name,
@@ -75,7 +76,6 @@ def main(argv: list[str] | None = None) -> int:
         timestamp,
     )
     from sincere.profiling import draw_prompt_ids, measure_batch, report_sweeps, run_sweeps
-    from sincere.workloads import read_workloads, synthetic_prompts
 
     if cfg.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         print(f"no CUDA GPU here (torch {torch.__version__}, CUDA build "

@@ -60,11 +60,11 @@ def run_load(models_dir: Path, workloads_dir: Path, profiles: str, profiles_dir:
              mode: str = MODE, sla_s: float = SLA, max_new_tokens: int = MAX_NEW_TOKENS,
              drain_timeout_s: float = DRAIN_TIMEOUT_S, seed: int = 0) -> dict[str, Any]:
     """One overload run; the figures and the problems found (an empty list when all held)."""
-    from sincere.architectures import DEFAULT_MODEL_MIX
+    from sincere.assets.architectures import DEFAULT_MODEL_MIX
+    from sincere.assets.workloads import read_workloads
     from sincere.client import send_schedule
     from sincere.runner import start_server
     from sincere.traffic import build_schedule
-    from sincere.workloads import read_workloads
 
     prompts = read_workloads(workloads_dir)
     schedule = build_schedule("poisson", rate, duration_s, seed, DEFAULT_MODEL_MIX,

@@ -25,7 +25,7 @@ def token_agreement(static: list[list[int]], eager: list[list[int]]) -> dict[str
 
 def made_up_prompts(count: int, max_words: int, seed: int) -> list[str]:
     """The project's synthetic prompts (no user text), cut to 8..max_words words."""
-    from sincere.workloads import synthetic_prompts
+    from sincere.assets.workloads import synthetic_prompts
 
     prompts = synthetic_prompts(count, seed=seed)
     return [" ".join(p.split()[:8 + (i * 37) % max(1, max_words - 7)])

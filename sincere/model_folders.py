@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from sincere.models import dtype_kwargs, quiet_transformers
+from sincere.assets.models import dtype_kwargs, quiet_transformers
 from sincere.outcomes import EngineError
 
 

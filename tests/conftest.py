@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sincere.architectures import DEFAULT_MODEL_MIX, HUB_IDS
+from sincere.assets.architectures import DEFAULT_MODEL_MIX, HUB_IDS
 
 WORKLOAD_PROMPTS = 200
 
@@ -21,7 +21,7 @@ WORKLOAD_PROMPTS = 200
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models folder holding granite-7b, gemma-7b and llama3-8b as tiny float32 models,
     with manifest.csv (a few seconds, once per session)."""
-    from sincere.models import prepare_models
+    from sincere.assets.models import prepare_models
 
     models_dir = tmp_path_factory.mktemp("models")
     outcomes = prepare_models(HUB_IDS, models_dir, "tiny", seed=0)
@@ -32,7 +32,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def workloads(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A workloads folder of WORKLOAD_PROMPTS synthetic prompts with the default model mix."""
-    from sincere.workloads import build_workloads
+    from sincere.assets.workloads import build_workloads
 
     workloads_dir = tmp_path_factory.mktemp("workloads")
     build_workloads(workloads_dir, DEFAULT_MODEL_MIX, seed=0, synthetic=WORKLOAD_PROMPTS)
@@ -49,7 +49,7 @@ def server_workloads(tmp_path_factory: pytest.TempPathFactory) -> Path:
     and not on its longest prompt: the server tests compare runs with a profile."""
     import numpy as np
 
-    from sincere.workloads import synthetic_prompt, write_workloads
+    from sincere.assets.workloads import synthetic_prompt, write_workloads
 
     rng = np.random.default_rng(0)
     prompts = [synthetic_prompt(rng, 30) for _ in range(100)]
@@ -63,7 +63,7 @@ def tiny_profile(tiny_models: Path, server_workloads: Path,
                  tmp_path_factory: pytest.TempPathFactory):
     """A profile set of the tiny models measured on this machine (with server_workloads'
     prompts), as the scheduler reads it."""
-    from sincere.workloads import read_workloads
+    from sincere.assets.workloads import read_workloads
     from tests.server_support import measure_profile, one_cpu_thread
 
     one_cpu_thread()

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from sincere.api_modes import ApiMode
+from sincere.assets.workloads import read_workloads
 from sincere.client import send_schedule
 from sincere.engine import Engine
 from sincere.experiment import serving
@@ -36,7 +37,6 @@ from sincere.server import ExperimentServer
 from sincere.server_app import Limits, create_app
 from sincere.strategies import Strategy, make_strategy
 from sincere.traffic import build_schedule
-from sincere.workloads import read_workloads
 
 MODELS = ("granite-7b", "gemma-7b", "llama3-8b")
 

@@ -11,7 +11,7 @@ from types import ModuleType
 import pytest
 import torch
 
-from sincere.architectures import HUB_IDS
+from sincere.assets.architectures import HUB_IDS
 from sincere.comparisons import token_agreement
 from sincere.profiles import load_profiles
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from sincere.architectures import HUB_IDS
+from sincere.assets.architectures import HUB_IDS
+from sincere.assets.models import scan_models
+from sincere.assets.workloads import synthetic_prompts
 from sincere.engine import OOM_ERROR_NAME, Engine, EngineError, set_cpu_threads
-from sincere.models import scan_models
-from sincere.workloads import synthetic_prompts
 
 ALIASES = list(HUB_IDS)
 NEW_TOKENS = 6

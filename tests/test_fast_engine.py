@@ -17,7 +17,7 @@ NEW_TOKENS = 8
 
 @pytest.fixture(scope="module")
 def prompts(server_workloads: Path) -> list[str]:
-    from sincere.workloads import read_workloads
+    from sincere.assets.workloads import read_workloads
 
     return list(read_workloads(server_workloads).values())[:6]
 

@@ -151,7 +151,7 @@ def test_simulate_experiments_times_batches_by_the_prompts_the_generator_sends(
     import pandas as pd
 
     import simulate_experiments
-    from sincere.architectures import DEFAULT_MODEL_MIX
+    from sincere.assets.architectures import DEFAULT_MODEL_MIX
     from sincere.profiles import DEFAULT_PROFILES_DIR
 
     profiles_dir = tmp_path / "profiles"

@@ -21,10 +21,10 @@ from huggingface_hub.utils import _http as hub_http
 from huggingface_hub.utils import hf_raise_for_status
 
 import download_models
-import sincere.hub
-from sincere.architectures import HUB_IDS, TINY
-from sincere.hub import describe_hub_error
-from sincere.models import (
+import sincere.assets.hub
+from sincere.assets.architectures import HUB_IDS, TINY
+from sincere.assets.hub import describe_hub_error
+from sincere.assets.models import (
     MANIFEST_COLUMNS,
     count_parameters,
     is_complete,
@@ -144,7 +144,7 @@ def test_download_without_hf_token_says_what_to_do(monkeypatch: pytest.MonkeyPat
                                                    tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr(sincere.hub, "snapshot_download", refuse_as_gated)
+    monkeypatch.setattr(sincere.assets.hub, "snapshot_download", refuse_as_gated)
     status = download_models.main(["--models", "gemma-7b=google/gemma-7b",
                                    "--models-dir", str(tmp_path)])
     out, err = capsys.readouterr()
@@ -160,7 +160,7 @@ def test_download_with_a_refused_token_never_prints_it(monkeypatch: pytest.Monke
                                                        tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("HF_TOKEN", "hf_secret_value_123")
-    monkeypatch.setattr(sincere.hub, "snapshot_download", refuse_as_gated)
+    monkeypatch.setattr(sincere.assets.hub, "snapshot_download", refuse_as_gated)
     assert download_models.main(["--models", "gemma-7b=google/gemma-7b",
                                  "--models-dir", str(tmp_path)]) == 1
     out, err = capsys.readouterr()
@@ -175,7 +175,7 @@ def test_a_download_without_safetensors_is_refused(monkeypatch: pytest.MonkeyPat
         Path(local_dir).mkdir(parents=True)
         (Path(local_dir) / "config.json").write_text(json.dumps({"model_type": "llama"}))
 
-    monkeypatch.setattr(sincere.hub, "snapshot_download", only_configs)
+    monkeypatch.setattr(sincere.assets.hub, "snapshot_download", only_configs)
     [outcome] = prepare_models({"granite-7b": HUB_IDS["granite-7b"]}, tmp_path, "hub")
     assert (outcome.status, outcome.detail) == (
         "failed", "ibm-granite/granite-7b-base has no safetensors weights; only those are used")

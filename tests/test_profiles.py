@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sincere.architectures import FULL_SIZE
+from sincere.assets.architectures import FULL_SIZE
 from sincere.profiles import DEFAULT_PROFILES_DIR, ProfileError, find_profile_files, load_profiles
 from sincere.schemas import BATCH_PROFILE_COLUMNS, LOADING_PROFILE_COLUMNS
 from tools import make_example_profiles

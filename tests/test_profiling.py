@@ -24,7 +24,8 @@ import torch
 import profiling_batch_calls
 import profiling_batch_flask
 import profiling_models
-from sincere.architectures import HUB_IDS
+from sincere.assets.architectures import HUB_IDS
+from sincere.assets.workloads import read_workloads
 from sincere.engine import BatchResult, Engine
 from sincere.profile_files import device_slug
 from sincere.profiles import load_profiles
@@ -40,7 +41,6 @@ from sincere.profiling import (
     sweep_sizes,
     time_loading,
 )
-from sincere.workloads import read_workloads
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ALIASES = sorted(HUB_IDS)

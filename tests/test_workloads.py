@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import generate_workloads_jsonl
-from sincere.architectures import DEFAULT_MODEL_MIX
-from sincere.workloads import (
+from sincere.assets.architectures import DEFAULT_MODEL_MIX
+from sincere.assets.workloads import (
     MAX_WORDS,
     MEDIAN_WORDS,
     MIN_WORDS,

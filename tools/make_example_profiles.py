@@ -36,7 +36,7 @@ import csv
 import json
 from pathlib import Path
 
-from sincere.architectures import FULL_SIZE
+from sincere.assets.architectures import FULL_SIZE
 from sincere.schemas import BATCH_PROFILE_COLUMNS, LOADING_PROFILE_COLUMNS
 
 OUT_DIR = Path("profiling_results")
@@ -168,7 +168,7 @@ def fast_rows(reference_dir: Path) -> tuple[list[dict], list[dict]]:
                     f"derived: Llama-3.1-8B's measured compiled time at batch {size} "
                     f"({STATIC_RECORDS}) x bytes a decode step reads (bf16 weights + static KV "
                     f"cache of {STATIC_PROMPT_TOKENS + STATIC_NEW_TOKENS} positions), theirs "
-                    f"against Llama's ({scale:.3f}, from sincere/architectures.py)"), {}
+                    f"against Llama's ({scale:.3f}, from sincere/assets/architectures.py)"), {}
             batch.append(batch_row(alias, size, record["rep"], STATIC_NEW_TOKENS,
                                    round(record["seconds"] * scale, 3), how,
                                    prompt_tokens_mean=STATIC_PROMPT_TOKENS, **measured))

@@ -1,5 +1,5 @@
-"""Models on disk: download from the Hub (``sincere.hub``), build random-weight or tiny ones, and
-list them.
+"""Models on disk: download from the Hub (``sincere.assets.hub``), build random-weight or tiny
+ones, and list them.
 
 Each model lives in ``MODELS_DIR/<alias>/`` as transformers would save it (config.json,
 generation_config.json, safetensors weights, tokenizer files), so ``AutoModelForCausalLM`` and
@@ -27,9 +27,9 @@ import torch
 import transformers
 from packaging.version import Version
 
-from sincere.architectures import FULL_SIZE, HUB_IDS, TINY, Architecture
-from sincere.hub import HubDownloadError, download_from_hub
-from sincere.local_tokenizers import (
+from sincere.assets.architectures import FULL_SIZE, HUB_IDS, TINY, Architecture
+from sincere.assets.hub import HubDownloadError, download_from_hub
+from sincere.assets.local_tokenizers import (
     DEFAULT_SPECIAL_TOKENS,
     SPECIAL_TOKENS,
     save_tokenizer,
@@ -37,7 +37,7 @@ from sincere.local_tokenizers import (
     train_tokenizer,
 )
 
-log = logging.getLogger("sincere.models")
+log = logging.getLogger("sincere.assets.models")
 
 MARKER_FILE = "sincere_model.json"
 MANIFEST_FILE = "manifest.csv"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import transformers
 
-from sincere.workloads import synthetic_prompts
+from sincere.assets.workloads import synthetic_prompts
 
 TOKENIZER_CORPUS_PROMPTS = 3000  # synthetic prompts the tiny tokenizers are trained on
 
