@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     import torch
 
-    from sincere.engine_process import start_engine
+    from sincere.engine.process import start_engine
+    from sincere.engine.static_decode import batch_buckets
     from sincere.experiment import (
         build_server,
         make_http_server,
@@ -81,7 +82,6 @@ def main(argv: list[str] | None = None) -> int:
     from sincere.records import write_text_atomic
     from sincere.run_end import RunEnd
     from sincere.server_app import Limits, create_app
-    from sincere.static_decode import batch_buckets
 
     env = environment_block()
     print(format_environment(env), flush=True)
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         profiles = resolve_profiles(cfg.PROFILES, Path(cfg.PROFILES_DIR), env, device.type,
                                     cfg.STD_FACTOR, cfg.DECODE)
-        # Swaps copy the way the profile measured fastest here (sincere.load_paths).
+        # Swaps copy the way the profile measured fastest here (sincere.engine.load_paths).
         copy_mode = next((p.copy_mode for p in profiles.models.values() if p.copy_mode), None)
         engine = start_engine(cfg.ENGINE_PROCESS, dict(
             models_dir=Path(cfg.MODELS_DIR), device=str(device), host_cache=cfg.HOST_CACHE,

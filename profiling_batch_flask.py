@@ -100,7 +100,7 @@ def create_app(engine: Any, prompts: dict[str, str], monitor: Any = None,
                max_batch_size: int = MAX_BATCH_SIZE,
                shutdown: Callable[[], None] | None = None) -> Flask:
     """The Flask app over an engine, the prompts by id and a monitor (or None)."""
-    from sincere.engine import EngineError
+    from sincere.engine.engine import EngineError
     from sincere.profiling import BatchFailed, draw_prompt_ids, measure_batch
 
     app = Flask(__name__)
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     from werkzeug.serving import make_server
 
     from sincere.assets.workloads import read_workloads
-    from sincere.engine_process import start_engine
+    from sincere.engine.process import start_engine
     from sincere.host.environment import environment_block
     from sincere.host.monitor import Monitor
     from sincere.profile_files import device_name, hardware_name

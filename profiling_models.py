@@ -52,12 +52,12 @@ def profile_loading(models_dir: Path, aliases: list[str], profiles_dir: Path,
     and write the model_loading_times CSV; its path. ``env`` is an environment block
     (sincere.host.environment) naming the hardware and the CC mode. The host-cache copy mode is
     ``copy_mode``, or with "auto" the fastest on this machine, timed on the first model
-    (sincere.load_paths). The engine of the server's path (the host cache's, or the disk's
+    (sincere.engine.load_paths). The engine of the server's path (the host cache's, or the disk's
     without ``host_cache``) runs in a process of its own with ``engine_process``, on its own
     cores with ``pin_cores``, as the server's does. ValueError for a missing model."""
-    from sincere.engine import Engine
-    from sincere.engine_process import start_engine
-    from sincere.load_paths import choose_load_path
+    from sincere.engine.engine import Engine
+    from sincere.engine.load_paths import choose_load_path
+    from sincere.engine.process import start_engine
 
     cc_mode = env.get("cc_mode", "unknown")
     probe_engine = Engine(models_dir, device=device, host_cache=False, cc_mode=cc_mode)
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
     import torch
 
-    from sincere.engine import set_cpu_threads  # after parsing: --help stays instant
+    from sincere.engine.engine import set_cpu_threads  # after parsing: --help stays instant
     from sincere.host.environment import environment_block
 
     if (cfg.DEVICE or ("cuda" if torch.cuda.is_available() else "cpu")) == "cpu":

@@ -87,7 +87,7 @@ def probe_rounds(url: str, prompts: list[str], burst: list[str], rounds: int,
 def run_layout(layout: str, cfg, prompts: list[str], burst: list[str], best: int) -> dict:
     import requests
 
-    from sincere.engine_process import split_cores
+    from sincere.engine.process import split_cores
     from sincere.runner import start_server
 
     with tempfile.TemporaryDirectory() as scratch:

@@ -6,7 +6,7 @@
 A profile is measured once and a run follows minutes (or, with a kept profile, hours) later; if
 the machine itself runs the same batch faster or slower from one minute to the next, no profile
 can predict a run better than that. This benchmark starts the engine as the server runs it (its
-own process, its own cores: sincere.engine_process), loads MODEL and times the very same batch
+own process, its own cores: sincere.engine.process), loads MODEL and times the very same batch
 (the profile's best batch B, the same B prompts) back to back for MINUTES. It reports, per
 WINDOW_S window, the median batch time as a ratio to the first window's (the baseline, from the
 same run), and the spread: the slowest window's median over the fastest's. On a dedicated
@@ -52,7 +52,7 @@ def window_medians(times: list[tuple[float, float]], window_s: float,
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
     from sincere.assets.workloads import read_workloads
-    from sincere.engine_process import start_engine
+    from sincere.engine.process import start_engine
     from sincere.profiles import load_profiles
     from sincere.profiling import draw_prompt_ids
 

@@ -58,7 +58,7 @@ def time_paths(engines: dict, alias: str, rounds: int,
 def main(argv: list[str] | None = None) -> int:
     """Time every model's paths and print the table."""
     cfg = parse_constants(globals(), argv)
-    from sincere.engine import Engine
+    from sincere.engine.engine import Engine
     from sincere.profile_files import format_table, mean_std
 
     device = cfg.DEVICE or None

@@ -81,7 +81,7 @@ class GpuCheck:
     def __init__(self, cfg: Any, report: Report) -> None:
         import torch
 
-        from sincere.engine import Engine
+        from sincere.engine.engine import Engine
 
         self.cfg, self.report = cfg, report
         self.device = torch.device(cfg.DEVICE or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -172,7 +172,7 @@ class GpuCheck:
 
     def swaps(self) -> None:
         """Each model swapped in by each copy mode; the ratio to the ideal pinned copy."""
-        from sincere.load_paths import choose, time_copy_modes
+        from sincere.engine.load_paths import choose, time_copy_modes
 
         results: dict[str, Any] = {}
         for alias in self.cfg.MODELS:
@@ -277,7 +277,7 @@ class GpuCheck:
     def swap_through(self) -> None:
         """SWAP_ROUNDS rounds over every model: a batch of varied size and prompt lengths after
         each swap; no compile or graph recording, and the same addresses at every swap."""
-        from sincere.weights import _module_tensors
+        from sincere.engine.weights import _module_tensors
 
         self.engine.static.watch.mark()
         sizes = [self.batch, max(1, self.batch // 2 + 1), 1, max(1, self.batch - 1)]

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import profiling_models
     from sincere.assets.workloads import read_workloads, synthetic_prompts
-    from sincere.engine import Engine
+    from sincere.engine.engine import Engine
     from sincere.profile_files import (
         device_name,
         hardware_name,

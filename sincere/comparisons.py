@@ -38,7 +38,7 @@ def bandwidth(device: Any, report: Report) -> float:
     figure, the denominator of the swap ratios."""
     import torch
 
-    from sincere.weights import _register, _unregister
+    from sincere.engine.weights import _register, _unregister
 
     def median_gbps(source: Any, target: Any, copies: int = 3) -> float:
         times = []

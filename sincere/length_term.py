@@ -83,9 +83,9 @@ def fit_length_term(batches: Iterable[tuple[int, float, float]]) -> LengthFit | 
 def prompt_token_counts(prompts: Mapping[str, str], models: Sequence[str], models_dir: Path
                         ) -> dict[str, dict[str, int]]:
     """Tokens of each prompt under each model's tokenizer in ``models_dir``, as the engine
-    counts a prompt (sincere.engine.Engine.count_tokens): {model: {prompt id: tokens}}.
-    Raises sincere.engine.EngineError for a model that is not in ``models_dir``."""
-    from sincere.model_folders import ModelFolders
+    counts a prompt (sincere.engine.engine.Engine.count_tokens): {model: {prompt id: tokens}}.
+    Raises sincere.engine.engine.EngineError for a model that is not in ``models_dir``."""
+    from sincere.engine.model_folders import ModelFolders
 
     folders = ModelFolders(models_dir)
     ids = sorted(prompts)

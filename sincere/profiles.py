@@ -60,7 +60,7 @@ class ModelProfile:
     curves: dict[int, BatchCurve]  # by max_new_tokens
     max_batch: dict[int, int]  # largest size that fit, by max_new_tokens
     load_path: str = ""
-    copy_mode: str = ""  # how host-cache swaps copy (sincere.weights.COPY_MODES); "" unknown
+    copy_mode: str = ""  # how host-cache swaps copy (sincere.engine.weights.COPY_MODES); "" unknown
 
     def _curve(self, max_new_tokens: int) -> tuple[BatchCurve, float]:
         """The curve for ``max_new_tokens``, or the nearest one and the time scale to apply."""

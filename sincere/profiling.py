@@ -22,7 +22,7 @@ from sincere.schemas import BATCH_PROFILE_COLUMNS, LOADING_PROFILE_COLUMNS
 
 # Loading profile columns beyond SPEC's: the path the server's loads take (load_mean_s is that
 # path), each path's own figures, the copy mode of host-cache swaps and why it was chosen
-# (sincere.load_paths), and the one-off pinning of the host copy, apart from any load.
+# (sincere.engine.load_paths), and the one-off pinning of the host copy, apart from any load.
 LOADING_EXTRA_COLUMNS = ["load_path", "disk_load_mean_s", "disk_load_std_s", "cache_load_mean_s",
                          "cache_load_std_s", "copy_mode", "load_path_reason", "host_pin_s",
                          "host_pinned_gb", "host_pin_how", "source"]
@@ -48,7 +48,7 @@ ORIGINAL_BATCH_SIZES = [1, 2, 3, 4, 5, 7, 8, 11, 13, 16, 19, 23, 29, 32, 36, 41,
 # --- load and unload times ------------------------------------------------------------------
 
 class LoadingEngine(Protocol):
-    """What the load-time loop needs of ``sincere.engine.Engine``."""
+    """What the load-time loop needs of ``sincere.engine.engine.Engine``."""
 
     host_cache: bool
 
@@ -69,7 +69,7 @@ class LoadTimings:
     cache_s: list[float] = field(default_factory=list)
     disk_unload_s: list[float] = field(default_factory=list)
     cache_unload_s: list[float] = field(default_factory=list)
-    pinning: Any = None  # the host copy's sincere.weights.PinReport
+    pinning: Any = None  # the host copy's sincere.engine.weights.PinReport
 
 
 def time_loading(disk_engine: LoadingEngine, cache_engine: LoadingEngine, alias: str,
@@ -81,7 +81,7 @@ def time_loading(disk_engine: LoadingEngine, cache_engine: LoadingEngine, alias:
     device, as the original study's server did); ``cache_engine`` keeps one (a load is a copy
     from host RAM, the swap the server makes). Each load is followed by an unload, so one model
     is on the device at a time. Each load is timed from this side of the call, as the server
-    times its swaps: an engine in a process of its own (sincere.engine_process) adds a round
+    times its swaps: an engine in a process of its own (sincere.engine.process) adds a round
     trip, which the server's swaps pay too. An unload is the engine's own seconds: the server's
     swap unloads and loads in one call (``Engine.swap``), so a swap, U + L, pays one round trip.
     ``warmup`` rounds go first, unrecorded; the host copy is evicted at the end.
@@ -122,7 +122,7 @@ def _timed(call: Callable[..., Any], *args: Any) -> tuple[Any, float]:
 
 def cache_path_name(device: str, copy_mode: str) -> str:
     """The name of the host-cache load path: ``host_cache`` on a CPU, on a GPU
-    ``host_cache_<copy mode>`` (pinned, pageable or chunked: sincere.weights.COPY_MODES)."""
+    ``host_cache_<copy mode>`` (pinned, pageable or chunked: sincere.engine.weights.COPY_MODES)."""
     if device == "cpu":
         return "host_cache"
     return f"host_cache_{copy_mode}"
@@ -160,7 +160,7 @@ class BatchFailed(RuntimeError):
 
 
 class BatchEngine(Protocol):
-    """What a measured batch needs of ``sincere.engine.Engine``."""
+    """What a measured batch needs of ``sincere.engine.engine.Engine``."""
 
     def generate(self, prompts: list[str], max_new_tokens: int | None = None) -> Any: ...
 

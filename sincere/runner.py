@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sincere.client import ServerUnavailable, wait_for_server
-from sincere.engine_process import split_cores
+from sincere.engine.process import split_cores
 from sincere.grid import GridPoint
 from sincere.host.processes import die_with_parent
 from sincere.identity import differences, params_hash, run_identity, with_identity
@@ -358,7 +358,7 @@ def start_server(options: dict[str, Any], run_dir: Path, log_path: Path,
 
 def _server_side_cores(server_options: dict[str, Any]) -> set[int] | None:
     """The cores a server that runs its engine in a process of its own keeps for its own side
-    (sincere.engine_process.split_cores): the generator beside it gets the same, so that the
+    (sincere.engine.process.split_cores): the generator beside it gets the same, so that the
     engine's cores are the engine's alone; None when the server does not split them."""
     if not (server_options.get("ENGINE_PROCESS", True) and server_options.get("PIN_CORES", True)):
         return None

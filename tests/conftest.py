@@ -75,7 +75,7 @@ def tiny_profile(tiny_models: Path, server_workloads: Path,
 @pytest.fixture(scope="session")
 def engine(tiny_models: Path):
     """One engine on the tiny models, every model in its host cache; runs share it."""
-    from sincere.engine import Engine
+    from sincere.engine.engine import Engine
     from tests.server_support import one_cpu_thread
 
     one_cpu_thread()

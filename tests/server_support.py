@@ -19,7 +19,7 @@ import pandas as pd
 from sincere.api_modes import ApiMode
 from sincere.assets.workloads import read_workloads
 from sincere.client import send_schedule
-from sincere.engine import Engine
+from sincere.engine.engine import Engine
 from sincere.experiment import serving
 from sincere.profile_files import RowWriter, profile_path
 from sincere.profiles import ProfileSet, load_profiles

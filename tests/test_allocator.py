@@ -1,4 +1,4 @@
-"""The engine's process keeps the memory its batches free (sincere.allocator)."""
+"""The engine's process keeps the memory its batches free (sincere.engine.allocator)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # Touch 256 MiB in one block, free it, and print the resident memory before and after the free.
 PROBE = """
 import sys
-from sincere.allocator import keep_freed_memory
+from sincere.engine.allocator import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 def resident_mib():

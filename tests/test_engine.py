@@ -15,7 +15,7 @@ import torch
 from sincere.assets.architectures import HUB_IDS
 from sincere.assets.models import scan_models
 from sincere.assets.workloads import synthetic_prompts
-from sincere.engine import OOM_ERROR_NAME, Engine, EngineError, set_cpu_threads
+from sincere.engine.engine import OOM_ERROR_NAME, Engine, EngineError, set_cpu_threads
 
 ALIASES = list(HUB_IDS)
 NEW_TOKENS = 6

@@ -1,4 +1,4 @@
-"""The engine in a process of its own (sincere.engine_process): the same answers as in-process,
+"""The engine in a process of its own (sincere.engine.process): the same answers as in-process,
 errors carried back with their class, live attributes readable while a call runs, a dead child
 reported, and the cores split and given back."""
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sincere.engine import Engine, EngineError
-from sincere.engine_process import EngineProcess, EngineProcessError, split_cores
+from sincere.engine.engine import Engine, EngineError
+from sincere.engine.process import EngineProcess, EngineProcessError, split_cores
 from tests.conftest import SERVER_TEST_NEW_TOKENS
 
 MODEL = "llama3-8b"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sincere.engine import Engine
-from sincere.weights import _module_tensors
+from sincere.engine.engine import Engine
+from sincere.engine.weights import _module_tensors
 from tests.server_support import MODELS, one_cpu_thread
 
 NEW_TOKENS = 8
@@ -141,7 +141,7 @@ def test_static_decoding_compiles_in_warm_up_only_whatever_the_swaps_and_prompts
 
 
 def test_the_compile_watch_counts_what_compiles_after_its_mark() -> None:
-    from sincere.static_decode import CompileWatch
+    from sincere.engine.static_decode import CompileWatch
 
     watch = CompileWatch()
     assert watch.available  # this torch has the compile callbacks the watch relies on
@@ -161,7 +161,7 @@ def test_unknown_decode_mode_is_refused(tiny_models: Path) -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_chunked_copy_from_threads_on_streams_is_exact() -> None:
-    from sincere.weights import _copy
+    from sincere.engine.weights import _copy
 
     source = torch.randn(10_000_003)
     target = torch.empty_like(source, device="cuda")
@@ -171,7 +171,7 @@ def test_chunked_copy_from_threads_on_streams_is_exact() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_host_memory_is_pinned_at_its_exact_size() -> None:
-    from sincere.weights import pack, pin, unpin
+    from sincere.engine.weights import pack, pin, unpin
 
     module = torch.nn.Linear(1000, 3001)  # 12 MB of float32: not a power of two
     weights = pack(module)

@@ -17,7 +17,7 @@ import pytest
 
 from sincere.assets.workloads import read_workloads, write_workloads
 from sincere.client import send_schedule
-from sincere.engine import Engine
+from sincere.engine.engine import Engine
 from sincere.experiment import serving
 from sincere.metrics import swapped_batches
 from sincere.runner import ROOT, script_argv

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import requests
 
-from sincere.engine import Engine
+from sincere.engine.engine import Engine
 from sincere.experiment import serving
 from sincere.openai_schema import plain_chat_prompt
 from sincere.run_end import RunEnd

@@ -26,7 +26,7 @@ import profiling_batch_flask
 import profiling_models
 from sincere.assets.architectures import HUB_IDS
 from sincere.assets.workloads import read_workloads
-from sincere.engine import BatchResult, Engine
+from sincere.engine.engine import BatchResult, Engine
 from sincere.profile_files import device_slug
 from sincere.profiles import load_profiles
 from sincere.profiling import (
@@ -164,7 +164,7 @@ def test_best_batches_per_model_and_token_count() -> None:
 
 
 class StubEngine:
-    """Returns a preset BatchResult, as sincere.engine.Engine.generate would, taking its
+    """Returns a preset BatchResult, as sincere.engine.engine.Engine.generate would, taking its
     ``seconds`` on the stub's own clock (``clock``, for measure_batch)."""
 
     def __init__(self, result: BatchResult) -> None:
@@ -467,7 +467,7 @@ def test_batch_calls_against_a_running_server_feed_the_simulator(
 
 
 def test_the_fastest_copy_mode_is_chosen_and_every_figure_given() -> None:
-    from sincere.load_paths import choose
+    from sincere.engine.load_paths import choose
 
     choice = choose({"pageable": [2.4, 2.2, 2.6], "chunked": [1.1, 1.3, 0.9],
                      "pinned": "pinning refused"}, "llama3-8b", 16.06)

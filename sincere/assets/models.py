@@ -37,7 +37,7 @@ from sincere.assets.local_tokenizers import (
     train_tokenizer,
 )
 
-log = logging.getLogger("sincere.assets.models")
+log = logging.getLogger("sincere.assets")
 
 MARKER_FILE = "sincere_model.json"
 MANIFEST_FILE = "manifest.csv"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-log = logging.getLogger("sincere.assets.workloads")
+log = logging.getLogger("sincere.assets")
 
 INDEX_FILE = "index.csv"
 INDEX_COLUMNS = ["prompt_id", "model_alias", "prompt_chars"]

@@ -2,11 +2,11 @@
 
 A swap is then one large host-to-device copy (at close to PCIe bandwidth from pinned memory)
 instead of hundreds of small ones, and the module object itself is kept: its tensors are
-re-pointed (``tensor.data = view``) into the device arena (sincere.arena) on load and back into
-the host buffer on unload. Keeping the module keeps whatever was compiled for it (torch.compile)
-valid across swaps; no skeleton is rebuilt and no Python object changes identity, so aliases of a
-tensor (tied weights, rotary buffers kept under two names) stay aliases. The arena gives the
-tensors the same device addresses at every swap.
+re-pointed (``tensor.data = view``) into the device arena (sincere.engine.arena) on load and back
+into the host buffer on unload. Keeping the module keeps whatever was compiled for it
+(torch.compile) valid across swaps; no skeleton is rebuilt and no Python object changes identity, so
+aliases of a tensor (tied weights, rotary buffers kept under two names) stay aliases. The arena
+gives the tensors the same device addresses at every swap.
 
 The host buffers are allocated at their exact size and pinned in place (``cudaHostRegister``),
 not through PyTorch's caching host allocator, which rounds every pinned block up to a power of
@@ -17,7 +17,7 @@ the fallback and the rounding is reported. Three ways to copy (COPY_MODES): from
 one copy, from pageable memory in one copy (the driver stages it), or from pageable memory in
 chunks from several threads, each on its own CUDA stream, so that the driver's staging (and,
 under CC, its encryption on the CPU) of one chunk overlaps the others. Which is fastest on a
-machine is measured (sincere.load_paths), not assumed.
+machine is measured (sincere.engine.load_paths), not assumed.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from sincere.arena import DeviceArena, aligned
+from sincere.engine.arena import DeviceArena, aligned
 
 COPY_MODES = ("pinned", "pageable", "chunked")
 _HOST_REGISTER_PORTABLE = 1  # cudaHostRegisterPortable, as torch.cuda._pin_memory_utils uses

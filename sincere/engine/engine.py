@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 import transformers
 
-from sincere.host_cache import NOT_PINNED, HostCache
-from sincere.model_folders import ModelFolders, onto_device
-from sincere.outcomes import (
+from sincere.engine.host_cache import NOT_PINNED, HostCache
+from sincere.engine.model_folders import ModelFolders, onto_device
+from sincere.engine.outcomes import (
     OOM_CLASS,
     OOM_ERROR_NAME,
     BatchResult,
@@ -34,12 +34,12 @@ from sincere.outcomes import (
     LoadResult,
     run_in_parts,
 )
-from sincere.static_decode import (
+from sincere.engine.static_decode import (
     DEFAULT_PROMPT_BUCKETS,
     DecodeShape,
     StaticDecoder,
 )
-from sincere.weights import PinReport
+from sincere.engine.weights import PinReport
 
 log = logging.getLogger("sincere.engine")
 
@@ -86,8 +86,8 @@ class Engine:
         self.dtype = dtype or (torch.bfloat16 if self.is_cuda else torch.float32)
         self.host_cache = host_cache
         self.cc_mode = cc_mode
-        # How a swap copies the host cache to the device (sincere.weights.COPY_MODES). The
-        # profile says which is fastest on this machine (sincere.load_paths measures it); the
+        # How a swap copies the host cache to the device (sincere.engine.weights.COPY_MODES). The
+        # profile says which is fastest on this machine (sincere.engine.load_paths measures it); the
         # default is a guess: pinned memory on a GPU without CC, where it is ~8x faster than
         # pageable, chunked copies from threads under CC, a plain copy on a CPU.
         self.copy_mode = copy_mode or ("pageable" if not self.is_cuda
@@ -96,7 +96,7 @@ class Engine:
         if decode not in DECODE_MODES:
             raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}, got {decode!r}")
         # "static": persistent static KV caches and the decoding step compiled with
-        # torch.compile (CUDA graphs on a GPU), for bucketed shapes (sincere.static_decode).
+        # torch.compile (CUDA graphs on a GPU), for bucketed shapes (sincere.engine.static_decode).
         # The compiled code lives on the module, which the host cache keeps across swaps, so a
         # model compiles during its warm-up and not again, swapped out and back or not.
         self.decode = decode
@@ -196,7 +196,7 @@ class Engine:
     def swap(self, alias: str) -> LoadResult:
         """Unload the resident model (if any) and load ``alias``: the server's swap as one call,
         so that an engine in a process of its own is waited for once, and does both while the
-        caller's threads answer the batch before (sincere.engine_process)."""
+        caller's threads answer the batch before (sincere.engine.process)."""
         self.unload()
         return self.load(alias)
 
@@ -244,7 +244,7 @@ class Engine:
 
     def set_batch_buckets(self, buckets: Mapping[str, Sequence[int]]) -> None:
         """Static engine: the batch sizes each model is compiled for (a batch is padded up to
-        the smallest that holds it; see sincere.static_decode.batch_buckets)."""
+        the smallest that holds it; see sincere.engine.static_decode.batch_buckets)."""
         if self.static is not None:
             self.static.set_batch_buckets(buckets)
 
@@ -353,7 +353,7 @@ class Engine:
     def generate(self, prompts: list[str], max_new_tokens: int | None = None) -> BatchResult:
         """Run a batch; an out-of-memory splits it in halves and retries (down to single
         prompts); any other error fails the prompts of the part it hit at once, with its error
-        class name (sincere.outcomes.run_in_parts). The engine stays usable either way."""
+        class name (sincere.engine.outcomes.run_in_parts). The engine stays usable either way."""
         if self._model is None:
             raise EngineError("no model is resident: load() one first")
         new_tokens = self.max_new_tokens if max_new_tokens is None else max_new_tokens

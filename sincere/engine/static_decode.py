@@ -14,8 +14,8 @@ batch and every call's cache has new addresses, which CUDA graphs record anew. H
 - batch sizes are bucketed per model (the best batch and a few below it; a batch is padded up
   to its bucket with copies of its first prompt, whose outputs are dropped);
 - one persistent ``StaticCache`` per (model, batch bucket, cache length), passed to ``generate``
-  and reset before each call, with its tensors cut from one KV arena (sincere.arena) sized once
-  for the largest need: the same addresses at every call and every swap;
+  and reset before each call, with its tensors cut from one KV arena (sincere.engine.arena) sized
+  once for the largest need: the same addresses at every call and every swap;
 - a warm-up runs every (batch bucket, prompt bucket) of every served model before anything is
   timed, and Dynamo's recompile limit is raised to what that takes (three models of two
   families share one forward code object: granite is a Llama).
@@ -35,9 +35,9 @@ from dataclasses import dataclass
 import torch
 import transformers
 
-from sincere.arena import DeviceArena, aligned
+from sincere.engine.arena import DeviceArena, aligned
 
-log = logging.getLogger("sincere.static_decode")
+log = logging.getLogger("sincere.engine")
 
 DEFAULT_PROMPT_BUCKETS = (128, 512)  # prompt tokens; cache length = bucket + max_new_tokens
 BUCKETS_BELOW_BEST = 4  # batch buckets: the best batch B and B/2, B/4, ... this many halvings

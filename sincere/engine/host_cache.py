@@ -1,9 +1,9 @@
 """Models kept in host RAM between swaps, and the copy that puts one on the device.
 
 Each model is kept as it is, a module object whose weights are packed in flat host buffers of
-their exact size (sincere.weights), pinned once when swaps copy from pinned memory. A swap
-copies those buffers into one device arena (sincere.arena), reserved for the largest model kept,
-and re-points the module's tensors there; unloading re-points them back. The module, and
+their exact size (sincere.engine.weights), pinned once when swaps copy from pinned memory. A swap
+copies those buffers into one device arena (sincere.engine.arena), reserved for the largest model
+kept, and re-points the module's tensors there; unloading re-points them back. The module, and
 whatever was compiled for it, is never rebuilt, nothing is allocated or freed per swap, and a
 model's tensors have the same device addresses at every swap.
 """
@@ -17,8 +17,17 @@ from dataclasses import dataclass
 import torch
 import transformers
 
-from sincere.arena import DeviceArena
-from sincere.weights import COPY_MODES, FlatWeights, PinReport, pack, pin, to_device, to_host, unpin
+from sincere.engine.arena import DeviceArena
+from sincere.engine.weights import (
+    COPY_MODES,
+    FlatWeights,
+    PinReport,
+    pack,
+    pin,
+    to_device,
+    to_host,
+    unpin,
+)
 
 log = logging.getLogger("sincere.engine")
 
@@ -40,7 +49,7 @@ class HostEntry:
 class HostCache:
     """The host copies of the models of one engine, by alias, and the arena they swap into.
 
-    ``copy_mode`` (sincere.weights.COPY_MODES) is how a swap copies: the host buffers are
+    ``copy_mode`` (sincere.engine.weights.COPY_MODES) is how a swap copies: the host buffers are
     pinned only for "pinned", on a GPU.
     """
 

@@ -15,7 +15,7 @@ import logging
 
 import torch
 
-log = logging.getLogger("sincere.arena")
+log = logging.getLogger("sincere.engine")
 
 ALIGN_BYTES = 256  # every view starts on such a boundary (any dtype's alignment, CUDA's too)
 

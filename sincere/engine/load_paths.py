@@ -1,13 +1,13 @@
 """Which copy a swap uses on this machine, chosen by timing each one, not assumed.
 
-Three ways to copy a model's host cache to the device (sincere.weights.COPY_MODES): from pinned
-memory in one copy, from pageable memory in one copy, from pageable memory in chunks from several
-threads on their own CUDA streams. Without CC pinned memory is ~8x faster than pageable (the
-reference H100: 53.9 against 6.5 GB/s). Under CC ``cudaHostAlloc`` is allowed (copies go through
-the driver's encrypted bounce buffers; only ``cudaHostRegister`` is refused) and secure copies
-have been measured serialised within a context, so neither "pinned is useless under CC" nor
-"four streams help" is safe to assume: the profiler times all three on one model and the server
-uses the fastest (the profile's ``copy_mode``, with the timings in ``load_path_reason``).
+Three ways to copy a model's host cache to the device (sincere.engine.weights.COPY_MODES): from
+pinned memory in one copy, from pageable memory in one copy, from pageable memory in chunks from
+several threads on their own CUDA streams. Without CC pinned memory is ~8x faster than pageable (the
+reference H100: 53.9 against 6.5 GB/s). Under CC ``cudaHostAlloc`` is allowed (copies go through the
+driver's encrypted bounce buffers; only ``cudaHostRegister`` is refused) and secure copies have been
+measured serialised within a context, so neither "pinned is useless under CC" nor "four streams
+help" is safe to assume: the profiler times all three on one model and the server uses the fastest
+(the profile's ``copy_mode``, with the timings in ``load_path_reason``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sincere.weights import COPY_MODES, pin
+from sincere.engine.weights import COPY_MODES, pin
 
 MEASURE_ORDER = ("pageable", "chunked", "pinned")  # pinning last: it is not undone for free
 

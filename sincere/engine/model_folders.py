@@ -12,7 +12,7 @@ import torch
 import transformers
 
 from sincere.assets.models import dtype_kwargs, quiet_transformers
-from sincere.outcomes import EngineError
+from sincere.engine.outcomes import EngineError
 
 
 class ModelFolders:

@@ -4,8 +4,8 @@ A server's request threads parse JSON, validate, record and answer while the sch
 runs batches; in one process they all take turns at Python's interpreter lock, and a burst of
 arrivals made the tiny models' batches 18-23% slower than profiled on a 2-core machine. vLLM moved
 its engine core into a process of its own for this reason. ``EngineProcess`` starts the very
-``sincere.engine.Engine`` in a child process (a fresh interpreter, ``python -m
-sincere.engine_process``, so no thread or CUDA state is inherited and no script is re-run) and
+``sincere.engine.engine.Engine`` in a child process (a fresh interpreter, ``python -m
+sincere.engine.process``, so no thread or CUDA state is inherited and no script is re-run) and
 forwards every call to it over a socket pair; it answers to the same attributes and methods, so the
 server, the profilers and the tests use it as they use an engine. The profilers run their engine
 the same way, so that a profile is measured in the layout the server runs in.
@@ -30,7 +30,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from sincere.allocator import keep_freed_memory
+from sincere.engine.allocator import keep_freed_memory
 from sincere.host.processes import die_with_parent
 
 REPO_ROOT = Path(__file__).resolve().parent.parent  # where the child imports sincere from
@@ -62,7 +62,7 @@ def _serve(conn: Connection) -> None:
     if cores:
         os.sched_setaffinity(0, cores)
     keep_freed_memory()  # before the engine allocates anything
-    from sincere.engine import Engine, set_cpu_threads
+    from sincere.engine.engine import Engine, set_cpu_threads
 
     try:
         engine = Engine(**engine_kwargs)
@@ -120,7 +120,7 @@ class EngineProcess:
         self._conn, child_end = multiprocessing.Pipe()
         path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "sincere.engine_process", str(child_end.fileno())],
+            [sys.executable, "-m", "sincere.engine.process", str(child_end.fileno())],
             pass_fds=[child_end.fileno()], stdin=subprocess.DEVNULL,
             env={**os.environ, "PYTHONPATH": path}, preexec_fn=die_with_parent)
         child_end.close()
@@ -194,10 +194,10 @@ def start_engine(own_process: bool, engine_kwargs: dict[str, Any], cpu_threads: 
                  pin: bool = True) -> Any:
     """The engine a script asked for: an ``EngineProcess`` (``own_process``, cores split when
     ``pin``), or an ``Engine`` in this process, each with its torch threads set on a CPU and
-    its process keeping the memory its batches free (sincere.allocator)."""
+    its process keeping the memory its batches free (sincere.engine.allocator)."""
     if own_process:
         return EngineProcess(engine_kwargs, cpu_threads, pin=pin)
-    from sincere.engine import Engine, set_cpu_threads
+    from sincere.engine.engine import Engine, set_cpu_threads
 
     keep_freed_memory()
     engine = Engine(**engine_kwargs)
@@ -207,7 +207,7 @@ def start_engine(own_process: bool, engine_kwargs: dict[str, Any], cpu_threads: 
 
 
 def main(argv: list[str]) -> int:
-    """``python -m sincere.engine_process FD``: serve the engine on the connection ``FD``."""
+    """``python -m sincere.engine.process FD``: serve the engine on the connection ``FD``."""
     conn = Connection(int(argv[0]))
     with contextlib.suppress(KeyboardInterrupt):
         _serve(conn)
