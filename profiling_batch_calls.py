@@ -53,8 +53,8 @@ def post_batch(url: str, model: str, batch_size: int, max_new_tokens: int, seed:
 def main(argv: list[str] | None = None) -> int:
     """Sweep every model's batch sizes through the server and write the two CSVs."""
     cfg = parse_constants(globals(), argv)
-    from sincere.profile_files import measured_source, profile_path, timestamp
-    from sincere.profiling import report_sweeps, run_sweeps, sweep_sizes
+    from sincere.profiles.files import measured_source, profile_path, timestamp
+    from sincere.profiles.profiling import report_sweeps, run_sweeps, sweep_sizes
 
     url = cfg.URL.rstrip("/")
     try:

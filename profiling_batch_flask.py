@@ -101,7 +101,7 @@ def create_app(engine: Any, prompts: dict[str, str], monitor: Any = None,
                shutdown: Callable[[], None] | None = None) -> Flask:
     """The Flask app over an engine, the prompts by id and a monitor (or None)."""
     from sincere.engine.engine import EngineError
-    from sincere.profiling import BatchFailed, draw_prompt_ids, measure_batch
+    from sincere.profiles.profiling import BatchFailed, draw_prompt_ids, measure_batch
 
     app = Flask(__name__)
     lock = threading.Lock()  # one batch (and one load) at a time
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     from sincere.engine.process import start_engine
     from sincere.host.environment import environment_block
     from sincere.host.monitor import Monitor
-    from sincere.profile_files import device_name, hardware_name
+    from sincere.profiles.files import device_name, hardware_name
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     env = environment_block()

@@ -98,7 +98,7 @@ def _write_loading(disk_engine: Any, cache_engine: Any, aliases: list[str], prof
                    device_label: str, host_cache: bool, decode: str, copy_mode: str,
                    reason: str, log: Callable[[str], None]) -> Path:
     """Time every alias's loads with the two engines and write the CSV; its path."""
-    from sincere.profile_files import (
+    from sincere.profiles.files import (
         RowWriter,
         device_name,
         format_table,
@@ -107,7 +107,12 @@ def _write_loading(disk_engine: Any, cache_engine: Any, aliases: list[str], prof
         profile_path,
         timestamp,
     )
-    from sincere.profiling import LOADING_COLUMNS, cache_path_name, loading_row, time_loading
+    from sincere.profiles.profiling import (
+        LOADING_COLUMNS,
+        cache_path_name,
+        loading_row,
+        time_loading,
+    )
 
     cc_mode = env.get("cc_mode", "unknown")
     name = device_label or device_name(env, device_type, decode)

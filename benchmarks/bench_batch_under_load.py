@@ -120,7 +120,7 @@ def run_layout(layout: str, cfg, prompts: list[str], burst: list[str], best: int
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
     from sincere.assets.workloads import read_workloads
-    from sincere.profiles import load_profiles
+    from sincere.profiles.profile_set import load_profiles
 
     profiles = load_profiles(cfg.PROFILES, Path(cfg.PROFILES_DIR))
     best = profiles[MODEL].best_batch(cfg.MAX_NEW_TOKENS)

@@ -34,7 +34,7 @@ MODELS_DIR = "models"  # tiny models (download_models.py --random --tiny)
 WORKLOADS_DIR = "workloads"  # prompts (generate_workloads_jsonl.py --synthetic 500)
 PROFILES = "cpu_noncc"  # profile set of this machine (run_profiling.sh): gives the batch size
 PROFILES_DIR = "profiling_results"  # folder of the profile CSVs
-SEED = 1  # which prompts make the batch (sincere.profiling.draw_prompt_ids)
+SEED = 1  # which prompts make the batch (sincere.profiles.profiling.draw_prompt_ids)
 
 
 def window_medians(times: list[tuple[float, float]], window_s: float,
@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
     from sincere.assets.workloads import read_workloads
     from sincere.engine.process import start_engine
-    from sincere.profiles import load_profiles
-    from sincere.profiling import draw_prompt_ids
+    from sincere.profiles.profile_set import load_profiles
+    from sincere.profiles.profiling import draw_prompt_ids
 
     profiles = load_profiles(cfg.PROFILES, Path(cfg.PROFILES_DIR))
     size = profiles[MODEL].best_batch(cfg.MAX_NEW_TOKENS)

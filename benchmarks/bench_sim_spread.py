@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
     from sincere.assets.architectures import DEFAULT_MODEL_MIX
     from sincere.assets.workloads import read_workloads
-    from sincere.length_term import prompt_token_counts, served_prompt_tokens
-    from sincere.profiles import load_profiles
+    from sincere.profiles.length_term import prompt_token_counts, served_prompt_tokens
+    from sincere.profiles.profile_set import load_profiles
     from sincere.traffic import build_schedule
 
     profiles = load_profiles(cfg.PROFILES, Path(cfg.PROFILES_DIR))

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     """Time every model's paths and print the table."""
     cfg = parse_constants(globals(), argv)
     from sincere.engine.engine import Engine
-    from sincere.profile_files import format_table, mean_std
+    from sincere.profiles.files import format_table, mean_std
 
     device = cfg.DEVICE or None
     engines = {"disk": Engine(Path(cfg.MODELS_DIR), device=device, host_cache=False),

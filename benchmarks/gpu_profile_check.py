@@ -5,10 +5,10 @@
 
 Writes what profiling_models.py and run_profiling.sh write (model_loading_times_*,
 batch_profiling_* and best_batch_* CSVs), with the same code: profiling_models.profile_loading
-for the loads, and sincere.profiling's sweep calling the engine directly instead of over HTTP.
-The batch sizes stop at the first out-of-memory, at the last of BATCH_SIZES, or when
-TIME_LIMIT_S is spent (each model gets its share). With ``--device cpu`` the same steps run on
-the tiny models: a dry run anywhere. On a GPU it needs the full-size models on disk first
+for the loads, and sincere.profiles.profiling's sweep calling the engine directly instead of over
+HTTP. The batch sizes stop at the first out-of-memory, at the last of BATCH_SIZES, or when
+TIME_LIMIT_S is spent (each model gets its share). With ``--device cpu`` the same steps run on the
+tiny models: a dry run anywhere. On a GPU it needs the full-size models on disk first
 (``download_models.py --random``, 47 GB); benchmarks/gpu_check.py measures without them.
 """
 
@@ -68,14 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     import profiling_models
     from sincere.assets.workloads import read_workloads, synthetic_prompts
     from sincere.engine.engine import Engine
-    from sincere.profile_files import (
+    from sincere.profiles.files import (
         device_name,
         hardware_name,
         measured_source,
         profile_path,
         timestamp,
     )
-    from sincere.profiling import draw_prompt_ids, measure_batch, report_sweeps, run_sweeps
+    from sincere.profiles.profiling import draw_prompt_ids, measure_batch, report_sweeps, run_sweeps
 
     if cfg.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         print(f"no CUDA GPU here (torch {torch.__version__}, CUDA build "

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sincere.profiles import ProfileSet
+from sincere.profiles.profile_set import ProfileSet
 
 TOLERANCE_S = 1e-9  # a completion this close to its deadline is on time (float sums)
 

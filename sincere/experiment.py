@@ -15,8 +15,8 @@ from typing import Any
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
 from sincere.host.monitor import Monitor, visible_gpu
-from sincere.profile_files import cc_label, device_name
-from sincere.profiles import ProfileError, ProfileSet, load_profiles
+from sincere.profiles.files import cc_label, device_name
+from sincere.profiles.profile_set import ProfileError, ProfileSet, load_profiles
 from sincere.server import ExperimentServer
 from sincere.strategies import make_strategy, strategy_slug
 from sincere.strategies import options_from_constants as strategy_options

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from sincere.profiles import ProfileError, ProfileSet
+from sincere.profiles.profile_set import ProfileError, ProfileSet
 
 # Summary keys only a run's writer can compute (it knows the profile and, for the server, its
 # own scheduling delays); results processing copies them from run.json.

@@ -14,10 +14,11 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from sincere.files import DIGEST_CHARS, file_digest
+from sincere.profiles.profile_set import profiles_digest
 from sincere.traffic import pattern_options
 
 # Parameters that differ between repeats of one grid cell (the arrivals' seed).
@@ -30,7 +31,7 @@ ENGINE_KEYS = ("engine", "jitter", "length_term", "replays", "decode", "host_cac
                "engine_process", "pin_cores")
 # The profile a run planned with: differs between the CC and the non-CC side of a CC pair.
 PROFILE_KEYS = ("profiles",)
-HASH_CHARS = 16
+HASH_CHARS = DIGEST_CHARS
 
 
 def _number(value: Any) -> float | None:
@@ -49,20 +50,6 @@ def _mix(mix: Any) -> dict[str, float]:
         return {}
     total = sum(float(v) for v in mix.values())
     return {str(k): _number(float(v) / total) for k, v in sorted(mix.items())} if total else {}
-
-
-@lru_cache(maxsize=64)
-def file_digest(path: str) -> str:
-    """sha256 of a file's bytes (first HASH_CHARS hex digits); the path itself when unreadable."""
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:HASH_CHARS]
-    except OSError:
-        return f"unreadable:{path}"
-
-
-def profiles_digest(loading_file: str, batch_file: str) -> str:
-    """The digest of a profile set: its two files' contents, whatever they are called."""
-    return f"{file_digest(str(loading_file))}-{file_digest(str(batch_file))}"
 
 
 def _pattern_options(pattern: str, options: Any) -> dict[str, Any]:
@@ -120,7 +107,8 @@ def run_identity(params: Mapping[str, Any]) -> dict[str, Any]:
     }
     if engine == "sim":
         identity["jitter"] = params.get("jitter")
-        # Batches timed by their longest prompt (sincere.length_term); absent before it existed.
+        # Batches timed by their longest prompt (sincere.profiles.length_term); absent before it
+        # existed.
         identity["length_term"] = bool(params.get("length_term"))
         # Jitter replays of the same arrivals (sincere.simulator); one before they existed.
         identity["replays"] = int(params.get("replays") or 1)

@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sincere.profiles import ProfileSet
+from sincere.profiles.profile_set import ProfileSet
 from sincere.scheduling import ListWindow, QueueState, SchedulerView
 
 

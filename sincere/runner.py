@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sincere import REPO_ROOT
 from sincere.client import ServerUnavailable, wait_for_server
 from sincere.engine.process import split_cores
 from sincere.grid import GridPoint
@@ -36,7 +37,7 @@ from sincere.strategies import make_strategy
 from sincere.strategies import options_from_constants as strategy_options
 from sincere.traffic import pattern_options
 
-ROOT = Path(__file__).resolve().parent.parent  # where the scripts are
+ROOT = REPO_ROOT  # where the scripts are
 PARTIAL_DIR = ".partial"
 PROFILE_KINDS = ("model_loading_times", "batch_profiling")  # the two files of a profile set
 STOP_GRACE_S = 15.0  # after SIGTERM, how long a child may take to write its files

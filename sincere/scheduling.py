@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from sincere.profiles import ProfileSet
+from sincere.profiles.profile_set import ProfileSet
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from sincere.bound import sla_attainment_bound
 from sincere.fidelity import profile_fit
 from sincere.identity import with_identity
 from sincere.metrics import run_metrics
-from sincere.profiles import ProfileSet
+from sincere.profiles.profile_set import ProfileSet
 from sincere.queues import QueueBook, Request
 from sincere.records import (
     BatchRecord,

@@ -28,7 +28,7 @@ from typing import Any
 from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from sincere.profiles import ProfileError
+from sincere.profiles.profile_set import ProfileError
 from sincere.server import ExperimentServer, Pending, Refused
 
 log = logging.getLogger("sincere.server_app")

@@ -25,9 +25,9 @@ from sincere.bound import sla_attainment_bound
 from sincere.fidelity import profile_fit
 from sincere.grid import GridPoint
 from sincere.identity import with_identity
-from sincere.length_term import served_prompt_tokens
 from sincere.metrics import run_metrics
-from sincere.profiles import ProfileSet
+from sincere.profiles.length_term import served_prompt_tokens
+from sincere.profiles.profile_set import ProfileSet
 from sincere.queues import QueueBook, Request
 from sincere.records import (
     BatchRecord,
@@ -131,7 +131,8 @@ def simulate(schedule: Schedule, strategy: Strategy, profiles: ProfileSet, sla_s
     replayed as another run of the server would take them.
 
     ``served_tokens``: each request's prompt tokens as the server would count them
-    (sincere.length_term); a batch whose prompts are all known is then timed by its longest.
+    (sincere.profiles.length_term); a batch whose prompts are all known is then timed by its
+    longest.
 
     ``max_queue`` has the server's meaning: a request arriving while that many wait is refused
     (``rejected``). ``duration_s`` may be infinite: the traffic then ends at the last arrival.
@@ -246,7 +247,7 @@ class SimTask:
     rate_window_s: float
     max_queue: int | None = None
     # {model: {prompt id: tokens}} of the workloads the generator draws from: batches are then
-    # timed by their longest prompt (sincere.length_term); None: by their size alone.
+    # timed by their longest prompt (sincere.profiles.length_term); None: by their size alone.
     prompt_tokens: dict[str, dict[str, int]] | None = None
     # Replays of the same arrivals with other jitter seeds, the run written among them: run.json
     # gives the spread of REPLAY_METRICS over them (one run alone has no spread).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sincere.profiles import BatchCurve, ModelProfile, ProfileSet
+from sincere.profiles.profile_set import BatchCurve, ModelProfile, ProfileSet
 
 # P(b) for 50 new tokens: 2 s alone, 3 s for 4, 8 s for 8 -> best batch 4 (1.33 req/s), largest 8.
 SIZES = (1, 4, 8)

@@ -21,9 +21,9 @@ from sincere.assets.workloads import read_workloads
 from sincere.client import send_schedule
 from sincere.engine.engine import Engine
 from sincere.experiment import serving
-from sincere.profile_files import RowWriter, profile_path
-from sincere.profiles import ProfileSet, load_profiles
-from sincere.profiling import (
+from sincere.profiles.files import RowWriter, profile_path
+from sincere.profiles.profile_set import ProfileSet, load_profiles
+from sincere.profiles.profiling import (
     BATCH_COLUMNS,
     LOADING_COLUMNS,
     loading_row,

@@ -13,7 +13,7 @@ import torch
 
 from sincere.assets.architectures import HUB_IDS
 from sincere.comparisons import token_agreement
-from sincere.profiles import load_profiles
+from sincere.profiles.profile_set import load_profiles
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")

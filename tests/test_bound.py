@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sincere.bound import most_on_time, sla_attainment_bound
-from sincere.profiles import load_profiles
+from sincere.profiles.profile_set import load_profiles
 from sincere.simulator import simulate
 from sincere.strategies import STRATEGIES, make_strategy
 from sincere.traffic import build_schedule

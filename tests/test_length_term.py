@@ -1,5 +1,5 @@
-"""A batch's time follows its longest prompt (sincere.length_term): the fit, the profile that
-carries it, the simulator that times batches with it, and the prompt counts it is fed."""
+"""A batch's time follows its longest prompt (sincere.profiles.length_term): the fit, the profile
+that carries it, the simulator that times batches with it, and the prompt counts it is fed."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sincere.length_term import (
+from sincere.profiles.length_term import (
     LengthFit,
     fit_length_term,
     prompt_token_counts,
     served_prompt_tokens,
 )
-from sincere.profiles import BatchCurve, ProfileSet, read_batch_profile
+from sincere.profiles.profile_set import BatchCurve, ProfileSet, read_batch_profile
 from sincere.schedule import Schedule
 from sincere.simulator import simulate
 from sincere.strategies import make_strategy
@@ -152,7 +152,7 @@ def test_simulate_experiments_times_batches_by_the_prompts_the_generator_sends(
 
     import simulate_experiments
     from sincere.assets.architectures import DEFAULT_MODEL_MIX
-    from sincere.profiles import DEFAULT_PROFILES_DIR
+    from sincere.profiles.profile_set import DEFAULT_PROFILES_DIR
 
     profiles_dir = tmp_path / "profiles"
     profiles_dir.mkdir()

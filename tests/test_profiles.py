@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from sincere.assets.architectures import FULL_SIZE
-from sincere.profiles import DEFAULT_PROFILES_DIR, ProfileError, find_profile_files, load_profiles
+from sincere.profiles.profile_set import (
+    DEFAULT_PROFILES_DIR,
+    ProfileError,
+    find_profile_files,
+    load_profiles,
+)
 from sincere.schemas import BATCH_PROFILE_COLUMNS, LOADING_PROFILE_COLUMNS
 from tools import make_example_profiles
 

@@ -27,9 +27,9 @@ import profiling_models
 from sincere.assets.architectures import HUB_IDS
 from sincere.assets.workloads import read_workloads
 from sincere.engine.engine import BatchResult, Engine
-from sincere.profile_files import device_slug
-from sincere.profiles import load_profiles
-from sincere.profiling import (
+from sincere.profiles.files import device_slug
+from sincere.profiles.profile_set import load_profiles
+from sincere.profiles.profiling import (
     BATCH_COLUMNS,
     BEST_BATCH_COLUMNS,
     LOADING_COLUMNS,

@@ -11,7 +11,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sincere.profiles import ProfileError, load_profiles
+from sincere.profiles.profile_set import ProfileError, load_profiles
 from sincere.schemas import BATCH_PROFILE_COLUMNS, LOADING_PROFILE_COLUMNS
 from sincere.traces import read_trace
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from sincere.grid import GridPoint, expand_grid
-from sincere.profiles import load_profiles
+from sincere.profiles.profile_set import load_profiles
 from sincere.schedule import Schedule
 from sincere.simulator import (
     ARRIVAL,

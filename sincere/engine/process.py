@@ -27,13 +27,12 @@ import sys
 import threading
 from collections.abc import Iterable
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
+from sincere import REPO_ROOT
 from sincere.engine.allocator import keep_freed_memory
 from sincere.host.processes import die_with_parent
 
-REPO_ROOT = Path(__file__).resolve().parent.parent  # where the child imports sincere from
 # The attributes that change as the engine works: the child sends their values with every answer
 # and the parent keeps them, so that reading one (a /health or /status during a batch) never
 # waits for the batch. Every other public attribute is a method or a value fixed at start.

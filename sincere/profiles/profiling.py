@@ -1,11 +1,11 @@
 """What the profilers share: the profiles' columns, the load-time loop, one measured batch, the
 batch-size sweep and the best-batch summary (SPEC section 3); file names and CSV writing are in
-``sincere.profile_files``.
+``sincere.profiles.files``.
 
 ``profiling_models.py`` times loads and unloads; ``profiling_batch_flask.py`` measures batches
 that ``profiling_batch_calls.py`` asks for; ``benchmarks/gpu_profile_check.py`` does both in one
-process. They write the same files, which ``sincere.profiles.load_profiles`` reads. Only counts,
-lengths and times are ever recorded: never prompt or generated text.
+process. They write the same files, which ``sincere.profiles.profile_set.load_profiles`` reads. Only
+counts, lengths and times are ever recorded: never prompt or generated text.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from sincere.profile_files import RowWriter, cell, format_table, mean_std
+from sincere.profiles.files import RowWriter, cell, format_table, mean_std
 from sincere.schemas import BATCH_PROFILE_COLUMNS, LOADING_PROFILE_COLUMNS
 
 # Loading profile columns beyond SPEC's: the path the server's loads take (load_mean_s is that
@@ -32,7 +32,8 @@ LOADING_COLUMNS = LOADING_PROFILE_COLUMNS + LOADING_EXTRA_COLUMNS
 MONITOR_MEAN_COLUMNS = {"gpu_util_pct": "gpu_util_mean_pct",
                         "gpu_mem_util_pct": "gpu_mem_util_mean_pct",
                         "gpu_power_w": "gpu_power_mean_w", "cpu_pct": "cpu_mean_pct"}
-# prompt_tokens_max: the batch's longest prompt, which its time follows (sincere.length_term).
+# prompt_tokens_max: the batch's longest prompt, which its time follows
+# (sincere.profiles.length_term).
 BATCH_EXTRA_COLUMNS = ["prompt_tokens_max", *MONITOR_MEAN_COLUMNS.values(), "retries", "failed",
                        "source"]
 BATCH_COLUMNS = BATCH_PROFILE_COLUMNS + BATCH_EXTRA_COLUMNS

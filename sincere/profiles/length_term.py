@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sincere.piecewise import piecewise_linear
+from sincere.profiles.piecewise import piecewise_linear
 
 MIN_SIZES = 2  # distinct batch sizes a fit needs, and one more row than sizes
 

@@ -1,6 +1,6 @@
 """Profile files: their names (device slug, CC label, stamp) and CSVs written a row at a time
-(SPEC section 3). ``sincere.profiling`` measures what goes in them; ``sincere.profiles`` reads
-them back.
+(SPEC section 3). ``sincere.profiles.profiling`` measures what goes in them;
+``sincere.profiles.profile_set`` reads them back.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Per model: load time L = mean + k·std, unload time U, processing time P(b) for 
 (highest throughput). P is kept per max_new_tokens; for a token count that was not profiled,
 the nearest profiled count is scaled in proportion (decoding time grows with the steps taken).
 A profile that records each batch's longest prompt also has P(b, longest), its length term
-(sincere.length_term), which the simulator times batches with when it knows their prompts.
+(sincere.profiles.length_term), which the simulator times batches with when it knows their prompts.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sincere.identity import profiles_digest
-from sincere.length_term import LengthFit, fit_length_term
-from sincere.piecewise import piecewise_linear
+from sincere import REPO_ROOT
+from sincere.files import file_digest
+from sincere.profiles.length_term import LengthFit, fit_length_term
+from sincere.profiles.piecewise import piecewise_linear
 from sincere.schemas import BATCH_PROFILE_COLUMNS, LOADING_PROFILE_COLUMNS
 
-DEFAULT_PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiling_results"
+DEFAULT_PROFILES_DIR = REPO_ROOT / "profiling_results"
 
 
 class ProfileError(ValueError):
@@ -80,7 +81,7 @@ class ModelProfile:
     def processing_for_prompts_s(self, batch_size: int, longest: int, max_new_tokens: int
                                  ) -> tuple[float, float] | None:
         """(mean, std) of a batch whose longest prompt has ``longest`` tokens, from the length
-        term (sincere.length_term); None when the profile has none."""
+        term (sincere.profiles.length_term); None when the profile has none."""
         curve, scale = self._curve(max_new_tokens)
         if curve.length is None:
             return None
@@ -114,6 +115,11 @@ class ModelProfile:
         curve, _ = self._curve(max_new_tokens)
         rates = [b / p for b, p in zip(curve.sizes, curve.mean_s, strict=True)]
         return curve.sizes[rates.index(max(rates))]
+
+
+def profiles_digest(loading_file: str, batch_file: str) -> str:
+    """The digest of a profile set: its two files' contents, whatever they are called."""
+    return f"{file_digest(str(loading_file))}-{file_digest(str(batch_file))}"
 
 
 @dataclass(frozen=True)
