@@ -19,8 +19,8 @@ from sincere.grid import PlannedRun, RunConflict, expand_grid, runs_to_do
 from sincere.identity import run_identity
 from sincere.profiles.length_term import prompt_token_counts
 from sincere.profiles.profile_set import ProfileError, ProfileSet, load_profiles
+from sincere.scheduling.strategies import options_from_constants as strategy_options
 from sincere.simulator import SimTask, run_task
-from sincere.strategies import options_from_constants as strategy_options
 from sincere.traffic import options_from_constants
 
 RESULTS_DIR = "results_sim"  # where the run directories go

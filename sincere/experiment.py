@@ -17,9 +17,9 @@ from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 from sincere.host.monitor import Monitor, visible_gpu
 from sincere.profiles.files import cc_label, device_name
 from sincere.profiles.profile_set import ProfileError, ProfileSet, load_profiles
+from sincere.scheduling.strategies import make_strategy, strategy_slug
+from sincere.scheduling.strategies import options_from_constants as strategy_options
 from sincere.server import ExperimentServer
-from sincere.strategies import make_strategy, strategy_slug
-from sincere.strategies import options_from_constants as strategy_options
 
 LISTEN_BACKLOG = 4096  # connections the kernel holds while the accept loop catches up
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sincere.identity import differences, params_hash, run_identity
-from sincere.strategies import STRATEGIES, strategy_slug
+from sincere.scheduling.strategies import STRATEGIES, strategy_slug
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ METRIC_DESCRIPTIONS = {
     "sla_attainment_bound": "An upper bound on sla_attainment that no strategy could beat on this "
                             "run's arrivals: one GPU, no swaps, each request needing only its "
                             "model's best per-request time (P(B)/B) within its own window "
-                            "[arrival, arrival + SLA] (sincere/bound.py; README).",
+                            "[arrival, arrival + SLA] (sincere/scheduling/bound.py; README).",
     "sla_attainment_gap": "sla_attainment_bound - sla_attainment: how far the strategy is from "
                           "what no strategy could beat.",
     "latency_mean_s": "Mean end-to-end latency of completed requests, from arrival at the server "

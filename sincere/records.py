@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from sincere.queues import Request
+from sincere.scheduling.queues import Request
 from sincere.schemas import BATCH_COLUMNS, REQUEST_COLUMNS
 
 

@@ -32,9 +32,9 @@ from sincere.grid import GridPoint
 from sincere.host.processes import die_with_parent
 from sincere.identity import differences, params_hash, run_identity, with_identity
 from sincere.records import write_json_atomic
+from sincere.scheduling.strategies import make_strategy
+from sincere.scheduling.strategies import options_from_constants as strategy_options
 from sincere.schemas import REQUEST_STATUSES
-from sincere.strategies import make_strategy
-from sincere.strategies import options_from_constants as strategy_options
 from sincere.traffic import pattern_options
 
 ROOT = REPO_ROOT  # where the scripts are

@@ -27,12 +27,10 @@ from typing import Any
 
 import pandas as pd
 
-from sincere.bound import sla_attainment_bound
 from sincere.fidelity import profile_fit
 from sincere.identity import with_identity
 from sincere.metrics import run_metrics
 from sincere.profiles.profile_set import ProfileSet
-from sincere.queues import QueueBook, Request
 from sincere.records import (
     BatchRecord,
     RequestRecord,
@@ -41,8 +39,10 @@ from sincere.records import (
     settled,
     write_json_atomic,
 )
-from sincere.scheduling import Decision
-from sincere.strategies import Strategy
+from sincere.scheduling.bound import sla_attainment_bound
+from sincere.scheduling.queues import QueueBook, Request
+from sincere.scheduling.strategies import Strategy
+from sincere.scheduling.view import Decision
 
 log = logging.getLogger("sincere.server")
 
@@ -587,7 +587,7 @@ class ExperimentServer:
 
     def _written(self, requests: pd.DataFrame, batches: pd.DataFrame) -> dict[str, Any]:
         """The summary figures only the server can compute: the SLA-attainment bound on the
-        arrivals received (`sincere.bound`; over every issued request, so requests never
+        arrivals received (`sincere.scheduling.bound`; over every issued request, so requests never
         received count as misses there too), the fit to the profile and its own time."""
         served = requests[requests["model"].isin(self.profiles.models)]
         issued = max(len(requests), self._issued or 0)

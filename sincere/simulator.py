@@ -21,14 +21,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sincere.bound import sla_attainment_bound
 from sincere.fidelity import profile_fit
 from sincere.grid import GridPoint
 from sincere.identity import with_identity
 from sincere.metrics import run_metrics
 from sincere.profiles.length_term import served_prompt_tokens
 from sincere.profiles.profile_set import ProfileSet
-from sincere.queues import QueueBook, Request
 from sincere.records import (
     BatchRecord,
     RequestRecord,
@@ -39,8 +37,10 @@ from sincere.records import (
     write_json_atomic,
 )
 from sincere.schedule import Schedule
+from sincere.scheduling.bound import sla_attainment_bound
+from sincere.scheduling.queues import QueueBook, Request
+from sincere.scheduling.strategies import Strategy, make_strategy
 from sincere.schemas import BATCH_COLUMNS, REQUEST_COLUMNS
-from sincere.strategies import Strategy, make_strategy
 from sincere.traffic import build_schedule
 
 # Event priorities at the same instant, lowest first.

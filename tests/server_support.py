@@ -32,10 +32,10 @@ from sincere.profiles.profiling import (
     time_loading,
 )
 from sincere.schedule import Schedule
-from sincere.scheduling import SchedulerView, largest_batch
+from sincere.scheduling.strategies import Strategy, make_strategy
+from sincere.scheduling.view import SchedulerView, largest_batch
 from sincere.server import ExperimentServer
 from sincere.server_app import Limits, create_app
-from sincere.strategies import Strategy, make_strategy
 from sincere.traffic import build_schedule
 
 MODELS = ("granite-7b", "gemma-7b", "llama3-8b")

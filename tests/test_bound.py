@@ -7,10 +7,10 @@ import itertools
 import numpy as np
 import pytest
 
-from sincere.bound import most_on_time, sla_attainment_bound
 from sincere.profiles.profile_set import load_profiles
+from sincere.scheduling.bound import most_on_time, sla_attainment_bound
+from sincere.scheduling.strategies import STRATEGIES, make_strategy
 from sincere.simulator import simulate
-from sincere.strategies import STRATEGIES, make_strategy
 from sincere.traffic import build_schedule
 
 

@@ -18,8 +18,8 @@ from sincere.profiles.length_term import (
 )
 from sincere.profiles.profile_set import BatchCurve, ProfileSet, read_batch_profile
 from sincere.schedule import Schedule
+from sincere.scheduling.strategies import make_strategy
 from sincere.simulator import simulate
-from sincere.strategies import make_strategy
 from tests.profile_fixtures import model
 
 ALPHA = {1: 0.10, 4: 0.20, 8: 0.50}  # the size's own cost, seconds

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from sincere.strategies import STRATEGIES
+from sincere.scheduling.strategies import STRATEGIES
 from tests.conftest import SERVER_TEST_NEW_TOKENS as MAX_NEW_TOKENS
 from tests.server_support import MODELS, run_in_process, schedule_for
 
@@ -143,9 +143,9 @@ def test_adding_a_model_folder_mid_run(engine, tiny_models: Path, tiny_profile,
     import dataclasses
 
     from sincere.experiment import serving
+    from sincere.scheduling.strategies import make_strategy
     from sincere.server import ExperimentServer
     from sincere.server_app import create_app
-    from sincere.strategies import make_strategy
 
     copy = dataclasses.replace(tiny_profile["llama3-8b"], model="llama-copy")
     profiles = dataclasses.replace(tiny_profile,
@@ -185,9 +185,9 @@ def test_times_are_final_when_the_run_finishes(engine, tiny_profile, tmp_path: P
     """A request refused after the run finished is recorded and counted, but no duration, rate
     or fraction changes (before, run_time_s grew to the moment of the late request)."""
     from sincere.experiment import serving
+    from sincere.scheduling.strategies import make_strategy
     from sincere.server import ExperimentServer
     from sincere.server_app import create_app
-    from sincere.strategies import make_strategy
 
     offset_s = [0.0]  # the server's clock, advanced by hand once the run is over
     server = ExperimentServer(engine, tiny_profile, make_strategy("Immediate"), 30.0, 2,
@@ -219,7 +219,7 @@ def test_late_requests_are_shed_with_a_clear_answer(engine, tiny_profile, server
     """SHED_LATE: BestBatch waits for full batches that two requests a second never fill within
     a 1.5 s SLA, so queued requests become hopeless; each is settled at once as shed, answered
     503 with a JSON error that says so, and counted."""
-    from sincere.strategies import make_strategy
+    from sincere.scheduling.strategies import make_strategy
 
     schedule = schedule_for(server_workloads, mean_rps=2.0, duration_s=4.0, seed=8)
     out = run_in_process(engine, tiny_profile, server_workloads, tmp_path / "run",

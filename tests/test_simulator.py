@@ -14,6 +14,7 @@ import pytest
 from sincere.grid import GridPoint, expand_grid
 from sincere.profiles.profile_set import load_profiles
 from sincere.schedule import Schedule
+from sincere.scheduling.strategies import make_strategy
 from sincere.simulator import (
     ARRIVAL,
     BATCH_DONE,
@@ -25,7 +26,6 @@ from sincere.simulator import (
     run_task,
     simulate,
 )
-from sincere.strategies import make_strategy
 from tests.profile_fixtures import two_models
 
 PROFILES = two_models()

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from sincere.scheduling import Decision, QueueState, SchedulerView
-from sincere.strategies import STRATEGIES, make_strategy, strategy_slug
+from sincere.scheduling.strategies import STRATEGIES, make_strategy, strategy_slug
+from sincere.scheduling.view import Decision, QueueState, SchedulerView
 from tests.profile_fixtures import two_models
 
 PROFILES = two_models()

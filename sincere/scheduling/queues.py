@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sincere.profiles.profile_set import ProfileSet
-from sincere.scheduling import ListWindow, QueueState, SchedulerView
+from sincere.scheduling.view import ListWindow, QueueState, SchedulerView
 
 
 @dataclass(eq=False)

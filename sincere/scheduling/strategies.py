@@ -1,7 +1,7 @@
 """Batch-scheduling strategies (SPEC section 4): pure decisions over a view of the queues.
 
 A strategy never touches the GPU or a clock: ``decide(view)`` looks at the queues, the resident
-model, the time in the view and the profiles (`sincere.scheduling`), and returns a frozen
+model, the time in the view and the profiles (`sincere.scheduling.view`), and returns a frozen
 ``Decision``: shed the hopeless, run the oldest ``size`` requests of ``model`` for ``reason``, or
 run nothing and look again at ``wake_at`` (or at the next arrival). The server's scheduler thread
 and the simulator call the same objects. One registry, ``STRATEGIES``, names them all.
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar
 
-from sincere.scheduling import (
+from sincere.scheduling.view import (
     Decision,
     SchedulerView,
     best_batch,
