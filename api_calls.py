@@ -8,7 +8,7 @@
 The whole schedule (times, models, prompts) is built from SEED before the first request, with
 the same code the simulator uses; each request then leaves at its time whatever happened to the
 earlier ones. API says how: SINCERE's /inference, or OpenAI's completions or chat API, which any
-OpenAI-compatible server speaks (sincere/api_modes.py). Against SINCERE's experiment server,
+OpenAI-compatible server speaks (sincere/traffic/api_modes.py). Against SINCERE's experiment server,
 POST /start begins the run and POST /stop at the end tells it how many requests were issued and
 waits for its drain; client.csv (one row per request sent) and schedule.csv go into the server's
 run directory (or RUN_DIR). Against any other server there is no /start or /stop: the run
@@ -24,9 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-from sincere.api_modes import ApiMode
 from sincere.assets import architectures
 from sincere.cli import parse_constants
+from sincere.traffic.api_modes import ApiMode
 
 URL = "http://127.0.0.1:5000"  # the server: SINCERE's experiment server, or any OpenAI-compatible
 API = "sincere"  # how requests go: sincere (/inference), openai-completions or openai-chat
@@ -61,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     from sincere.assets.workloads import read_workloads
-    from sincere.client import ServerUnavailable, find_server, send_schedule
     from sincere.client_runs import cc_mode_of
-    from sincere.traffic import build_schedule, options_from_constants
+    from sincere.traffic.client import ServerUnavailable, find_server, send_schedule
+    from sincere.traffic.patterns import build_schedule, options_from_constants
 
     url = cfg.URL.rstrip("/")
     try:

@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     from sincere.grid import GridRun, PlannedRun, RunConflict, grid_runs, runs_to_do
     from sincere.identity import run_identity
     from sincere.runner import PARTIAL_DIR, RunSpec, run_point
-    from sincere.traffic import PATTERNS as KNOWN_PATTERNS
-    from sincere.traffic import options_from_constants
+    from sincere.traffic.patterns import PATTERNS as KNOWN_PATTERNS
+    from sincere.traffic.patterns import options_from_constants
 
     results_dir = Path(cfg.RESULTS_DIR)
     try:

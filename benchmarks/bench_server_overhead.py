@@ -81,7 +81,7 @@ def serve_bare(port: int) -> None:
 
 
 def drive(url: str, schedule, prompts, server: subprocess.Popen) -> dict:
-    from sincere.client import send_schedule, wait_for_server
+    from sincere.traffic.client import send_schedule, wait_for_server
 
     wait_for_server(url, 300.0, is_alive=lambda: server.poll() is None)
     result = send_schedule(url, schedule, prompts, client_csv=None, timeout_s=300.0)
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     from sincere.assets.architectures import DEFAULT_MODEL_MIX
     from sincere.assets.workloads import read_workloads
     from sincere.runner import Child, start_server
-    from sincere.traffic import build_schedule
+    from sincere.traffic.patterns import build_schedule
 
     prompts = read_workloads(Path(cfg.WORKLOADS_DIR))
     schedule = build_schedule(cfg.PATTERN, cfg.RATE, cfg.DURATION_S, 0, DEFAULT_MODEL_MIX,

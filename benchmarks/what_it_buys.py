@@ -37,7 +37,7 @@ from sincere.profiles.profile_set import ProfileSet, load_profiles  # noqa: E402
 from sincere.records import as_row  # noqa: E402
 from sincere.scheduling.strategies import make_strategy  # noqa: E402
 from sincere.simulator import simulate  # noqa: E402
-from sincere.traffic import build_schedule  # noqa: E402
+from sincere.traffic.patterns import build_schedule  # noqa: E402
 
 PROFILE_SETS = ["h100-orig_noncc", "h100-orig_cc", "h100_noncc",
                 "h100-fast_noncc"]  # profile sets compared, side by side

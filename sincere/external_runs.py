@@ -24,7 +24,7 @@ from sincere.client_runs import ENGINE, server_params
 from sincere.grid import GridPoint
 from sincere.identity import with_identity
 from sincere.runner import PARTIAL_DIR, Child, RunSpec, keep_run, read_rows, script_argv
-from sincere.traffic import pattern_options
+from sincere.traffic.patterns import pattern_options
 
 STRATEGY = "external"  # the grid's strategy label: the server schedules as it does
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from sincere.files import DIGEST_CHARS, file_digest
 from sincere.profiles.profile_set import profiles_digest
-from sincere.traffic import pattern_options
+from sincere.traffic.patterns import pattern_options
 
 # Parameters that differ between repeats of one grid cell (the arrivals' seed).
 REPEAT_KEYS = ("seed", "repeat")

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from sincere import REPO_ROOT
-from sincere.client import ServerUnavailable, wait_for_server
 from sincere.engine.process import split_cores
 from sincere.grid import GridPoint
 from sincere.host.processes import die_with_parent
@@ -35,7 +34,8 @@ from sincere.records import write_json_atomic
 from sincere.scheduling.strategies import make_strategy
 from sincere.scheduling.strategies import options_from_constants as strategy_options
 from sincere.schemas import REQUEST_STATUSES
-from sincere.traffic import pattern_options
+from sincere.traffic.client import ServerUnavailable, wait_for_server
+from sincere.traffic.patterns import pattern_options
 
 ROOT = REPO_ROOT  # where the scripts are
 PARTIAL_DIR = ".partial"

@@ -36,12 +36,12 @@ from sincere.records import (
     settled,
     write_json_atomic,
 )
-from sincere.schedule import Schedule
 from sincere.scheduling.bound import sla_attainment_bound
 from sincere.scheduling.queues import QueueBook, Request
 from sincere.scheduling.strategies import Strategy, make_strategy
 from sincere.schemas import BATCH_COLUMNS, REQUEST_COLUMNS
-from sincere.traffic import build_schedule
+from sincere.traffic.patterns import build_schedule
+from sincere.traffic.schedule import Schedule
 
 # Event priorities at the same instant, lowest first.
 BATCH_DONE, ARRIVAL, END_OF_TRAFFIC, WAKE = 0, 1, 2, 3

@@ -16,9 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from sincere.api_modes import ApiMode
 from sincere.assets.workloads import read_workloads
-from sincere.client import send_schedule
 from sincere.engine.engine import Engine
 from sincere.experiment import serving
 from sincere.profiles.files import RowWriter, profile_path
@@ -31,12 +29,14 @@ from sincere.profiles.profiling import (
     sweep_model,
     time_loading,
 )
-from sincere.schedule import Schedule
 from sincere.scheduling.strategies import Strategy, make_strategy
 from sincere.scheduling.view import SchedulerView, largest_batch
 from sincere.server import ExperimentServer
 from sincere.server_app import Limits, create_app
-from sincere.traffic import build_schedule
+from sincere.traffic.api_modes import ApiMode
+from sincere.traffic.client import send_schedule
+from sincere.traffic.patterns import build_schedule
+from sincere.traffic.schedule import Schedule
 
 MODELS = ("granite-7b", "gemma-7b", "llama3-8b")
 

@@ -16,13 +16,13 @@ import psutil
 import pytest
 
 from sincere.assets.workloads import read_workloads, write_workloads
-from sincere.client import send_schedule
 from sincere.engine.engine import Engine
 from sincere.experiment import serving
 from sincere.metrics import swapped_batches
 from sincere.runner import ROOT, script_argv
 from sincere.server import ExperimentServer
 from sincere.server_app import create_app
+from sincere.traffic.client import send_schedule
 from tests.conftest import SERVER_TEST_NEW_TOKENS as NEW_TOKENS
 from tests.server_support import (
     MODELS,

@@ -17,9 +17,9 @@ from sincere.profiles.length_term import (
     served_prompt_tokens,
 )
 from sincere.profiles.profile_set import BatchCurve, ProfileSet, read_batch_profile
-from sincere.schedule import Schedule
 from sincere.scheduling.strategies import make_strategy
 from sincere.simulator import simulate
+from sincere.traffic.schedule import Schedule
 from tests.profile_fixtures import model
 
 ALPHA = {1: 0.10, 4: 0.20, 8: 0.50}  # the size's own cost, seconds

@@ -17,14 +17,14 @@ import pandas as pd
 import pytest
 import requests
 
-from sincere.api_modes import ApiMode
 from sincere.assets.workloads import read_workloads
-from sincere.client import send_schedule
 from sincere.client_runs import client_run_json, read_client_side
 from sincere.records import write_json_atomic
 from sincere.runner import ROOT, check_accounting
 from sincere.runsummary import summarise_run
 from sincere.scheduling.strategies import make_strategy
+from sincere.traffic.api_modes import ApiMode
+from sincere.traffic.client import send_schedule
 from tests.conftest import SERVER_TEST_NEW_TOKENS as MAX_NEW_TOKENS
 from tests.server_support import live_server, run_in_process, schedule_for
 from tests.test_server_e2e import assert_accounted

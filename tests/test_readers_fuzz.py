@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from sincere.profiles.profile_set import ProfileError, load_profiles
 from sincere.schemas import BATCH_PROFILE_COLUMNS, LOADING_PROFILE_COLUMNS
-from sincere.traces import read_trace
+from sincere.traffic.traces import read_trace
 
 FUZZ = settings(max_examples=150, deadline=None)
 

@@ -13,7 +13,6 @@ import pytest
 
 from sincere.grid import GridPoint, expand_grid
 from sincere.profiles.profile_set import load_profiles
-from sincere.schedule import Schedule
 from sincere.scheduling.strategies import make_strategy
 from sincere.simulator import (
     ARRIVAL,
@@ -26,6 +25,7 @@ from sincere.simulator import (
     run_task,
     simulate,
 )
+from sincere.traffic.schedule import Schedule
 from tests.profile_fixtures import two_models
 
 PROFILES = two_models()

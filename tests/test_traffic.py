@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sincere.schedule import Schedule
-from sincere.traces import read_trace
-from sincere.traffic import PATTERNS, arrival_times, build_schedule, ramp_rate_integral
+from sincere.traffic.patterns import PATTERNS, arrival_times, build_schedule, ramp_rate_integral
+from sincere.traffic.schedule import Schedule
+from sincere.traffic.traces import read_trace
 
 DATA = Path(__file__).parent / "data"
 AZURE = DATA / "azure_conv_excerpt.csv"

@@ -1,10 +1,10 @@
 """Arrival schedules for the traffic generator and the simulator (SPEC section 5).
 
-A run's whole schedule (`sincere.schedule.Schedule`: when each request leaves, for which model,
-with which prompt) is built once from a seed, so the generator and the simulator replay the very
-same arrivals. Every synthetic pattern has the requested long-run mean rate by construction;
-randomness comes only from the `numpy.random.Generator` passed in, never from global state, and
-gaps are never clipped. Trace files are read by `sincere.traces`.
+A run's whole schedule (`sincere.traffic.schedule.Schedule`: when each request leaves, for which
+model, with which prompt) is built once from a seed, so the generator and the simulator replay the
+very same arrivals. Every synthetic pattern has the requested long-run mean rate by construction;
+randomness comes only from the `numpy.random.Generator` passed in, never from global state, and gaps
+are never clipped. Trace files are read by `sincere.traffic.traces`.
 
 Add a pattern by writing `name_arrivals(mean_rps, duration_s, rng, *, option=default) -> Arrivals`
 and one entry in `PATTERNS`; its keyword-only parameters are its options.
@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from sincere.schedule import Schedule
-from sincere.traces import read_trace
+from sincere.traffic.schedule import Schedule
+from sincere.traffic.traces import read_trace
 
 MAX_EXPECTED_REQUESTS = 50_000_000  # refuse schedules that would not fit in memory (a typo)
 

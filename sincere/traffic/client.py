@@ -5,8 +5,8 @@ dispatcher sleeps until each time and hands the request to a pool of threads lar
 every request in flight. A request's row records when it was scheduled, sent and answered,
 the HTTP status, the new tokens the server reports and, for a failure, a short error (the
 server's message, ``timeout`` or ``connection: ...``). The request goes as the ``ApiMode`` says
-(SINCERE's /inference or the OpenAI API, ``sincere.api_modes``). The generated text is read off
-the wire and dropped; no prompt or text is written anywhere.
+(SINCERE's /inference or the OpenAI API, ``sincere.traffic.api_modes``). The generated text is read
+off the wire and dropped; no prompt or text is written anywhere.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from typing import Any
 
 import requests
 
-from sincere.api_modes import ApiMode, error_message, list_served_models, sincere_health
 from sincere.records import CsvLog
-from sincere.schedule import Schedule
 from sincere.schemas import CLIENT_COLUMNS
+from sincere.traffic.api_modes import ApiMode, error_message, list_served_models, sincere_health
+from sincere.traffic.schedule import Schedule
 
-log = logging.getLogger("sincere.client")
+log = logging.getLogger("sincere.traffic")
 
 CONNECT_TIMEOUT_S = 10.0
 ERROR_CHARS = 200  # client.csv keeps at most this much of an error message

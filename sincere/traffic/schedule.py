@@ -1,7 +1,7 @@
 """A run's precomputed arrival schedule: when each request leaves, for which model and prompt.
 
-Built once by `sincere.traffic.build_schedule` from a seed, saved with the run as schedule.csv,
-and replayed alike by the traffic generator and the simulator.
+Built once by `sincere.traffic.patterns.build_schedule` from a seed, saved with the run as
+schedule.csv, and replayed alike by the traffic generator and the simulator.
 """
 
 from __future__ import annotations
