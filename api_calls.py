@@ -12,8 +12,8 @@ OpenAI-compatible server speaks (sincere/traffic/api_modes.py). Against SINCERE'
 POST /start begins the run and POST /stop at the end tells it how many requests were issued and
 waits for its drain; client.csv (one row per request sent) and schedule.csv go into the server's
 run directory (or RUN_DIR). Against any other server there is no /start or /stop: the run
-directory (RUN_DIR) is client-side, with a run.json of its own (sincere/client_runs.py). Prompts
-are read from WORKLOADS_DIR and sent, never written or printed; the key is read from the
+directory (RUN_DIR) is client-side, with a run.json of its own (sincere/runs/client_side.py).
+Prompts are read from WORKLOADS_DIR and sent, never written or printed; the key is read from the
 OPENAI_API_KEY environment variable and never written or printed either.
 """
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     from sincere.assets.workloads import read_workloads
-    from sincere.client_runs import cc_mode_of
+    from sincere.runs.client_side import cc_mode_of
     from sincere.traffic.client import ServerUnavailable, find_server, send_schedule
     from sincere.traffic.patterns import build_schedule, options_from_constants
 
@@ -129,8 +129,8 @@ def write_client_run(run_dir: Path, cfg: argparse.Namespace, api: ApiMode, param
                      issued: int, served: list[str], cc_mode: tuple[str, str],
                      started_epoch_s: float) -> dict:
     """run.json of a run against a server that is not SINCERE's (no key in it)."""
-    from sincere.client_runs import client_run_json, read_client_side, server_params
-    from sincere.records import write_json_atomic
+    from sincere.runs.client_side import client_run_json, read_client_side, server_params
+    from sincere.runs.records import write_json_atomic
 
     run = client_run_json(
         run_dir.name, {**params, "strategy": "external", "sla_s": cfg.SLA,

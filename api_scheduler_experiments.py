@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         run_directory,
     )
     from sincere.host.environment import environment_block, format_environment
-    from sincere.records import write_text_atomic
     from sincere.run_end import RunEnd
+    from sincere.runs.records import write_text_atomic
     from sincere.server_app import Limits, create_app
 
     env = environment_block()

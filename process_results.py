@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sincere import metrics, plots, report, run_plots, rundirs, runsummary, tables
+from sincere import plots, report, run_plots, runsummary, tables
 from sincere.cli import parse_constants
+from sincere.runs import metrics, rundirs
 
 RESULTS_DIRS = ["results"]  # folders holding run directories (searched two levels deep)
 OUT = ""  # output folder; empty: <first results dir>/report/

@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     from sincere.experiment import grid_profiles
     from sincere.external_runs import external_params, external_points, run_external_point
     from sincere.grid import GridRun, PlannedRun, RunConflict, grid_runs, runs_to_do
-    from sincere.identity import run_identity
     from sincere.runner import PARTIAL_DIR, RunSpec, run_point
+    from sincere.runs.identity import run_identity
     from sincere.traffic.patterns import PATTERNS as KNOWN_PATTERNS
     from sincere.traffic.patterns import options_from_constants
 

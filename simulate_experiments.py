@@ -16,9 +16,9 @@ from pathlib import Path
 from sincere.assets.workloads import read_workloads
 from sincere.cli import parse_constants
 from sincere.grid import PlannedRun, RunConflict, expand_grid, runs_to_do
-from sincere.identity import run_identity
 from sincere.profiles.length_term import prompt_token_counts
 from sincere.profiles.profile_set import ProfileError, ProfileSet, load_profiles
+from sincere.runs.identity import run_identity
 from sincere.scheduling.strategies import options_from_constants as strategy_options
 from sincere.simulator import SimTask, run_task
 from sincere.traffic.patterns import options_from_constants

@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sincere import schemas  # noqa: E402
 from sincere.cli import parse_constants  # noqa: E402
-from sincere.metrics import run_metrics  # noqa: E402
 from sincere.profiles.profile_set import ProfileSet, load_profiles  # noqa: E402
-from sincere.records import as_row  # noqa: E402
+from sincere.runs.metrics import run_metrics  # noqa: E402
+from sincere.runs.records import as_row  # noqa: E402
 from sincere.scheduling.strategies import make_strategy  # noqa: E402
 from sincere.simulator import simulate  # noqa: E402
 from sincere.traffic.patterns import build_schedule  # noqa: E402

@@ -2,10 +2,11 @@
 
 The server is already running, wherever the user runs it (vLLM, SGLang, TGI, or SINCERE's own),
 so each run starts only the generator (api_calls.py with ``EXTERNAL``): the same schedules,
-open loop, its client.csv and schedule.csv, and a client-side run.json (``sincere.client_runs``)
-with the CC mode of the server's machine, detected or as the user gave it (``CC_MODE``). The
-server's own scheduling is what is measured, so the grid has no strategies: its run ids begin
-with ``external``. Runs are staged and kept as ``sincere.runner`` keeps real runs.
+open loop, its client.csv and schedule.csv, and a client-side run.json
+(``sincere.runs.client_side``) with the CC mode of the server's machine, detected or as the user
+gave it (``CC_MODE``). The server's own scheduling is what is measured, so the grid has no
+strategies: its run ids begin with ``external``. Runs are staged and kept as ``sincere.runner``
+keeps real runs.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sincere.client_runs import ENGINE, server_params
 from sincere.grid import GridPoint
-from sincere.identity import with_identity
 from sincere.runner import PARTIAL_DIR, Child, RunSpec, keep_run, read_rows, script_argv
+from sincere.runs.client_side import ENGINE, server_params
+from sincere.runs.identity import with_identity
 from sincere.traffic.patterns import pattern_options
 
 STRATEGY = "external"  # the grid's strategy label: the server schedules as it does

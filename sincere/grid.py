@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sincere.identity import differences, params_hash, run_identity
+from sincere.runs.identity import differences, params_hash, run_identity
 from sincere.scheduling.strategies import STRATEGIES, strategy_slug
 
 

@@ -11,8 +11,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from sincere.metrics import swapped_batches
 from sincere.plots import colors_for, legend_line, save_figure
+from sincere.runs.metrics import swapped_batches
 
 
 def _queue_steps(arrival_s: np.ndarray, dispatch_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

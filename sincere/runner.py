@@ -29,8 +29,8 @@ from sincere import REPO_ROOT
 from sincere.engine.process import split_cores
 from sincere.grid import GridPoint
 from sincere.host.processes import die_with_parent
-from sincere.identity import differences, params_hash, run_identity, with_identity
-from sincere.records import write_json_atomic
+from sincere.runs.identity import differences, params_hash, run_identity, with_identity
+from sincere.runs.records import write_json_atomic
 from sincere.scheduling.strategies import make_strategy
 from sincere.scheduling.strategies import options_from_constants as strategy_options
 from sincere.schemas import REQUEST_STATUSES

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sincere.identity import ENGINE_KEYS, PROFILE_KEYS, REPEAT_KEYS, params_hash, run_identity
-from sincere.metrics import WRITTEN_KEYS, completed_latencies_s, run_metrics
-from sincere.rundirs import (
+from sincere.runs.identity import ENGINE_KEYS, PROFILE_KEYS, REPEAT_KEYS, params_hash, run_identity
+from sincere.runs.metrics import WRITTEN_KEYS, completed_latencies_s, run_metrics
+from sincere.runs.rundirs import (
     RUN_FILE,
     RunDirError,
     find_run_dirs,
@@ -210,7 +210,7 @@ def summarise_run(run_dir: Path, results_root: Path | None = None) -> RunRecord:
     """Read one run directory and compute its metrics; `RunDirError` when it cannot be used."""
     warnings: list[str] = []
     info = read_run_json(run_dir)
-    from sincere import client_runs  # it builds on this module's rows
+    from sincere.runs import client_side as client_runs  # it builds on this module's rows
 
     if client_runs.is_client_side(info):  # traffic to another server: client.csv only
         return client_runs.summarise_client_run(run_dir, info, results_root)

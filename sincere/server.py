@@ -27,11 +27,11 @@ from typing import Any
 
 import pandas as pd
 
-from sincere.fidelity import profile_fit
-from sincere.identity import with_identity
-from sincere.metrics import run_metrics
 from sincere.profiles.profile_set import ProfileSet
-from sincere.records import (
+from sincere.runs.fidelity import profile_fit
+from sincere.runs.identity import with_identity
+from sincere.runs.metrics import run_metrics
+from sincere.runs.records import (
     BatchRecord,
     RequestRecord,
     RunRecorder,
@@ -138,7 +138,7 @@ class ExperimentServer:
         self._busy_model: str | None = None
         self.last_end_s = 0.0
         self.traffic_end_s: float | None = None  # when stop() came
-        # The server's own time between batches (sincere.fidelity): scheduling, records, GIL.
+        # The server's own time between batches (sincere.runs.fidelity): scheduling, records, GIL.
         self._last_arrival_s = 0.0
         self._waiting_for_s: float | None = None
         self.server_time_s = 0.0

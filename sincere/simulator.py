@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sincere.fidelity import profile_fit
 from sincere.grid import GridPoint
-from sincere.identity import with_identity
-from sincere.metrics import run_metrics
 from sincere.profiles.length_term import served_prompt_tokens
 from sincere.profiles.profile_set import ProfileSet
-from sincere.records import (
+from sincere.runs.fidelity import profile_fit
+from sincere.runs.identity import with_identity
+from sincere.runs.metrics import run_metrics
+from sincere.runs.records import (
     BatchRecord,
     RequestRecord,
     RunRecorder,

@@ -1,5 +1,5 @@
 """Tables over many runs (SPEC section 6): grid cells with intervals, CC pairs, simulated versus
-measured pairs. Inputs are summary_runs rows (one per run, `sincere.rundirs`)."""
+measured pairs. Inputs are summary_runs rows (one per run, `sincere.runs.rundirs`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sincere.metrics import METRIC_KEYS
+from sincere.runs.metrics import METRIC_KEYS
 from sincere.stats import nanmean, paired_ratio_ci, ratio_ci, t_quantile
 
 # A grid cell: runs of one engine on one platform in one CC mode whose parameters agree except

@@ -18,8 +18,8 @@ import pytest
 from sincere.assets.workloads import read_workloads, write_workloads
 from sincere.engine.engine import Engine
 from sincere.experiment import serving
-from sincere.metrics import swapped_batches
 from sincere.runner import ROOT, script_argv
+from sincere.runs.metrics import swapped_batches
 from sincere.server import ExperimentServer
 from sincere.server_app import create_app
 from sincere.traffic.client import send_schedule

@@ -10,7 +10,7 @@ import pytest
 
 import simulate_experiments
 from sincere.grid import PlannedRun, RunConflict, runs_to_do
-from sincere.identity import ENGINE_KEYS, params_hash, run_identity
+from sincere.runs.identity import ENGINE_KEYS, params_hash, run_identity
 
 GRID = ["--strategies", "BestBatch+Timer", "--patterns", "gamma", "--means", "4",
         "--slas", "40", "--repeats", "1", "--duration-s", "60", "--workers", "1"]

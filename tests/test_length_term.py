@@ -187,7 +187,7 @@ def test_simulate_experiments_times_batches_by_the_prompts_the_generator_sends(
 def test_the_fit_to_the_profile_judges_a_batch_by_its_longest_prompt() -> None:
     import pandas as pd
 
-    from sincere.fidelity import longest_prompts, profile_fit
+    from sincere.runs.fidelity import longest_prompts, profile_fit
 
     profiles = length_profiles(FIT)
     # Two batches of one model that ran exactly as the length term says, no swaps.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sincere.rundirs import find_run_dirs
+from sincere.runs.rundirs import find_run_dirs
 from sincere.runsummary import summarise_runs
 from tests.helpers_rundirs import SyntheticRun
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import requests
 
-from sincere.records import CsvLog
+from sincere.runs.records import CsvLog
 from sincere.schemas import CLIENT_COLUMNS
 from sincere.traffic.api_modes import ApiMode, error_message, list_served_models, sincere_health
 from sincere.traffic.schedule import Schedule

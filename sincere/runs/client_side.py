@@ -24,9 +24,9 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 
-from sincere.identity import with_identity
-from sincere.metrics import METRIC_KEYS
-from sincere.rundirs import RUN_FILE, read_csv
+from sincere.runs.identity import with_identity
+from sincere.runs.metrics import METRIC_KEYS
+from sincere.runs.rundirs import RUN_FILE, read_csv
 from sincere.runsummary import RunRecord, flat_params
 
 CLIENT_SIDE = "client"

@@ -44,7 +44,7 @@ def profile_fit(batches: pd.DataFrame, profiles: ProfileSet, max_new_tokens: int
     ``swap_vs_profile``: mean over batches that swapped of swap_s / (U_from + L_m), the model
     unloaded being ``swap_from`` (none before the first load). 1 means the run went as
     profiled."""
-    from sincere.metrics import swapped_batches
+    from sincere.runs.metrics import swapped_batches
 
     if batches is None or batches.empty:
         return {"processing_vs_profile": None, "swap_vs_profile": None}
