@@ -8,9 +8,9 @@ One run per process: requests wait in per-model queues; one scheduler thread ask
 (MODE, the same objects the simulator uses) which batch to run, swaps models (one on the GPU at a
 time, the others kept in host RAM) and answers each request when its batch is done. POST /stop
 (api_calls.py sends it) drains the queues and writes the run directory: requests.csv,
-batches.csv, monitor.csv and run.json. See sincere/server_app.py for every endpoint; the
+batches.csv, monitor.csv and run.json. See sincere/serving/app.py for every endpoint; the
 OpenAI-compatible ones (/v1/completions, /v1/chat/completions, /v1/models) are in
-sincere/openai_api.py. A run that no /start began (a standard load generator's) ends after
+sincere/serving/openai_api.py. A run that no /start began (a standard load generator's) ends after
 IDLE_STOP_S without requests, or at Ctrl-C / SIGTERM, and drains as after /stop.
 """
 
@@ -70,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from sincere.engine.process import start_engine
     from sincere.engine.static_decode import batch_buckets
-    from sincere.experiment import (
+    from sincere.host.environment import environment_block, format_environment
+    from sincere.runs.records import write_text_atomic
+    from sincere.serving.app import Limits, create_app
+    from sincere.serving.experiment import (
         build_server,
         make_http_server,
         profile_mismatches,
@@ -78,10 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         resolve_profiles,
         run_directory,
     )
-    from sincere.host.environment import environment_block, format_environment
-    from sincere.run_end import RunEnd
-    from sincere.runs.records import write_text_atomic
-    from sincere.server_app import Limits, create_app
+    from sincere.serving.run_end import RunEnd
 
     env = environment_block()
     print(format_environment(env), flush=True)

@@ -87,11 +87,11 @@ CC_MODE = ""  # with SERVER_URL: on or off, the server machine's CC mode when it
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
     from sincere import cluster
-    from sincere.experiment import grid_profiles
     from sincere.external_runs import external_params, external_points, run_external_point
     from sincere.grid import GridRun, PlannedRun, RunConflict, grid_runs, runs_to_do
     from sincere.runner import PARTIAL_DIR, RunSpec, run_point
     from sincere.runs.identity import run_identity
+    from sincere.serving.experiment import grid_profiles
     from sincere.traffic.patterns import PATTERNS as KNOWN_PATTERNS
     from sincere.traffic.patterns import options_from_constants
 

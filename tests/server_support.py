@@ -18,7 +18,6 @@ import pandas as pd
 
 from sincere.assets.workloads import read_workloads
 from sincere.engine.engine import Engine
-from sincere.experiment import serving
 from sincere.profiles.files import RowWriter, profile_path
 from sincere.profiles.profile_set import ProfileSet, load_profiles
 from sincere.profiles.profiling import (
@@ -31,8 +30,9 @@ from sincere.profiles.profiling import (
 )
 from sincere.scheduling.strategies import Strategy, make_strategy
 from sincere.scheduling.view import SchedulerView, largest_batch
-from sincere.server import ExperimentServer
-from sincere.server_app import Limits, create_app
+from sincere.serving.app import Limits, create_app
+from sincere.serving.experiment import serving
+from sincere.serving.server import ExperimentServer
 from sincere.traffic.api_modes import ApiMode
 from sincere.traffic.client import send_schedule
 from sincere.traffic.patterns import build_schedule

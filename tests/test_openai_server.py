@@ -17,12 +17,12 @@ import pytest
 import requests
 
 from sincere.engine.engine import Engine
-from sincere.experiment import serving
-from sincere.openai_schema import plain_chat_prompt
-from sincere.run_end import RunEnd
 from sincere.scheduling.strategies import make_strategy
-from sincere.server import ExperimentServer
-from sincere.server_app import Limits, create_app
+from sincere.serving.app import Limits, create_app
+from sincere.serving.experiment import serving
+from sincere.serving.openai_schema import plain_chat_prompt
+from sincere.serving.run_end import RunEnd
+from sincere.serving.server import ExperimentServer
 from tests.server_support import HoldToLargest, live_server
 
 MODELS = ["granite-7b", "gemma-7b", "llama3-8b"]

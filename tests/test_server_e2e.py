@@ -142,10 +142,10 @@ def test_adding_a_model_folder_mid_run(engine, tiny_models: Path, tiny_profile,
     """POST /models serves a folder from anywhere under a new alias, once it has a profile."""
     import dataclasses
 
-    from sincere.experiment import serving
     from sincere.scheduling.strategies import make_strategy
-    from sincere.server import ExperimentServer
-    from sincere.server_app import create_app
+    from sincere.serving.app import create_app
+    from sincere.serving.experiment import serving
+    from sincere.serving.server import ExperimentServer
 
     copy = dataclasses.replace(tiny_profile["llama3-8b"], model="llama-copy")
     profiles = dataclasses.replace(tiny_profile,
@@ -184,10 +184,10 @@ def test_adding_a_model_folder_mid_run(engine, tiny_models: Path, tiny_profile,
 def test_times_are_final_when_the_run_finishes(engine, tiny_profile, tmp_path: Path) -> None:
     """A request refused after the run finished is recorded and counted, but no duration, rate
     or fraction changes (before, run_time_s grew to the moment of the late request)."""
-    from sincere.experiment import serving
     from sincere.scheduling.strategies import make_strategy
-    from sincere.server import ExperimentServer
-    from sincere.server_app import create_app
+    from sincere.serving.app import create_app
+    from sincere.serving.experiment import serving
+    from sincere.serving.server import ExperimentServer
 
     offset_s = [0.0]  # the server's clock, advanced by hand once the run is over
     server = ExperimentServer(engine, tiny_profile, make_strategy("Immediate"), 30.0, 2,

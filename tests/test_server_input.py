@@ -16,10 +16,10 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sincere.experiment import serving
 from sincere.scheduling.strategies import make_strategy
-from sincere.server import ExperimentServer
-from sincere.server_app import InputError, Limits, create_app, parse_inference
+from sincere.serving.app import InputError, Limits, create_app, parse_inference
+from sincere.serving.experiment import serving
+from sincere.serving.server import ExperimentServer
 from tests.server_support import HoldToLargest, live_server
 
 LIMITS = Limits(max_prompt_chars=2000, max_body_bytes=8192)

@@ -1,7 +1,7 @@
 """A run's identity: every parameter that changes what it measures, and a hash of them.
 
 run.json's ``params`` block holds these parameters under the same names for a simulated run
-(`sincere.simulator`) and a measured one (`sincere.server`, with the generator's schedule
+(`sincere.simulator`) and a measured one (`sincere.serving.server`, with the generator's schedule
 parameters); `run_identity` picks them out of it, normalised so that the same run described twice
 gives the same identity (a mix given as weights or as shares, a path or the file it names).
 The grid scripts compare ``params_hash`` before reusing a finished run, and results processing

@@ -24,8 +24,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sincere.server_app import MODEL_ALIAS, InputError, Limits
-from sincere.server_app import _type_name as type_name
+from sincere.serving.app import MODEL_ALIAS, InputError, Limits
+from sincere.serving.app import _type_name as type_name
 
 COMPLETIONS = "completions"
 CHAT = "chat"

@@ -24,9 +24,8 @@ import time
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
 
-from sincere import openai_schema as schema
-from sincere.server import ExperimentServer
-from sincere.server_app import (
+from sincere.serving import openai_schema as schema
+from sincere.serving.app import (
     MODEL_ALIAS,
     REQUEST_ID,
     InputError,
@@ -36,8 +35,9 @@ from sincere.server_app import (
     read_body,
     submit_and_wait,
 )
+from sincere.serving.server import ExperimentServer
 
-log = logging.getLogger("sincere.openai_api")
+log = logging.getLogger("sincere.serving")
 
 PREFIX = "/v1"
 

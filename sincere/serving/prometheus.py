@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from flask import Flask, Response
 
-from sincere.server import ExperimentServer
+from sincere.serving.server import ExperimentServer
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

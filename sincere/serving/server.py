@@ -2,7 +2,7 @@
 
 Request threads only validate, enqueue and wait; one scheduler thread asks the strategy (the same
 objects the simulator calls, on the real clock), swaps models and runs batches through the
-engine, and settles every request with a status. The HTTP layer is in ``sincere.server_app``.
+engine, and settles every request with a status. The HTTP layer is in ``sincere.serving.app``.
 Prompts and generated texts live only in memory, on their way to and from the caller.
 
 The run's clock starts at ``begin()`` (the generator's ``POST /start``, or the first request),
@@ -44,7 +44,7 @@ from sincere.scheduling.queues import QueueBook, Request
 from sincere.scheduling.strategies import Strategy
 from sincere.scheduling.view import Decision
 
-log = logging.getLogger("sincere.server")
+log = logging.getLogger("sincere.serving")
 
 STRAGGLER_GRACE_S = 10.0  # after /stop, how long requests issued before it may still arrive
 

@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 from flask import Flask, request
 
-from sincere.server import ExperimentServer
+from sincere.serving.server import ExperimentServer
 
-log = logging.getLogger("sincere.run_end")
+log = logging.getLogger("sincere.serving")
 
 
 class RunEnd:

@@ -19,7 +19,7 @@ from sincere.profiles.files import cc_label, device_name
 from sincere.profiles.profile_set import ProfileError, ProfileSet, load_profiles
 from sincere.scheduling.strategies import make_strategy, strategy_slug
 from sincere.scheduling.strategies import options_from_constants as strategy_options
-from sincere.server import ExperimentServer
+from sincere.serving.server import ExperimentServer
 
 LISTEN_BACKLOG = 4096  # connections the kernel holds while the accept loop catches up
 
@@ -167,7 +167,7 @@ def serving(app: Any, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sincere.experiment --profile-name``: this machine's profile set name."""
+    """``python -m sincere.serving.experiment --profile-name``: this machine's profile set name."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)

@@ -5,8 +5,8 @@
     POST   /stop           {"issued": N, "params": {...}, "wait": true}: drain, write, totals
     GET    /health, /status
     GET    /models; POST /models {"alias"[, "path"]}; DELETE /models/<alias>
-    POST   /v1/completions, /v1/chat/completions; GET /v1/models (sincere.openai_api)
-    GET    /metrics (the run's counters for Prometheus scrapers, sincere.prometheus)
+    POST   /v1/completions, /v1/chat/completions; GET /v1/models (sincere.serving.openai_api)
+    GET    /metrics (the run's counters for Prometheus scrapers, sincere.serving.prometheus)
 
 Every call to /inference (or /v1/completions, /v1/chat/completions), and every call to a wrong
 path or with a wrong method, ends in requests.csv with a status; bad input gets a 4xx and
@@ -29,9 +29,9 @@ from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from sincere.profiles.profile_set import ProfileError
-from sincere.server import ExperimentServer, Pending, Refused
+from sincere.serving.server import ExperimentServer, Pending, Refused
 
-log = logging.getLogger("sincere.server_app")
+log = logging.getLogger("sincere.serving")
 
 INFERENCE_FIELDS = ("prompt", "model_alias")
 OPTIONAL_INFERENCE_FIELDS = ("request_id",)
@@ -333,7 +333,10 @@ def create_app(server: ExperimentServer, limits: Limits = Limits(),
                              f"{', '.join(server.models) or 'none'}", 404) from None
         return jsonify(removed=alias, queued_requests_failed=failed, models=server.models)
 
-    from sincere import openai_api, prometheus  # they build on this module's helpers
+    from sincere.serving import (
+        openai_api,
+        prometheus,  # they build on this module's helpers
+    )
 
     openai_api.register(app, server, limits)
     prometheus.register(app, server)
