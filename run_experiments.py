@@ -19,7 +19,7 @@ With SERVER_URL set, the grid (PATTERNS x MEANS x SLAS x REPEATS) goes to that s
 which the user runs (vLLM, SGLang, any OpenAI-compatible server; API openai-completions or
 openai-chat, the key from OPENAI_API_KEY): no server is started here, no profile is needed, and
 each run is kept client-side, with the CC mode that CC_MODE gives when it cannot be detected
-(sincere/external_runs.py; docs/openai.md).
+(sincere/grid/external.py; docs/openai.md).
 """
 
 import signal
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from sincere.assets import architectures
 from sincere.cli import parse_constants
-from sincere.grid import expand_grid
+from sincere.grid.points import expand_grid
 
 RESULTS_DIR = "results"  # where the run directories go
 PROFILES = "auto"  # profile set for the server (auto: this device and CC mode's newest)
@@ -86,10 +86,10 @@ CC_MODE = ""  # with SERVER_URL: on or off, the server machine's CC mode when it
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
-    from sincere import cluster
-    from sincere.external_runs import external_params, external_points, run_external_point
-    from sincere.grid import GridRun, PlannedRun, RunConflict, grid_runs, runs_to_do
-    from sincere.runner import PARTIAL_DIR, RunSpec, run_point
+    from sincere.grid import cluster
+    from sincere.grid.external import external_params, external_points, run_external_point
+    from sincere.grid.points import GridRun, PlannedRun, RunConflict, grid_runs, runs_to_do
+    from sincere.grid.runner import PARTIAL_DIR, RunSpec, run_point
     from sincere.runs.identity import run_identity
     from sincere.serving.experiment import grid_profiles
     from sincere.traffic.patterns import PATTERNS as KNOWN_PATTERNS

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sincere.assets.workloads import read_workloads
 from sincere.cli import parse_constants
-from sincere.grid import PlannedRun, RunConflict, expand_grid, runs_to_do
+from sincere.grid.points import PlannedRun, RunConflict, expand_grid, runs_to_do
 from sincere.profiles.length_term import prompt_token_counts
 from sincere.profiles.profile_set import ProfileError, ProfileSet, load_profiles
 from sincere.runs.identity import run_identity

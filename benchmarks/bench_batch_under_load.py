@@ -88,7 +88,7 @@ def run_layout(layout: str, cfg, prompts: list[str], burst: list[str], best: int
     import requests
 
     from sincere.engine.process import split_cores
-    from sincere.runner import start_server
+    from sincere.grid.runner import start_server
 
     with tempfile.TemporaryDirectory() as scratch:
         run_dir = Path(scratch) / "run"

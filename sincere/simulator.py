@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sincere.grid import GridPoint
+from sincere.grid.points import GridPoint
 from sincere.profiles.length_term import served_prompt_tokens
 from sincere.profiles.profile_set import ProfileSet
 from sincere.runs.fidelity import profile_fit

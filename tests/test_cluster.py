@@ -2,7 +2,7 @@
 instance for the module), the tiny models, real servers and generators on the nodes.
 
 The two worker nodes are CPU machines labelled as a CC-off and a CC-on node, as
-``python -m sincere.node --resources --cc-mode ...`` labels them; each has two run slots.
+``python -m sincere.grid.node --resources --cc-mode ...`` labels them; each has two run slots.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import pandas as pd
 import psutil
 import pytest
 
-from sincere.grid import GridPoint, GridRun, grid_runs
-from sincere.node import node_resources, pack_run, unpack_run
-from sincere.runner import ROOT, RunSpec, script_argv
+from sincere.grid.node import node_resources, pack_run, unpack_run
+from sincere.grid.points import GridPoint, GridRun, grid_runs
+from sincere.grid.runner import ROOT, RunSpec, script_argv
 
 RUN_FILES = ["batches.csv", "client.csv", "generator.log", "monitor.csv", "requests.csv",
              "run.json", "schedule.csv", "server.log"]
@@ -217,8 +217,8 @@ def test_both_cc_modes_pair_in_the_report(grids: Grids) -> None:
 
 
 def node_list(address: str) -> str:
-    """``python -m sincere.cluster --nodes``: a line per alive node."""
-    listed = subprocess.run([sys.executable, "-m", "sincere.cluster", "--nodes", "--address",
+    """``python -m sincere.grid.cluster --nodes``: a line per alive node."""
+    listed = subprocess.run([sys.executable, "-m", "sincere.grid.cluster", "--nodes", "--address",
                              address], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert listed.returncode == 0, listed.stdout + listed.stderr
     return listed.stdout
@@ -356,7 +356,7 @@ def test_a_packed_run_lands_whole_and_replaces_an_earlier_attempt(tmp_path: Path
 
 
 def test_paths_in_this_checkout_move_under_node_root(tmp_path: Path) -> None:
-    from sincere.cluster import for_node
+    from sincere.grid.cluster import for_node
 
     spec = RunSpec(results_dir=tmp_path, server_options={
         "MODELS_DIR": ROOT / "models", "PROFILES_DIR": Path("/data/profiles"), "MODELS": ["a"]},

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import simulate_experiments
-from sincere.grid import PlannedRun, RunConflict, runs_to_do
+from sincere.grid.points import PlannedRun, RunConflict, runs_to_do
 from sincere.runs.identity import ENGINE_KEYS, params_hash, run_identity
 
 GRID = ["--strategies", "BestBatch+Timer", "--patterns", "gamma", "--means", "4",

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from sincere.assets.workloads import read_workloads
-from sincere.runner import ROOT, check_accounting
+from sincere.grid.runner import ROOT, check_accounting
 from sincere.runs.client_side import client_run_json, read_client_side
 from sincere.runs.records import write_json_atomic
 from sincere.runsummary import summarise_run

@@ -6,7 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from sincere.runner import check_accounting, script_argv
+from sincere.grid.runner import check_accounting, script_argv
 
 
 def run_grid(results: Path, tiny_models: Path, server_workloads: Path, tiny_profile,
@@ -86,8 +86,8 @@ def test_a_run_without_its_files_fails_at_once_naming_them(tmp_path: Path, tiny_
                                                            server_workloads, tiny_profile) -> None:
     """The check a Ray node makes before it starts anything: each missing input is named,
     and the run is kept as failed without a server."""
-    from sincere.grid import GridPoint
-    from sincere.runner import RunSpec, run_point
+    from sincere.grid.points import GridPoint
+    from sincere.grid.runner import RunSpec, run_point
 
     profiles_dir = Path(tiny_profile.loading_file).parent
     spec = RunSpec(results_dir=tmp_path / "results", server_options={

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sincere.grid import GridPoint, expand_grid
+from sincere.grid.points import GridPoint, expand_grid
 from sincere.profiles.profile_set import load_profiles
 from sincere.scheduling.strategies import make_strategy
 from sincere.simulator import (

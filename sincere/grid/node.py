@@ -1,12 +1,12 @@
 """What one machine of a Ray cluster does for the grid: the resources it advertises, and a run.
 
-Nothing here imports ray. ``run_on_node`` is the body of the Ray task that sincere/cluster.py
+Nothing here imports ray. ``run_on_node`` is the body of the Ray task that sincere/grid/cluster.py
 submits for each run: on the node that Ray picked, it runs ``run_point`` (server and generator as
 subprocesses, the accounting check) into a scratch folder and returns the run.json and the run
 directory packed as one tar archive, which the driver unpacks into RESULTS_DIR.
 
-    python -m sincere.node --resources                 # the JSON for `ray start --resources`
-    python -m sincere.node --resources --runs-per-node 2 --cc-mode off
+    python -m sincere.grid.node --resources            # the JSON for `ray start --resources`
+    python -m sincere.grid.node --resources --runs-per-node 2 --cc-mode off
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from sincere.grid import CC_MODES, GridPoint, cc_name
-from sincere.runner import PARTIAL_DIR, ROOT, RunSpec, keep_unrun, promote, run_point
+from sincere.grid.points import CC_MODES, GridPoint, cc_name
+from sincere.grid.runner import PARTIAL_DIR, ROOT, RunSpec, keep_unrun, promote, run_point
 from sincere.runs.records import write_json_atomic
 
 RUN_SLOT = "sincere_run"  # the Ray resource a run holds on a node without GPUs
@@ -94,8 +94,8 @@ def _node_mismatch(cc_mode: str, node_root: Path) -> str:
         detected = detect_cc()["cc_mode"]
         if detected in CC_MODES and detected != cc_mode:
             return (f"{host} advertises {cc_name(cc_mode)} but its GPU reports CC {detected}; "
-                    "restart Ray there with the resources `python -m sincere.node --resources` "
-                    "prints")
+                    "restart Ray there with the resources "
+                    "`python -m sincere.grid.node --resources` prints")
     return ""
 
 
@@ -138,7 +138,7 @@ def unpack_run(archive_bytes: bytes, results_dir: Path, run_id: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sincere.node --resources``: the JSON of this node's resources for
+    """``python -m sincere.grid.node --resources``: the JSON of this node's resources for
     ``ray start --resources``."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--resources", action="store_true", required=True,

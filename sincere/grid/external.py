@@ -5,7 +5,7 @@ so each run starts only the generator (api_calls.py with ``EXTERNAL``): the same
 open loop, its client.csv and schedule.csv, and a client-side run.json
 (``sincere.runs.client_side``) with the CC mode of the server's machine, detected or as the user
 gave it (``CC_MODE``). The server's own scheduling is what is measured, so the grid has no
-strategies: its run ids begin with ``external``. Runs are staged and kept as ``sincere.runner``
+strategies: its run ids begin with ``external``. Runs are staged and kept as ``sincere.grid.runner``
 keeps real runs.
 """
 
@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sincere.grid import GridPoint
-from sincere.runner import PARTIAL_DIR, Child, RunSpec, keep_run, read_rows, script_argv
+from sincere.grid.points import GridPoint
+from sincere.grid.runner import PARTIAL_DIR, Child, RunSpec, keep_run, read_rows, script_argv
 from sincere.runs.client_side import ENGINE, server_params
 from sincere.runs.identity import with_identity
 from sincere.traffic.patterns import pattern_options

@@ -2,7 +2,7 @@
 of the CC mode the run asks for; every run directory comes back and lands in RESULTS_DIR.
 
 ray is imported only inside these functions, so that a grid without Ray never needs it. The
-task body is ``sincere.node.run_on_node``: the very ``run_point`` of a local run, on the node.
+task body is ``sincere.grid.node.run_on_node``: the very ``run_point`` of a local run, on the node.
 Tasks are never retried by Ray (a run redone on another node would not be the same
 measurement): a task lost with its worker or its node comes back as a failed run, which a
 rerun of the grid redoes, as it redoes any failed run.
@@ -21,9 +21,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sincere.grid import CC_MODES, GridRun, cc_name
-from sincere.node import RUN_SLOT, node_profiles, node_resources, run_on_node, unpack_run
-from sincere.runner import ROOT, STOP_GRACE_S, RunSpec, keep_unrun
+from sincere.grid.node import RUN_SLOT, node_profiles, node_resources, run_on_node, unpack_run
+from sincere.grid.points import CC_MODES, GridRun, cc_name
+from sincere.grid.runner import ROOT, STOP_GRACE_S, RunSpec, keep_unrun
 
 CC_SHARE = 0.001  # of a node's cc_<mode> resource (1) a run holds: a label, not a limit
 # After Ctrl-C, how long runs may take to stop their generator and server (run_point's
@@ -267,7 +267,8 @@ def describe_nodes(nodes: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sincere.cluster --nodes``: what each node of the Ray cluster offers a grid."""
+    """``python -m sincere.grid.cluster --nodes``: what each node of the Ray cluster offers a
+    grid."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)

@@ -27,7 +27,7 @@ from typing import Any
 
 from sincere import REPO_ROOT
 from sincere.engine.process import split_cores
-from sincere.grid import GridPoint
+from sincere.grid.points import GridPoint
 from sincere.host.processes import die_with_parent
 from sincere.runs.identity import differences, params_hash, run_identity, with_identity
 from sincere.runs.records import write_json_atomic
