@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sincere import plots, report, run_plots, runsummary, tables
 from sincere.cli import parse_constants
+from sincere.results import plots, report, run_plots, tables
+from sincere.results import summary as runsummary
 from sincere.runs import metrics, rundirs
 
 RESULTS_DIRS = ["results"]  # folders holding run directories (searched two levels deep)

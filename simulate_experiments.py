@@ -20,7 +20,7 @@ from sincere.profiles.length_term import prompt_token_counts
 from sincere.profiles.profile_set import ProfileError, ProfileSet, load_profiles
 from sincere.runs.identity import run_identity
 from sincere.scheduling.strategies import options_from_constants as strategy_options
-from sincere.simulator import SimTask, run_task
+from sincere.simulation.simulator import SimTask, run_task
 from sincere.traffic.patterns import options_from_constants
 
 RESULTS_DIR = "results_sim"  # where the run directories go

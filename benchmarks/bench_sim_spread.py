@@ -57,7 +57,7 @@ def with_relative_sd(profiles, relative_sd: float):
 def replay(schedule, served, strategy: str, profiles, cfg, seeds: int) -> list[tuple[float, float]]:
     """(SLA attainment, mean latency of completed requests) of each jitter seed's replay."""
     from sincere.scheduling.strategies import make_strategy
-    from sincere.simulator import simulate
+    from sincere.simulation.simulator import simulate
 
     figures = []
     for seed in range(seeds):

@@ -4,15 +4,15 @@
     python benchmarks/what_it_buys.py --sla 60 --out /tmp/what_it_buys.csv
 
 Each strategy of the original study meets each traffic pattern at MEAN requests/s with an SLA
-of SLA seconds for DURATION_S of traffic, in the simulator (sincere.simulator.simulate, the
-strategy objects the server uses), once per profile set and seed: the same arrivals for every
+of SLA seconds for DURATION_S of traffic, in the simulator (sincere.simulation.simulator.simulate,
+the strategy objects the server uses), once per profile set and seed: the same arrivals for every
 strategy and profile set of a pattern and seed. The shipped sets are the original study's way
 (``h100-orig_noncc``: float32, Hugging Face pipeline, loads from disk; ``h100-orig_cc`` the same
-under CC), bf16 eager ``generate`` with swaps from pinned host memory (``h100_noncc``, measured)
-and the fast engine (``h100-fast_noncc``: static KV cache + torch.compile; Llama measured, granite
-and gemma derived, see tools/make_example_profiles.py). Prints SLA attainment (mean of the seeds
-and their range), p90 latency and throughput, and the ratio FAST / BASELINE of SLA attainment;
-writes nothing unless --out names a CSV (one row per run).
+under CC), bf16 eager ``generate`` with swaps from pinned host memory (``h100_noncc``, measured) and
+the fast engine (``h100-fast_noncc``: static KV cache + torch.compile; Llama measured, granite and
+gemma derived, see tools/make_example_profiles.py). Prints SLA attainment (mean of the seeds and
+their range), p90 latency and throughput, and the ratio FAST / BASELINE of SLA attainment; writes
+nothing unless --out names a CSV (one row per run).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from sincere.profiles.profile_set import ProfileSet, load_profiles  # noqa: E402
 from sincere.runs.metrics import run_metrics  # noqa: E402
 from sincere.runs.records import as_row  # noqa: E402
 from sincere.scheduling.strategies import make_strategy  # noqa: E402
-from sincere.simulator import simulate  # noqa: E402
+from sincere.simulation.simulator import simulate  # noqa: E402
 from sincere.traffic.patterns import build_schedule  # noqa: E402
 
 PROFILE_SETS = ["h100-orig_noncc", "h100-orig_cc", "h100_noncc",

@@ -10,7 +10,7 @@ import pytest
 from sincere.profiles.profile_set import load_profiles
 from sincere.scheduling.bound import most_on_time, sla_attainment_bound
 from sincere.scheduling.strategies import STRATEGIES, make_strategy
-from sincere.simulator import simulate
+from sincere.simulation.simulator import simulate
 from sincere.traffic.patterns import build_schedule
 
 

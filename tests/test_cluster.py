@@ -198,8 +198,8 @@ def test_the_local_grid_never_imports_ray(grids: Grids) -> None:
 def test_both_cc_modes_pair_in_the_report(grids: Grids) -> None:
     """The report's CC comparison pairs the runs of the two modes cell by cell; a rerun of
     the grid finds every run done."""
-    from sincere.runsummary import summarise_runs
-    from sincere.tables import cc_comparison_table
+    from sincere.results.summary import summarise_runs
+    from sincere.results.tables import cc_comparison_table
 
     records, warnings = summarise_runs([grids.results], workers=1)
     assert not warnings, warnings

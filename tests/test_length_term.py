@@ -18,7 +18,7 @@ from sincere.profiles.length_term import (
 )
 from sincere.profiles.profile_set import BatchCurve, ProfileSet, read_batch_profile
 from sincere.scheduling.strategies import make_strategy
-from sincere.simulator import simulate
+from sincere.simulation.simulator import simulate
 from sincere.traffic.schedule import Schedule
 from tests.profile_fixtures import model
 

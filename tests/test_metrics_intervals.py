@@ -11,8 +11,8 @@ import math
 import pandas as pd
 import pytest
 
-from sincere.stats import mean_ci, ratio_ci, t_quantile
-from sincere.tables import cell_table
+from sincere.results.stats import mean_ci, ratio_ci, t_quantile
+from sincere.results.tables import cell_table
 
 
 @pytest.mark.parametrize(("probability", "df", "table_value"), [

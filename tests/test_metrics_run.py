@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from sincere.results.summary import summarise_run
 from sincere.runs.metrics import run_metrics, swapped_batches
-from sincere.runsummary import summarise_run
 from tests.helpers_rundirs import SyntheticRun
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sincere.report import with_groups
-from sincere.runsummary import run_cc_mode, summarise_runs
-from sincere.tables import (
+from sincere.results.report import with_groups
+from sincere.results.summary import run_cc_mode, summarise_runs
+from sincere.results.tables import (
     cc_comparison_table,
     cell_table,
     decomposition_table,
@@ -178,7 +178,7 @@ def test_the_measured_run_is_placed_in_the_range_of_the_simulated_replays(tmp_pa
     plain = sim_vs_real_table(runs_table(tmp_path / "sim", tmp_path / "real"))
     assert plain["replays"].isna().all() and plain["measured_within_replays"].isna().all()
 
-    # The simulator's replays of the same arrivals (sincere.simulator.replay_spread): SLA
+    # The simulator's replays of the same arrivals (sincere.simulation.simulator.replay_spread): SLA
     # attainment between 0.2 and 0.99, mean latency between 0.1 and 0.2 s.
     info = json.loads((sim_dir / "run.json").read_text())
     info["replays"] = {"runs": 20, "range_percentiles": [5.0, 95.0], "metrics": {

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from sincere.results.summary import summarise_runs
 from sincere.runs.rundirs import find_run_dirs
-from sincere.runsummary import summarise_runs
 from tests.helpers_rundirs import SyntheticRun
 
 

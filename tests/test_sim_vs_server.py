@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from sincere.scheduling.strategies import make_strategy
-from sincere.simulator import simulate
+from sincere.simulation.simulator import simulate
 from sincere.traffic.schedule import Schedule
 from tests.conftest import SERVER_TEST_NEW_TOKENS as MAX_NEW_TOKENS
 from tests.server_support import run_in_process, schedule_for

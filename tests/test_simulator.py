@@ -14,7 +14,7 @@ import pytest
 from sincere.grid.points import GridPoint, expand_grid
 from sincere.profiles.profile_set import load_profiles
 from sincere.scheduling.strategies import make_strategy
-from sincere.simulator import (
+from sincere.simulation.simulator import (
     ARRIVAL,
     BATCH_DONE,
     END_OF_TRAFFIC,

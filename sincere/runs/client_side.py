@@ -24,10 +24,10 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 
+from sincere.results.summary import RunRecord, flat_params
 from sincere.runs.identity import with_identity
 from sincere.runs.metrics import METRIC_KEYS
 from sincere.runs.rundirs import RUN_FILE, read_csv
-from sincere.runsummary import RunRecord, flat_params
 
 CLIENT_SIDE = "client"
 ENGINE = "external"  # run.json params.engine of a client-side run

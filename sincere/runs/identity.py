@@ -1,9 +1,9 @@
 """A run's identity: every parameter that changes what it measures, and a hash of them.
 
 run.json's ``params`` block holds these parameters under the same names for a simulated run
-(`sincere.simulator`) and a measured one (`sincere.serving.server`, with the generator's schedule
-parameters); `run_identity` picks them out of it, normalised so that the same run described twice
-gives the same identity (a mix given as weights or as shares, a path or the file it names).
+(`sincere.simulation.simulator`) and a measured one (`sincere.serving.server`, with the generator's
+schedule parameters); `run_identity` picks them out of it, normalised so that the same run described
+twice gives the same identity (a mix given as weights or as shares, a path or the file it names).
 The grid scripts compare ``params_hash`` before reusing a finished run, and results processing
 groups runs by their identity less what may differ between the runs it compares.
 """
@@ -110,7 +110,8 @@ def run_identity(params: Mapping[str, Any]) -> dict[str, Any]:
         # Batches timed by their longest prompt (sincere.profiles.length_term); absent before it
         # existed.
         identity["length_term"] = bool(params.get("length_term"))
-        # Jitter replays of the same arrivals (sincere.simulator); one before they existed.
+        # Jitter replays of the same arrivals (sincere.simulation.simulator); one before they
+        # existed.
         identity["replays"] = int(params.get("replays") or 1)
     else:
         identity.update({key: params.get(key) for key in ("decode", "host_cache",

@@ -1,7 +1,7 @@
 """One run's metrics (SPEC section 6) from its requests.csv, batches.csv and monitor.csv.
 
-Tables over many runs are in `sincere.tables`, the statistics behind their intervals in
-`sincere.stats`. Pure functions of DataFrames in the documented schemas (`sincere.schemas`),
+Tables over many runs are in `sincere.results.tables`, the statistics behind their intervals in
+`sincere.results.stats`. Pure functions of DataFrames in the documented schemas (`sincere.schemas`),
 vectorised so that the simulator can call `run_metrics` for every run it writes. Undefined
 values (no completed request, no GPU samples) are ``None`` in a run's dict, so that they
 serialise to JSON ``null``, and NaN in tables.
@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from sincere.stats import nanmean
+from sincere.results.stats import nanmean
 
 # Every key `run_metrics` returns, in the order of the summary tables.
 METRIC_KEYS = (

@@ -1,7 +1,7 @@
 """Find and read run directories (SPEC section 2) robustly, for `process_results.py`.
 
 A run directory is any folder holding a ``run.json``. A missing or malformed file raises
-`RunDirError` naming the file; `sincere.runsummary` turns that into a warning.
+`RunDirError` naming the file; `sincere.results.summary` turns that into a warning.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Statistics without scipy: Student t quantiles, mean intervals and ratio intervals.
 
-Used by the grid tables (`sincere.tables`) to put a confidence interval on every cell mean and on
-every CC ratio.
+Used by the grid tables (`sincere.results.tables`) to put a confidence interval on every cell mean
+and on every CC ratio.
 """
 
 from __future__ import annotations

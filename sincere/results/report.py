@@ -1,7 +1,7 @@
 """The self-contained report.html of `process_results.py`, and how runs and numbers are labelled.
 
-The page embeds every figure (`sincere.plots`, `sincere.run_plots`) as a base64 data URI and
-uses no script and no external resource, so it opens offline from wherever it is copied.
+The page embeds every figure (`sincere.results.plots`, `sincere.results.run_plots`) as a base64 data
+URI and uses no script and no external resource, so it opens offline from wherever it is copied.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from sincere.plots import colors_for, legend_line, save_figure
+from sincere.results.plots import colors_for, legend_line, save_figure
 from sincere.runs.metrics import swapped_batches
 
 

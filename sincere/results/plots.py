@@ -19,7 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from sincere.report import format_number, with_pairs
+from sincere.results.report import format_number, with_pairs
 
 DPI = 90
 

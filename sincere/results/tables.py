@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sincere.results.stats import nanmean, paired_ratio_ci, ratio_ci, t_quantile
 from sincere.runs.metrics import METRIC_KEYS
-from sincere.stats import nanmean, paired_ratio_ci, ratio_ci, t_quantile
 
 # A grid cell: runs of one engine on one platform in one CC mode whose parameters agree except
-# the seed and repeat (cell_id hashes the rest: `sincere.runsummary.identity_columns`); the
+# the seed and repeat (cell_id hashes the rest: `sincere.results.summary.identity_columns`); the
 # other columns are there to be read. ``platform`` is what ran: the GPU of a measured run, the
 # profile set (less its _cc / _noncc suffix) of a simulated one.
 CELL_KEY = ("engine", "platform", "strategy", "pattern", "mean_rps", "sla_s", "cc_mode",
@@ -88,7 +88,7 @@ def cc_comparison_table(runs: pd.DataFrame, metric_keys: Sequence[str] = METRIC_
 
     Long format, one row per (cell, metric): the two means over complete repeats, and the ratio
     computed repeat by repeat (the two sides of a repeat share their arrivals) with the interval
-    of the paired log-ratios (`sincere.stats.paired_ratio_ci`); ``interval`` says how it was
+    of the paired log-ratios (`sincere.results.stats.paired_ratio_ci`); ``interval`` says how it was
     obtained. Engine and platform are part of the pair, so simulated and measured runs, or runs
     on different GPUs or profile families, are never paired.
     """
@@ -144,7 +144,8 @@ def sim_vs_real_table(runs: pd.DataFrame,
     return pd.DataFrame(rows, columns=columns)
 
 
-# A simulated side's spread over replays of its arrivals (sincere.simulator.replay_spread).
+# A simulated side's spread over replays of its arrivals
+# (sincere.simulation.simulator.replay_spread).
 REPLAY_RANGE_COLUMNS = ("replays", "replays_mean", "replays_low", "replays_high",
                         "measured_within_replays")
 
@@ -197,7 +198,7 @@ def decomposition_table(sim_real: pd.DataFrame) -> pd.DataFrame:
         sim, real = both(part)
         rows[f"{part.removesuffix('_s')}_error_s"] = sim - real
     # Where the simulated side replayed its arrivals: the range of its replays, and whether the
-    # measurement fell in it (sincere.simulator.replay_spread).
+    # measurement fell in it (sincere.simulation.simulator.replay_spread).
     replayed = sim_real.dropna(subset=["replays_low", "replays_high"])
     if not replayed.empty:
         ranges = replayed.pivot_table(index=key, columns="metric",

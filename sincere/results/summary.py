@@ -188,8 +188,9 @@ def _written(info: dict[str, Any]) -> dict[str, float | None]:
 
 
 def replay_columns(info: dict[str, Any]) -> dict[str, float | int | None]:
-    """A simulated run's spread over its replays (run.json ``replays``: sincere.simulator) as
-    ``replays`` and ``replays_<metric>_<mean|low|high>``; nothing for a run without one."""
+    """A simulated run's spread over its replays (run.json ``replays``:
+    sincere.simulation.simulator) as ``replays`` and ``replays_<metric>_<mean|low|high>``; nothing
+    for a run without one."""
     block = info.get("replays")
     if not isinstance(block, dict) or not isinstance(block.get("metrics"), dict):
         return {}
