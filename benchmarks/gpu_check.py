@@ -44,14 +44,14 @@ from typing import Any
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(_REPO_ROOT))
 
-from sincere.check_report import Report  # noqa: E402
-from sincere.cli import parse_constants  # noqa: E402
-from sincere.comparisons import (  # noqa: E402
+from benchmarks.check_report import Report  # noqa: E402
+from benchmarks.comparisons import (  # noqa: E402
     bandwidth,
     made_up_prompts,
     pipeline_seconds,
     token_agreement,
 )
+from sincere.cli import parse_constants  # noqa: E402
 
 OUT_DIR = ""  # results folder ("" = $OUT when set, else gpu_check_out)
 MODELS = ["granite-7b", "gemma-7b", "llama3-8b"]  # architectures built and swapped

@@ -11,8 +11,8 @@ from types import ModuleType
 import pytest
 import torch
 
+from benchmarks.comparisons import token_agreement
 from sincere.assets.architectures import HUB_IDS
-from sincere.comparisons import token_agreement
 from sincere.profiles.profile_set import load_profiles
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import statistics
 import time
 from typing import Any
 
-from sincere.check_report import Report
+from benchmarks.check_report import Report
 
 
 def token_agreement(static: list[list[int]], eager: list[list[int]]) -> dict[str, float]:
