@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sincere.results.stats import nanmean, paired_ratio_ci, ratio_ci, t_quantile
+from sincere.results.stats import mean_ci, nanmean, paired_ratio_ci, ratio_ci
 from sincere.runs.metrics import METRIC_KEYS
 
 # A grid cell: runs of one engine on one platform in one CC mode whose parameters agree except
@@ -33,7 +33,8 @@ def _complete(runs: pd.DataFrame) -> pd.Series:
 def cell_table(runs: pd.DataFrame, metric_keys: Sequence[str] = METRIC_KEYS,
                confidence: float = 0.95) -> pd.DataFrame:
     """One row per grid cell: ``<metric>_mean``, ``_ci_low``, ``_ci_high`` over its complete
-    runs (Student t interval; NaN bounds for a cell with one run). ``runs`` counts the complete
+    runs (`sincere.results.stats.mean_ci`: Student t interval; NaN bounds for a cell with one
+    run). ``runs`` counts the complete
     runs; failed ones are left out of the means, counted in ``runs_failed`` and named in
     ``failed_runs``."""
     if runs.empty:
@@ -46,23 +47,30 @@ def cell_table(runs: pd.DataFrame, metric_keys: Sequence[str] = METRIC_KEYS,
     table["failed_runs"] = runs["run_id"].where(~complete).groupby(
         by_cell, dropna=False).agg(lambda ids: ";".join(ids.dropna().astype(str)))
     done = runs[complete]
-    by_done = [done[k] for k in CELL_KEY]
-    columns = {}
-    for key in metric_keys:
-        grouped = pd.to_numeric(done[key], errors="coerce").groupby(by_done, dropna=False)
-        mean, std, count = grouped.mean(), grouped.std(ddof=1), grouped.count()
-        t = count.map(lambda n: t_quantile(0.5 + confidence / 2.0, n - 1) if n > 1 else math.nan)
-        half = t * std / np.sqrt(count)
-        columns[f"{key}_mean"] = mean
-        columns[f"{key}_ci_low"] = mean - half
-        columns[f"{key}_ci_high"] = mean + half
-    table = table.join(pd.DataFrame(columns), how="left")
+    values = _metric_matrix(done, metric_keys)
+    # Each cell's rows of ``values``, indexed as the counts above so that the join aligns them.
+    positions = pd.Series(np.arange(len(done)), index=done.index).groupby(
+        [done[k] for k in CELL_KEY], dropna=False, sort=True).agg(list)
+    intervals = np.array([[mean_ci(values[rows, j], confidence) for j in range(len(metric_keys))]
+                          for rows in positions], dtype=float).reshape(
+        len(positions), len(metric_keys), 3)
+    columns = {f"{key}_{part}": pd.Series(intervals[:, j, i], index=positions.index)
+               for j, key in enumerate(metric_keys)
+               for i, part in enumerate(("mean", "ci_low", "ci_high"))}
+    table = table.join(pd.DataFrame(columns, index=positions.index), how="left")
     table[["runs", "runs_failed"]] = table[["runs", "runs_failed"]].astype(int)
     return table.reset_index()
 
 
 def _metric_values(runs: pd.DataFrame, metric: str) -> np.ndarray:
     return pd.to_numeric(runs[metric], errors="coerce").to_numpy(dtype=float)
+
+
+def _metric_matrix(runs: pd.DataFrame, metric_keys: Sequence[str]) -> np.ndarray:
+    """The runs' values of every metric as numbers, a row per run and a column per metric
+    (NaN where a value is missing or not a number)."""
+    columns = [_metric_values(runs, m) for m in metric_keys]
+    return np.column_stack(columns) if columns else np.empty((len(runs), 0))
 
 
 def _ratio(noncc: pd.DataFrame, cc: pd.DataFrame, metric: str,
