@@ -4,7 +4,7 @@ measured pairs. Inputs are summary_runs rows (one per run, `sincere.runs.rundirs
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -73,20 +73,35 @@ def _metric_matrix(runs: pd.DataFrame, metric_keys: Sequence[str]) -> np.ndarray
     return np.column_stack(columns) if columns else np.empty((len(runs), 0))
 
 
-def _ratio(noncc: pd.DataFrame, cc: pd.DataFrame, metric: str,
+def _same_seeds(noncc_seeds: Sequence[Hashable],
+                cc_seeds: Sequence[Hashable]) -> tuple[np.ndarray, np.ndarray]:
+    """Which runs pair repeat by repeat: for each seed both sides ran (in the non-CC side's
+    order), the positions of the first non-CC and the first CC run with it. Runs without a
+    seed never pair."""
+    first_cc: dict[Hashable, int] = {}
+    for position, seed in enumerate(cc_seeds):
+        if pd.notna(seed):
+            first_cc.setdefault(seed, position)
+    paired_noncc, paired_cc, seen = [], [], set()
+    for position, seed in enumerate(noncc_seeds):
+        if pd.isna(seed) or seed in seen:
+            continue
+        seen.add(seed)
+        if seed in first_cc:
+            paired_noncc.append(position)
+            paired_cc.append(first_cc[seed])
+    return np.array(paired_noncc, dtype=int), np.array(paired_cc, dtype=int)
+
+
+def _ratio(noncc: np.ndarray, cc: np.ndarray, paired: tuple[np.ndarray, np.ndarray],
            confidence: float) -> tuple[float, float, float, str, int]:
-    """The non-CC / CC ratio of a metric over the repeats both sides ran with the same seed
-    (paired), or, when no seed matches, of the means with Fieller's interval (unpaired)."""
-    x = noncc.drop_duplicates("seed").set_index("seed")[metric]
-    y = cc.drop_duplicates("seed").set_index("seed")[metric]
-    seeds = [s for s in x.index if s in y.index and pd.notna(s)]
-    if seeds:
-        ratio, low, high, how = paired_ratio_ci(
-            pd.to_numeric(x[seeds], errors="coerce").to_numpy(float),
-            pd.to_numeric(y[seeds], errors="coerce").to_numpy(float), confidence)
-        return ratio, low, high, how, len(seeds)
-    ratio, low, high = ratio_ci(_metric_values(noncc, metric), _metric_values(cc, metric),
-                                confidence)
+    """The non-CC / CC ratio of one metric's values over the repeats both sides ran with the
+    same seed (``paired``: positions in ``noncc`` and ``cc``), or, when no seed matches, of the
+    means with Fieller's interval (unpaired)."""
+    if paired[0].size:
+        ratio, low, high, how = paired_ratio_ci(noncc[paired[0]], cc[paired[1]], confidence)
+        return ratio, low, high, how, int(paired[0].size)
+    ratio, low, high = ratio_ci(noncc, cc, confidence)
     return ratio, low, high, "unpaired (no seed on both sides): Fieller's interval", 0
 
 
@@ -104,19 +119,23 @@ def cc_comparison_table(runs: pd.DataFrame, metric_keys: Sequence[str] = METRIC_
     rows = []
     done = runs[_complete(runs)] if not runs.empty else runs
     if not done.empty:
-        for key, cell in done.groupby(pair_key, dropna=False, sort=True):
-            noncc = cell[cell["cc_mode"] == "off"]
-            cc = cell[cell["cc_mode"] == "on"]
-            if noncc.empty or cc.empty:
+        done = done.reset_index(drop=True)
+        values = _metric_matrix(done, metric_keys)
+        seeds, modes = done["seed"].tolist(), done["cc_mode"].to_numpy(object)
+        for key, cell in done[pair_key].groupby(pair_key, dropna=False, sort=True):
+            members = cell.index.to_numpy()  # rows of ``done`` and ``values``
+            noncc, cc = members[modes[members] == "off"], members[modes[members] == "on"]
+            if noncc.size == 0 or cc.size == 0:
                 continue
-            for metric in metric_keys:
-                ratio, low, high, how, pairs = _ratio(noncc, cc, metric, confidence)
+            paired = _same_seeds([seeds[r] for r in noncc], [seeds[r] for r in cc])
+            for j, metric in enumerate(metric_keys):
+                x, y = values[noncc, j], values[cc, j]
+                ratio, low, high, how, pairs = _ratio(x, y, paired, confidence)
                 rows.append({**dict(zip(pair_key, key, strict=True)), "metric": metric,
-                             "noncc_mean": nanmean(_metric_values(noncc, metric)),
-                             "cc_mean": nanmean(_metric_values(cc, metric)),
+                             "noncc_mean": nanmean(x), "cc_mean": nanmean(y),
                              "ratio_noncc_over_cc": ratio, "ratio_ci_low": low,
                              "ratio_ci_high": high, "interval": how, "pairs": pairs,
-                             "runs_noncc": len(noncc), "runs_cc": len(cc)})
+                             "runs_noncc": int(noncc.size), "runs_cc": int(cc.size)})
     columns = [*pair_key, "metric", "noncc_mean", "cc_mean", "ratio_noncc_over_cc",
                "ratio_ci_low", "ratio_ci_high", "interval", "pairs", "runs_noncc", "runs_cc"]
     return pd.DataFrame(rows, columns=columns)
