@@ -32,9 +32,10 @@ def differences(old: pd.DataFrame, new: pd.DataFrame, key: list[str], rtol: floa
     found += [f"column {c} only in the new table" for c in only_new]
     merged = old.astype({k: str for k in key}).merge(
         new.astype({k: str for k in key}), on=key, suffixes=("__old", "__new"))
+    names = ["/".join(row) for row in merged[key].astype(str).itertuples(index=False)]
     for column in [c for c in old.columns if c in new.columns and c not in key and c not in skip]:
         a, b = merged[f"{column}__old"], merged[f"{column}__new"]
-        for row, x, y in zip(merged[key].astype(str).agg("/".join, axis=1), a, b, strict=True):
+        for row, x, y in zip(names, a, b, strict=True):
             if not _same(x, y, rtol):
                 found.append(f"{row} {column}: {x!r} -> {y!r}")
     return found

@@ -1,0 +1,21 @@
+"""tools/compare_csv.py: what it calls agreement and what it reports."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from tools.compare_csv import differences
+
+KEY = ["cell_id", "metric"]
+
+
+def test_a_number_moved_beyond_the_tolerance_is_reported_and_one_within_it_is_not() -> None:
+    old = pd.DataFrame({"cell_id": ["a", "a"], "metric": ["x", "y"], "value": [1.0, 2.0]})
+    new = old.assign(value=[1.0 + 1e-12, 2.0 + 1e-6])
+    assert differences(old, new, KEY, 1e-9, set()) == ["a/y value: 2.0 -> 2.000001"]
+
+
+def test_tables_with_no_rows_agree() -> None:
+    # A results table that holds only its header (nothing paired) is compared too.
+    empty = pd.DataFrame({"cell_id": [], "metric": [], "value": []})
+    assert differences(empty, empty.copy(), KEY, 1e-9, set()) == []
