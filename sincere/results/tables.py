@@ -150,6 +150,11 @@ def sim_vs_real_table(runs: pd.DataFrame,
     pair_key = list(SIM_PAIR_KEY)
     rows = []
     done = runs[_complete(runs)] if not runs.empty else runs
+    if not done.empty:  # only cells run both ways pair: the others are left out at once
+        by_cell = [done[k] for k in pair_key]
+        both = (done["engine"].eq("sim").groupby(by_cell, dropna=False).transform("any")
+                & done["engine"].eq("hf").groupby(by_cell, dropna=False).transform("any"))
+        done = done[both]
     if not done.empty:
         for key, cell in done.groupby(pair_key, dropna=False, sort=True):
             for sim_platform, sim in cell[cell["engine"] == "sim"].groupby("platform"):
