@@ -29,7 +29,8 @@ from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from sincere.profiles.profile_set import ProfileError
-from sincere.serving.server import ExperimentServer, Pending, Refused
+from sincere.serving.admission import Pending, Refused
+from sincere.serving.server import ExperimentServer
 
 log = logging.getLogger("sincere.serving")
 
