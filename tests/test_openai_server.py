@@ -18,8 +18,9 @@ import requests
 
 from sincere.engine.engine import Engine
 from sincere.scheduling.strategies import make_strategy
-from sincere.serving.app import Limits, create_app
-from sincere.serving.experiment import serving
+from sincere.serving.app import create_app
+from sincere.serving.http_server import serving
+from sincere.serving.inputs import Limits
 from sincere.serving.openai_schema import plain_chat_prompt
 from sincere.serving.run_end import RunEnd
 from sincere.serving.server import ExperimentServer

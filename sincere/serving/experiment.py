@@ -1,19 +1,16 @@
-"""Wiring of the experiment server process: models, run directory, HTTP server.
+"""Wiring of the experiment server process from the script's constants: models, run directory,
+the server with its monitor.
 
-Kept apart from the script so that tests and benchmarks build the very same server in-process.
-Which profile set it plans with is ``sincere.profiles.selection``'s.
+Kept apart from the script (api_scheduler_experiments.py) so that tests and benchmarks build the
+very same server in-process. Which profile set it plans with is ``sincere.profiles.selection``'s;
+serving the app over HTTP, ``sincere.serving.http_server``'s.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
 from sincere.host.monitor import Monitor, visible_gpu
 from sincere.profiles.profile_set import ProfileSet
@@ -21,8 +18,6 @@ from sincere.profiles.selection import profile_mismatches
 from sincere.scheduling.strategies import make_strategy, strategy_slug
 from sincere.scheduling.strategies import options_from_constants as strategy_options
 from sincere.serving.server import ExperimentServer
-
-LISTEN_BACKLOG = 4096  # connections the kernel holds while the accept loop catches up
 
 
 def resolve_models(wanted: list[str], engine: Any, profiles: ProfileSet) -> list[str]:
@@ -75,34 +70,3 @@ def build_server(cfg: Any, engine: Any, profiles: ProfileSet, models: list[str],
         rate_window_s=cfg.RATE_WINDOW_S, params=params, environment=environment,
         monitor_factory=lambda start: Monitor(run_dir / "monitor.csv", period_s=period_s,
                                               gpu_index=visible_gpu(), start_monotonic=start))
-
-
-class _HttpServer(ThreadedWSGIServer):
-    request_queue_size = LISTEN_BACKLOG
-
-
-class _QuietHandler(WSGIRequestHandler):
-    """No access-log line per request (thousands a run); errors are still logged."""
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
-
-
-def make_http_server(host: str, port: int, app: Any) -> ThreadedWSGIServer:
-    """A threaded WSGI server (a thread per connection) with a deep listen backlog."""
-    return _HttpServer(host, port, app, handler=_QuietHandler)
-
-
-@contextlib.contextmanager
-def serving(app: Any, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Serve ``app`` from a thread of this process (tests, benchmarks); yields its URL."""
-    httpd = make_http_server(host, port, app)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                              name="http", daemon=True)
-    thread.start()
-    try:
-        yield f"http://{host}:{httpd.server_port}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(10.0)
