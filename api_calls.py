@@ -129,8 +129,8 @@ def write_client_run(run_dir: Path, cfg: argparse.Namespace, api: ApiMode, param
                      issued: int, served: list[str], cc_mode: tuple[str, str],
                      started_epoch_s: float) -> dict:
     """run.json of a run against a server that is not SINCERE's (no key in it)."""
+    from sincere.files import write_json_atomic
     from sincere.runs.client_side import client_run_json, read_client_side, server_params
-    from sincere.runs.records import write_json_atomic
 
     run = client_run_json(
         run_dir.name, {**params, "strategy": "external", "sla_s": cfg.SLA,

@@ -18,10 +18,10 @@ import pytest
 import requests
 
 from sincere.assets.workloads import read_workloads
+from sincere.files import write_json_atomic
 from sincere.grid.runner import ROOT, check_accounting
 from sincere.results.summary import summarise_run
 from sincere.runs.client_side import client_run_json, read_client_side
-from sincere.runs.records import write_json_atomic
 from sincere.scheduling.strategies import make_strategy
 from sincere.traffic.api_modes import ApiMode
 from sincere.traffic.client import send_schedule

@@ -27,10 +27,10 @@ from typing import Any
 
 from sincere import REPO_ROOT
 from sincere.engine.process import split_cores
+from sincere.files import write_json_atomic
 from sincere.grid.points import GridPoint
 from sincere.host.processes import die_with_parent
 from sincere.runs.identity import differences, params_hash, run_identity, with_identity
-from sincere.runs.records import write_json_atomic
 from sincere.scheduling.strategies import make_strategy
 from sincere.scheduling.strategies import options_from_constants as strategy_options
 from sincere.schemas import REQUEST_STATUSES

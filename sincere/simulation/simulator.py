@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sincere.files import write_json_atomic
 from sincere.grid.points import GridPoint
 from sincere.profiles.length_term import served_prompt_tokens
 from sincere.profiles.profile_set import ProfileSet
@@ -34,7 +35,6 @@ from sincere.runs.records import (
     as_row,
     served,
     settled,
-    write_json_atomic,
 )
 from sincere.scheduling.bound import sla_attainment_bound
 from sincere.scheduling.queues import QueueBook, Request

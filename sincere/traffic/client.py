@@ -22,7 +22,7 @@ from typing import Any
 
 import requests
 
-from sincere.runs.records import CsvLog
+from sincere.files import CsvWriter
 from sincere.schemas import CLIENT_COLUMNS
 from sincere.traffic.api_modes import ApiMode, error_message, list_served_models, sincere_health
 from sincere.traffic.schedule import Schedule
@@ -148,7 +148,7 @@ def send_schedule(url: str, schedule: Schedule, prompts: Mapping[str, str], *,
            for i in range(len(schedule))):
         raise ValueError("every scheduled request needs a prompt id from the workloads folder")
     sender = _Sender(url, timeout_s, api or ApiMode())
-    log_file = CsvLog(client_csv, CLIENT_COLUMNS) if client_csv is not None else None
+    log_file = CsvWriter(client_csv, CLIENT_COLUMNS) if client_csv is not None else None
     rows: list[dict[str, Any]] = []
     rows_lock = threading.Lock()
     lateness_s = 0.0

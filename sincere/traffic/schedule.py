@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sincere.files import CsvWriter
 from sincere.schemas import SCHEDULE_COLUMNS
 
 
@@ -57,16 +58,12 @@ class Schedule:
         return [f"r{i:06d}" for i in range(len(self))]
 
     def write_csv(self, path: Path) -> None:
-        """Save as CSV; times use repr precision so `read_csv` gives back the same floats."""
-        path = Path(path)
-        with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(SCHEDULE_COLUMNS)
-            for request_id, time_s, model, prompt_id, tokens in zip(
+        """Save as CSV (``sincere.files.CsvWriter``: times to the microsecond)."""
+        with CsvWriter(path, SCHEDULE_COLUMNS, flush_each_row=False) as writer:
+            writer.write_many(
+                dict(zip(SCHEDULE_COLUMNS, row, strict=True)) for row in zip(
                     self.request_ids(), self.scheduled_s.tolist(), self.models, self.prompt_ids,
-                    self.prompt_tokens, strict=True):
-                writer.writerow([request_id, repr(time_s), model, prompt_id,
-                                 "" if tokens is None else tokens])
+                    self.prompt_tokens, strict=True))
 
     @classmethod
     def read_csv(cls, path: Path) -> Schedule:
