@@ -9,8 +9,6 @@ and are always stopped (SIGTERM, then SIGKILL) before ``run_point`` returns or r
 from __future__ import annotations
 
 import contextlib
-import csv
-import json
 import math
 import os
 import shutil
@@ -19,7 +17,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +27,12 @@ from sincere.engine.process import split_cores
 from sincere.files import write_json_atomic
 from sincere.grid.points import GridPoint
 from sincere.host.processes import die_with_parent
+from sincere.runs.accounting import check_server_run
 from sincere.runs.identity import differences, params_hash, run_identity, with_identity
+from sincere.runs.params import run_params, traffic_params
+from sincere.runs.rundirs import RunDirError, read_run_json
 from sincere.scheduling.strategies import make_strategy
 from sincere.scheduling.strategies import options_from_constants as strategy_options
-from sincere.schemas import REQUEST_STATUSES
 from sincere.traffic.client import ServerUnavailable, wait_for_server
 from sincere.traffic.patterns import pattern_options
 
@@ -129,24 +128,24 @@ class RunSpec:
         """run.json's ``params`` as this run's server and generator will write them, known
         before it runs: the grid compares their identity with a finished run's."""
         server, generator = self.server_options, self.generator_options
-        strategy = make_strategy(point.strategy, **strategy_options(server))
-        return {
-            "strategy": point.strategy, "strategy_params": strategy.params(),
-            "pattern": point.pattern,
-            "pattern_params": {name: generator[name.upper()]
-                               for name in pattern_options(point.pattern)
-                               if name.upper() in generator},
-            "mean_rps": point.mean_rps, "sla_s": point.sla_s, "duration_s": self.duration_s,
-            "seed": point.seed(self.base_seed), "repeat": point.repeat,
-            "models": list(server.get("MODELS") or generator.get("MODEL_MIX") or []),
-            "model_mix": generator.get("MODEL_MIX"),
-            "max_new_tokens": server.get("MAX_NEW_TOKENS"), "engine": "hf",
-            "profiles": self.profiles, "drain_timeout_s": self.drain_timeout_s,
-            "max_queue": server.get("MAX_QUEUE"), "decode": server.get("DECODE", "eager"),
-            "host_cache": server.get("HOST_CACHE", True),
-            "engine_process": server.get("ENGINE_PROCESS", True),
-            "pin_cores": server.get("PIN_CORES", True), **self.extra_params,
-        }
+        traffic = traffic_params(
+            pattern=point.pattern,
+            pattern_params={name: generator[name.upper()]
+                            for name in pattern_options(point.pattern)
+                            if name.upper() in generator},
+            mean_rps=point.mean_rps, duration_s=self.duration_s,
+            seed=point.seed(self.base_seed), repeat=point.repeat,
+            model_mix=generator.get("MODEL_MIX"))
+        return run_params(
+            traffic, strategy=point.strategy,
+            strategy_params=make_strategy(point.strategy, **strategy_options(server)).params(),
+            sla_s=point.sla_s, max_new_tokens=server.get("MAX_NEW_TOKENS"),
+            models=list(server.get("MODELS") or generator.get("MODEL_MIX") or []),
+            engine="hf", profiles=self.profiles, drain_timeout_s=self.drain_timeout_s,
+            max_queue=server.get("MAX_QUEUE"), decode=server.get("DECODE", "eager"),
+            host_cache=server.get("HOST_CACHE", True),
+            engine_process=server.get("ENGINE_PROCESS", True),
+            pin_cores=server.get("PIN_CORES", True)) | self.extra_params
 
     def missing_inputs(self) -> list[str]:
         """What this machine lacks of the files the run reads: the two scripts, a folder per
@@ -177,53 +176,13 @@ class RunSpec:
         return missing
 
 
-def read_rows(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def check_accounting(run_dir: Path) -> dict[str, Any]:
-    """Every issued request in requests.csv exactly once with a status, and the counts add up:
-    issued = received = ok + rejected + failed + unserved + shed."""
-    issued_ids = [r["request_id"] for r in read_rows(run_dir / "schedule.csv")]
-    client_ids = [r["request_id"] for r in read_rows(run_dir / "client.csv")]
-    server_rows = read_rows(run_dir / "requests.csv")
-    statuses = Counter(r.get("status", "") for r in server_rows)
-    per_id = Counter(r["request_id"] for r in server_rows)
-    problems = []
-    missing = [i for i in issued_ids if per_id[i] == 0]
-    if missing:
-        problems.append(f"{len(missing)} issued requests not in requests.csv (e.g. {missing[0]})")
-    doubled = [i for i, n in per_id.items() if n > 1]
-    if doubled:
-        problems.append(f"{len(doubled)} request ids more than once in requests.csv")
-    unanswered = sorted(set(issued_ids) - set(client_ids))
-    if unanswered:
-        problems.append(f"{len(unanswered)} issued requests not in client.csv")
-    strangers = sorted(set(per_id) - set(issued_ids))
-    if strangers:
-        problems.append(f"{len(strangers)} requests in requests.csv that were not issued")
-    bad = sorted(s for s in statuses if s not in REQUEST_STATUSES)
-    if bad:
-        problems.append(f"unknown status(es) in requests.csv: {', '.join(bad)}")
-    counts = {"issued": len(issued_ids), "received": len(server_rows),
-              "completed": statuses["ok"], "rejected": statuses["rejected"],
-              "failed": statuses["failed"], "unserved": statuses["unserved"],
-              "shed": statuses["shed"]}
-    if counts["issued"] != counts["received"]:
-        problems.append(f"issued {counts['issued']} != received {counts['received']}")
-    return {"ok": not problems, "counts": counts, "problems": problems}
-
-
 def _failed_run_json(run_dir: Path, point: GridPoint, spec: RunSpec, reason: str,
                      check: dict[str, Any]) -> dict[str, Any]:
     """run.json of a run that did not finish: the server's if it wrote one, else the grid's
     parameters, with the failure and the accounting of the rows that were flushed."""
     try:
-        run = json.loads((run_dir / "run.json").read_text())
-    except (OSError, ValueError):
+        run = read_run_json(run_dir)
+    except RunDirError:
         run = with_identity({"run_id": point.run_id, "params": spec.params(point),
                              "environment": {}})
     run["status"] = "failed"
@@ -299,14 +258,14 @@ def _keep(staging: Path, point: GridPoint, spec: RunSpec, reason: str, started: 
     """Check the staged run's books (adding ``problems``), complete its run.json (failed with
     ``reason`` when there is one) and move it to RESULTS_DIR/<run_id>; the run.json."""
     final = spec.results_dir / point.run_id
-    check = check_accounting(staging)
+    check = check_server_run(staging)
     if problems:
         check = {**check, "ok": False, "problems": [*check["problems"], *problems]}
     if not reason:
         try:
-            run = json.loads((staging / "run.json").read_text())
-        except (OSError, ValueError) as exc:
-            run, reason = {}, f"the server wrote no readable run.json ({type(exc).__name__})"
+            run = read_run_json(staging)
+        except RunDirError as exc:
+            run, reason = {}, f"the server wrote no readable run.json ({exc})"
         if not reason and run.get("status") != "complete":
             reason = f"server ended the run as {run.get('status')!r}"
     if reason:
