@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     from sincere.assets.workloads import read_workloads
     from sincere.runs.client_side import cc_mode_of
     from sincere.runs.params import traffic_params
-    from sincere.traffic.client import ServerUnavailable, find_server, send_schedule
+    from sincere.traffic.api_modes import ServerUnavailable
+    from sincere.traffic.client import find_server, send_schedule
     from sincere.traffic.patterns import build_schedule, options_from_constants
 
     url = cfg.URL.rstrip("/")

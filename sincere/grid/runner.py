@@ -33,7 +33,8 @@ from sincere.runs.params import run_params, traffic_params
 from sincere.runs.rundirs import RunDirError, read_run_json
 from sincere.scheduling.strategies import make_strategy
 from sincere.scheduling.strategies import options_from_constants as strategy_options
-from sincere.traffic.client import ServerUnavailable, wait_for_server
+from sincere.traffic.api_modes import ServerUnavailable
+from sincere.traffic.client import wait_for_server
 from sincere.traffic.patterns import pattern_options
 
 ROOT = REPO_ROOT  # where the scripts are
