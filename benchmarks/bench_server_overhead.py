@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from sincere.assets.architectures import DEFAULT_MODEL_MIX
     from sincere.assets.workloads import read_workloads
-    from sincere.grid.runner import Child, start_server
+    from sincere.grid.children import Child, start_server
     from sincere.traffic.patterns import build_schedule
 
     prompts = read_workloads(Path(cfg.WORKLOADS_DIR))

@@ -19,7 +19,7 @@ import requests
 
 from sincere.assets.workloads import read_workloads
 from sincere.files import write_json_atomic
-from sincere.grid.runner import ROOT
+from sincere.grid.children import ROOT
 from sincere.results.summary import summarise_run
 from sincere.runs.accounting import check_server_run
 from sincere.runs.client_side import client_run_json

@@ -6,7 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from sincere.grid.runner import script_argv
+from sincere.grid.children import script_argv
 from sincere.runs.accounting import check_server_run
 
 

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from sincere.cli import parse_constants
+from sincere.grid.children import ROOT, STOP_GRACE_S
 from sincere.grid.node import RUN_SLOT, node_profiles, node_resources, run_on_node, unpack_run
 from sincere.grid.points import CC_MODES, GridRun, cc_name
-from sincere.grid.runner import ROOT, STOP_GRACE_S, RunSpec, keep_unrun
+from sincere.grid.runner import RunSpec, keep_unrun
 
 CC_SHARE = 0.001  # of a node's cc_<mode> resource (1) a run holds: a label, not a limit
 # After Ctrl-C, how long runs may take to stop their generator and server (run_point's

@@ -18,8 +18,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from sincere.grid.children import Child, script_argv
 from sincere.grid.points import GridPoint
-from sincere.grid.runner import PARTIAL_DIR, Child, RunSpec, keep_run, script_argv
+from sincere.grid.runner import PARTIAL_DIR, RunSpec, keep_run
 from sincere.runs.accounting import check_client_run
 from sincere.runs.client_side import ENGINE, server_params
 from sincere.runs.identity import with_identity

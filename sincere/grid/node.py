@@ -25,8 +25,9 @@ from typing import Any
 
 from sincere.cli import parse_constants
 from sincere.files import write_json_atomic
+from sincere.grid.children import ROOT
 from sincere.grid.points import CC_MODES, GridPoint, cc_name
-from sincere.grid.runner import PARTIAL_DIR, ROOT, RunSpec, keep_unrun, promote, run_point
+from sincere.grid.runner import PARTIAL_DIR, RunSpec, keep_unrun, promote, run_point
 
 RUN_SLOT = "sincere_run"  # the Ray resource a run holds on a node without GPUs
 CC_SOURCE = "ray node resource"  # run.json's cc_source when the mode came from the node's label
