@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     from sincere.runs.params import traffic_params
     from sincere.traffic.api_modes import ServerUnavailable
     from sincere.traffic.client import find_server, send_schedule
-    from sincere.traffic.patterns import build_schedule, options_from_constants
+    from sincere.traffic.patterns import options_from_constants
+    from sincere.traffic.schedule import build_schedule
 
     url = cfg.URL.rstrip("/")
     try:

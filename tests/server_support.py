@@ -36,8 +36,7 @@ from sincere.serving.experiment import serving
 from sincere.serving.server import ExperimentServer
 from sincere.traffic.api_modes import ApiMode
 from sincere.traffic.client import send_schedule
-from sincere.traffic.patterns import build_schedule
-from sincere.traffic.schedule import Schedule
+from sincere.traffic.schedule import Schedule, build_schedule
 
 MODELS = ("granite-7b", "gemma-7b", "llama3-8b")
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sincere.traffic.patterns import PATTERNS, arrival_times, build_schedule, ramp_rate_integral
-from sincere.traffic.schedule import Schedule
+from sincere.traffic.patterns import PATTERNS, arrival_times, ramp_rate_integral
+from sincere.traffic.schedule import Schedule, build_schedule
 from sincere.traffic.traces import read_trace
 
 DATA = Path(__file__).parent / "data"

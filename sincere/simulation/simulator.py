@@ -43,8 +43,7 @@ from sincere.scheduling.bound import sla_attainment_bound
 from sincere.scheduling.queues import QueueBook, Request
 from sincere.scheduling.strategies import Strategy, make_strategy
 from sincere.schemas import BATCH_COLUMNS, REQUEST_COLUMNS
-from sincere.traffic.patterns import build_schedule
-from sincere.traffic.schedule import Schedule
+from sincere.traffic.schedule import Schedule, build_schedule
 
 # Event priorities at the same instant, lowest first.
 BATCH_DONE, ARRIVAL, END_OF_TRAFFIC, WAKE = 0, 1, 2, 3
