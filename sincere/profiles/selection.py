@@ -21,10 +21,6 @@ from sincere.cli import parse_constants
 from sincere.profiles.files import cc_label, device_name
 from sincere.profiles.profile_set import ProfileError, ProfileSet, load_profiles
 
-PROFILE_NAME = False  # print <device>_<cc|noncc> of this machine (what PROFILES=auto uses)
-DEVICE = ""  # torch device ("" = cuda when there is one, else cpu)
-DECODE = "eager"  # batch engine: eager or static
-
 
 def auto_profile_name(environment: dict[str, Any], device_type: str,
                       decode: str = "eager") -> str:
@@ -91,14 +87,19 @@ def grid_profiles(name: str, profiles_dir: Path, device: str, decode: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sincere.profiles.selection --profile-name``: this machine's profile set."""
-    cfg = parse_constants(globals(), argv)
-    if not cfg.PROFILE_NAME:
-        print("error: say what to print: --profile-name (see --help)", file=sys.stderr)
+    """``python -m sincere.profiles.selection --profile-name``: this machine's profile set name
+    (what ``PROFILES=auto`` uses)."""
+    args = parse_constants({"PROFILE_NAME": False, "DEVICE": "", "DECODE": "eager"}, argv,
+                           main.__doc__, comments={
+                               "PROFILE_NAME": "print <device>_<cc|noncc> of this machine",
+                               "DEVICE": "torch device (\"\" = cuda when there is one, else cpu)",
+                               "DECODE": "batch engine: eager or static"})
+    if not args.PROFILE_NAME:
+        print("error: give --profile-name", file=sys.stderr)
         return 2
     from sincere.host.environment import environment_block
 
-    print(auto_profile_name(environment_block(), _device_type(cfg.DEVICE), cfg.DECODE))
+    print(auto_profile_name(environment_block(), _device_type(args.DEVICE), args.DECODE))
     return 0
 
 

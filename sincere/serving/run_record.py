@@ -19,10 +19,10 @@ from typing import Any
 
 import pandas as pd
 
+from sincere.files import write_json_atomic
 from sincere.runs.fidelity import profile_fit
 from sincere.runs.identity import with_identity
 from sincere.runs.metrics import run_metrics
-from sincere.runs.records import write_json_atomic
 from sincere.scheduling.bound import sla_attainment_bound
 from sincere.serving.model_registry import ModelRegistry
 from sincere.serving.run_state import RunSetup, RunState
