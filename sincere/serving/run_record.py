@@ -2,8 +2,9 @@
 
 When the drain is over (``finish``, on the scheduler thread) intake closes, what is still queued
 is settled as ``unserved``, the run's time is fixed, the monitor stops, and run.json is written:
-the params (the generator's and the server's), the environment, the accounting, the times, the
-server's CPU figures and the summary metrics (``sincere.runs.metrics``), with the run's
+the params (the generator's and the server's, ``sincere.runs.params``), the environment, the
+accounting (``sincere.runs.accounting``), the traffic window (``sincere.runs.window``), the times,
+the server's CPU figures and the summary metrics (``sincere.runs.metrics``), with the run's
 identity (``sincere.runs.identity``). ``close`` closes the CSVs; requests refused after the
 run ended are in requests.csv and counted, and run.json is written again to say so. The
 summary figures only the server can compute (the SLA-attainment bound on the arrivals it
@@ -13,16 +14,19 @@ received, the fit to the profile, its own time per batch) are ``_written``'s.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any
 
 import pandas as pd
 
 from sincere.files import write_json_atomic
+from sincere.runs.accounting import server_books
 from sincere.runs.fidelity import profile_fit
 from sincere.runs.identity import with_identity
 from sincere.runs.metrics import run_metrics
+from sincere.runs.params import SIDE_KEYS, run_params
+from sincere.runs.rundirs import read_batches, read_monitor, read_requests
+from sincere.runs.window import traffic_window_s
 from sincere.scheduling.bound import sla_attainment_bound
 from sincere.serving.model_registry import ModelRegistry
 from sincere.serving.run_state import RunSetup, RunState
@@ -80,23 +84,25 @@ class RunRecord:
                      self.run_json["accounting"])
 
     def accounting(self) -> dict[str, int | None]:
-        """issued (as the generator said), received, completed, rejected, failed, unserved,
-        shed."""
+        """run.json's books (``sincere.runs.accounting``): issued as the generator said, then
+        received and one count per final status as the server recorded them."""
         counts = self.settler.counts()
-        return {"issued": self.state.issued, "received": counts["received"],
-                "completed": counts["ok"], "rejected": counts["rejected"],
-                "failed": counts["failed"], "unserved": counts["unserved"],
-                "shed": counts["shed"]}
+        return server_books(counts, counts["received"], self.state.issued)
 
-    def traffic_window_s(self) -> float:
-        """The traffic window: the generator's duration when it gave a finite one, else until
-        /stop came (a whole trace replayed), else the run time (a run that was aborted)."""
-        duration_s = self.params.get("duration_s")
-        if isinstance(duration_s, (int, float)) and math.isfinite(duration_s) and duration_s > 0:
-            return float(duration_s)
-        if self.state.traffic_end_s is not None:
-            return self.state.traffic_end_s
-        return self.run_time_s if self.run_time_s is not None else self.state.now()
+    def params_block(self) -> dict[str, Any]:
+        """run.json's ``params`` (``sincere.runs.params``): the generator's traffic half as it
+        gave it, and the serving half."""
+        setup = self.setup
+        removed = sorted(self.registry.removed)
+        side = {k: v for k, v in self.params.items() if k in SIDE_KEYS}
+        traffic = {k: v for k, v in self.params.items() if k not in SIDE_KEYS
+                   and k != "profiles"}
+        return run_params(
+            traffic, strategy=setup.strategy.name, strategy_params=setup.strategy.params(),
+            sla_s=setup.sla_s, max_new_tokens=setup.max_new_tokens,
+            models=sorted(self.state.book.models) + removed, engine="hf",
+            profiles=self.params.get("profiles"), drain_timeout_s=setup.drain_timeout_s,
+            max_queue=setup.max_queue, **{**side, "removed_models": removed})
 
     def _written(self, requests: pd.DataFrame, batches: pd.DataFrame) -> dict[str, Any]:
         """The summary figures only the server can compute: the SLA-attainment bound on the
@@ -117,21 +123,16 @@ class RunRecord:
         setup, state, loop = self.setup, self.state, self.loop
         run_time_s = self.run_time_s if self.run_time_s is not None else max(state.now(),
                                                                              loop.last_end_s)
-        window_s = self.traffic_window_s()
         accounting = self.accounting()  # first: the rows read next hold at least these
-        requests = pd.read_csv(setup.run_dir / "requests.csv")
-        batches = pd.read_csv(setup.run_dir / "batches.csv")
-        monitor_path = setup.run_dir / "monitor.csv"
-        monitor = pd.read_csv(monitor_path) if monitor_path.is_file() else None
-        removed = sorted(self.registry.removed)
+        requests = read_requests(setup.run_dir)
+        batches = read_batches(setup.run_dir)
+        monitor = read_monitor(setup.run_dir)
+        arrivals = requests["arrival_s"]
+        window_s = traffic_window_s(self.params.get("duration_s"),
+                                    float(arrivals.max()) if arrivals.notna().any() else None)
         return with_identity({
             "run_id": setup.run_dir.name, "status": state.end_status,
-            "params": {**self.params, "strategy": setup.strategy.name, "sla_s": setup.sla_s,
-                       "max_new_tokens": setup.max_new_tokens, "engine": "hf",
-                       "models": sorted(state.book.models) + removed,
-                       "removed_models": removed,
-                       "strategy_params": setup.strategy.params(),
-                       "drain_timeout_s": setup.drain_timeout_s, "max_queue": setup.max_queue},
+            "params": self.params_block(),
             "failure": state.failure, "broken_models": self.registry.broken_models(),
             "environment": self.environment, "accounting": accounting,
             "started_epoch_s": state.started_epoch_s, "traffic_end_s": state.traffic_end_s,

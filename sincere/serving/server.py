@@ -207,9 +207,6 @@ class ExperimentServer:
         shed."""
         return self.record.accounting()
 
-    def traffic_window_s(self) -> float:
-        return self.record.traffic_window_s()
-
     @property
     def run_json(self) -> dict[str, Any] | None:
         """run.json as written, or None before the run finishes."""
