@@ -189,7 +189,7 @@ def test_shipped_examples_are_what_the_tool_writes(tmp_path: Path,
 
 
 def test_a_profile_that_contradicts_the_server_is_named_with_its_fix() -> None:
-    from sincere.serving.experiment import profile_mismatches
+    from sincere.profiles.selection import profile_mismatches
 
     models = ["granite-7b", "llama3-8b"]
     cc_from_disk = load_profiles("h100-orig_cc")  # CC on, loads from disk
@@ -207,7 +207,7 @@ def test_the_server_refuses_to_start_on_a_contradicting_profile(tiny_models: Pat
                                                                 tmp_path: Path) -> None:
     import subprocess
 
-    from sincere.grid.runner import script_argv
+    from sincere.grid.children import script_argv
 
     result = subprocess.run(script_argv("api_scheduler_experiments.py", {
         "PROFILES": "h100-orig_noncc", "MODELS_DIR": tiny_models, "RUN_DIR": tmp_path / "run",
