@@ -8,7 +8,6 @@ missing, of another kind, disk to find) runs in a fraction of a second.
 
 from __future__ import annotations
 
-import csv
 import json
 import struct
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sincere.assets.architectures import HUB_IDS
+from sincere.files import CsvWriter
 
 MARKER_FILE = "sincere_model.json"
 MANIFEST_FILE = "manifest.csv"
@@ -114,10 +114,8 @@ def write_manifest(models_dir: Path) -> Path:
     """Rewrite ``manifest.csv`` from what is actually in ``models_dir``."""
     models_dir.mkdir(parents=True, exist_ok=True)
     path = models_dir / MANIFEST_FILE
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
-        writer.writeheader()
-        writer.writerows(scan_models(models_dir))
+    with CsvWriter(path, MANIFEST_COLUMNS, flush_each_row=False) as writer:
+        writer.write_many(scan_models(models_dir))
     return path
 
 
