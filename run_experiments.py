@@ -196,8 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     def local_profiles() -> list[str]:
         """Every run's servers plan with this machine's profile set (the nodes of a cluster
         have the same files at the same paths): read it, and say what would make the runs
-        fail (files missing, a profile that does not fit what is served), each with its fix."""
-        missing = spec_for(runs[0]).missing_inputs() if runs else []
+        fail (files missing here, a profile that does not fit what is served), each with its
+        fix. The nodes of a cluster check their own files, at NODE_ROOT."""
+        here = cfg.RAY_ADDRESS in ("", "local") and runs
+        missing = spec_for(runs[0]).missing_inputs() if here else []
         try:
             profile_set = grid_profiles(*profile_args)
         except ValueError as exc:  # the profile set is named once, not among the files
@@ -255,17 +257,20 @@ def main(argv: list[str] | None = None) -> int:
             config = cluster.ClusterConfig(cfg.RAY_ADDRESS, cfg.RUN_GPUS, cfg.RUNS_PER_NODE,
                                            cfg.NODE_ROOT)
             modes = [run.cc_mode for run in runs]
-            plan.startup_guess_s = startup_guess_s(cfg.RUN_GPUS > 0, cfg.DECODE)
+            gpus = find_gpu().count if cfg.RAY_ADDRESS == "local" else 0
+            on_gpus = cfg.RUN_GPUS > 0 and (gpus > 0 or cfg.RAY_ADDRESS != "local")
+            plan.startup_guess_s = startup_guess_s(on_gpus, cfg.DECODE)
             # PROFILES=auto on a cluster: each node plans with its own device's and CC mode's
             # profile, so the nodes are asked which; else the files here are the nodes' too.
             on_nodes = cfg.PROFILES == "auto" and cfg.RAY_ADDRESS != "local"
             problems = [] if on_nodes else local_profiles()
+            if problems and not cfg.DRY_RUN:  # before joining the cluster
+                return stop_for(problems)
             if not on_nodes:
                 choose()
             if cfg.DRY_RUN and cfg.RAY_ADDRESS == "local":  # plan without starting Ray
-                gpus = find_gpu().count
-                announce({mode: gpus // cfg.RUN_GPUS if gpus and cfg.RUN_GPUS > 0
-                          else float(cfg.RUNS_PER_NODE) for mode in modes})
+                announce({mode: gpus // cfg.RUN_GPUS if on_gpus else float(cfg.RUNS_PER_NODE)
+                          for mode in modes})
                 return stop_for(problems)
             if not (on_nodes or plan.todo or cfg.DRY_RUN):
                 announce({})  # every run done: no cluster to join

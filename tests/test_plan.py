@@ -158,3 +158,28 @@ def test_a_run_cost_without_a_profile_counts_no_drain() -> None:
     (406_350.0, "112.9 h (4.7 days)"), (18_720.0, "5.2 h"), (1_260.0, "21 min")])
 def test_format_hours(seconds: float, text: str) -> None:
     assert format_hours(seconds) == text
+
+
+def test_run_experiments_dry_run_plans_and_starts_nothing(tmp_path: Path, capsys,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import run_experiments
+
+    # main() turns SIGTERM into KeyboardInterrupt for its grid: not for the rest of this session.
+    monkeypatch.setattr(run_experiments.signal, "signal", lambda *_args: None)
+    common = ["--dry-run", "--results-dir", str(tmp_path / "results"),
+              "--models-dir", str(tmp_path / "models"), "--profiles", "h100-orig_noncc",
+              "--strategies", "BestBatch", "MaxGoodput", "--patterns", "gamma",
+              "--means", "4", "12", "--slas", "40", "--duration-s", "1200"]
+    assert run_experiments.main(common) == 0
+    out = capsys.readouterr().out
+    assert "run_experiments: 4 runs (0 already done with these parameters)" in out
+    # The shipped profile serves about 9 requests/s: 12 leaves a backlog, MaxGoodput sheds it.
+    [run_line] = [line for line in out.splitlines() if "a run: 1200 s of traffic" in line]
+    assert " s of drain (expected: the profile serves " in run_line
+    assert "before the runs can start: missing: " in out and "models/granite-7b" in out
+    assert out.rstrip().endswith("DRY_RUN: the plan only, nothing started")
+    assert not (tmp_path / "results").exists()
+    # On a local Ray instance (not started to plan): RUNS_PER_NODE runs at once.
+    assert run_experiments.main([*common, "--ray-address", "local", "--runs-per-node", "2",
+                                 "--run-gpus", "0"]) == 0
+    assert "for the 4 runs to do, 2 at once" in capsys.readouterr().out

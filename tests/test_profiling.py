@@ -159,6 +159,13 @@ def test_run_sweeps_says_which_model_and_size_and_the_time_left(tmp_path: Path) 
     assert lines[4] == "  b: sizes 1..2, no new size after 40 min (its share)"
     assert lines[6].endswith("  (20 min left of the time limit)")
 
+    lines.clear()  # under two minutes, in seconds
+    run_sweeps(profile, ["a"], [1], runs=1, max_new_tokens=50, source="t",
+               batch_path=tmp_path / "batch2.csv", best_path=tmp_path / "best2.csv",
+               time_limit_s=700.0, warmup=0, clock=lambda: now[0], log=lines.append)
+    assert lines[0] == "  a: sizes 1..1, no new size after 12 min (its share)"
+    assert lines[1].endswith("  (100 s left of the time limit)")
+
 
 @pytest.mark.parametrize(("max_batch", "expected"), [
     (0, [1, 2, 3, 5, 8]), (5, [1, 2, 3, 5]), (4, [1, 2, 3])])
@@ -517,4 +524,4 @@ def test_run_profiling_waits_quietly_and_says_what_is_left(tiny_models: Path, wo
     assert output.count("waiting for the app to read the models and answer /health") == 1
     assert "  granite-7b: sizes 1..1, no new size after" in output
     [batch_line] = [line for line in output.splitlines() if "granite-7b batch" in line]
-    assert batch_line.endswith("min left of the time limit)")
+    assert batch_line.endswith(" left of the time limit)")

@@ -294,7 +294,7 @@ def run_sweeps(profile: ProfileFn, models: Sequence[str], sizes: Sequence[int], 
 
     def row_log(line: str) -> None:
         log(line if end is None else
-            f"{line}  ({max(0.0, end - clock()) / 60:.0f} min left of the time limit)")
+            f"{line}  ({_minutes(end - clock())} left of the time limit)")
     outcomes: list[SweepOutcome] = []
     summary: list[dict[str, Any]] = []
     with CsvWriter(batch_path, BATCH_COLUMNS) as writer:
@@ -304,7 +304,7 @@ def run_sweeps(profile: ProfileFn, models: Sequence[str], sizes: Sequence[int], 
                             clock() + (end - clock()) / (len(models) - index))
                 log(f"  {model}: sizes {sizes[0]}..{sizes[-1]}" * bool(sizes) + (
                     "" if deadline is None else
-                    f", no new size after {(deadline - clock()) / 60:.0f} min (its share)"))
+                    f", no new size after {_minutes(deadline - clock())} (its share)"))
                 outcome = sweep_model(profile, model, sizes, runs, max_new_tokens, source,
                                       writer.write, deadline=deadline, warmup=warmup,
                                       warm_each_size=warm_each_size, clock=clock, log=row_log)
@@ -318,6 +318,12 @@ def run_sweeps(profile: ProfileFn, models: Sequence[str], sizes: Sequence[int], 
                 for entry in summary:
                     best_writer.write(entry)
     return outcomes, summary
+
+
+def _minutes(seconds: float) -> str:
+    """``151 min`` for a sweep's time left; ``45 s`` under two minutes."""
+    seconds = max(0.0, seconds)
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
 def report_sweeps(outcomes: Iterable[SweepOutcome], summary: Sequence[Mapping[str, Any]],
