@@ -111,8 +111,7 @@ def test_models_of_another_kind_are_refused_with_the_fix(tmp_path: Path,
 
 def study_config(tmp_path: Path, **values: object):
     """The module's constants, as run_pipeline.sh passes them, with folders under tmp_path."""
-    cfg = study.parse_constants({name: getattr(study, name) for name in study._FLAGS},
-                                [])
+    cfg = study.parse_settings([])
     cfg.MODELS_DIR, cfg.RESULTS_DIR = str(tmp_path / "models"), str(tmp_path / "results")
     cfg.WORKLOADS_DIR = str(tmp_path / "workloads")
     for name, value in values.items():

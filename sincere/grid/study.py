@@ -98,6 +98,13 @@ _FLAGS = ("STUDY", "PRESET", "MODEL_KIND", "MODELS_DIR", "WORKLOADS_DIR", "PROMP
           "REPEATS", "DURATION_S", "DECODE", "REQUIRE_GPU", "DRY_RUN")
 
 
+def parse_settings(argv: Sequence[str] | None = None):
+    """The flags above (run_pipeline.sh's constants) from ``argv``; ``--help`` lists each with
+    its comment."""
+    return parse_constants({name: value for name, value in globals().items()
+                            if name in _FLAGS or name in ("__file__", "__doc__")}, argv)
+
+
 def preset_lines(name: str) -> list[str]:
     """``NAME VALUE`` lines of the preset ``name`` (none without one)."""
     if not name:
@@ -200,8 +207,7 @@ def stage_lines(cfg) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Print a preset (--preset), or the pipeline's plan and checks: exit 2 when a check
     failed (0 with DRY_RUN), 0 otherwise."""
-    cfg = parse_constants({name: value for name, value in globals().items()
-                           if name in _FLAGS or name in ("__file__", "__doc__")}, argv)
+    cfg = parse_settings(argv)
     if cfg.STUDY and cfg.STUDY not in STUDIES:
         print(f"pipeline: no study preset {cfg.STUDY!r}; known: {', '.join(STUDIES)}",
               file=sys.stderr)
