@@ -378,9 +378,10 @@ class Engine:
         if self.is_cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
         started_s = time.perf_counter()
+        extra = {} if logits_processor is None else {"logits_processor": logits_processor}
         parts = run_in_parts(
             lambda indices: self._generate_batch([prompts[i] for i in indices], new_tokens,
-                                                 logits_processor),
+                                                 **extra),
             len(prompts), self._free_after_oom)
         if self.is_cuda:
             torch.cuda.synchronize(self.device)
