@@ -101,9 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     from sincere.grid.runner import PARTIAL_DIR, PROFILE_KINDS, RunSpec, run_point
     from sincere.host.environment import environment_block
     from sincere.host.preflight import find_gpu
-    from sincere.profiles.matching import fit_problems
     from sincere.profiles.profile_set import ProfileError
-    from sincere.serving.experiment import grid_profiles, profile_mismatches
+    from sincere.profiles.selection import fit_problems, grid_profiles, profile_mismatches
     from sincere.traffic.patterns import PATTERNS as KNOWN_PATTERNS
     from sincere.traffic.patterns import options_from_constants
 

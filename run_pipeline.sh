@@ -70,7 +70,7 @@ stage "plan"
     --max-batch "$MAX_BATCH" --profile-time-limit-s "$PROFILE_TIME_LIMIT_S" \
     --results-dir "$RESULTS_DIR" --decode "$DECODE" \
     --require-gpu "$REQUIRE_GPU" --dry-run "$dry_run" "${grid[@]}" || exit $?
-profile_set=$("$PYTHON" -m sincere.serving.experiment --profile-name --decode "$DECODE")
+profile_set=$("$PYTHON" -m sincere.profiles.selection --profile-name --decode "$DECODE")
 keep_profile=0
 if [[ "$FORCE_PROFILE" != 1 ]] \
         && compgen -G "$PROFILES_DIR/batch_profiling_${profile_set}_[0-9]*.csv" > /dev/null \

@@ -1,7 +1,7 @@
 """The checks before a long job, each failure with its fix: the Hub token, model folders of
 another kind, free disk, a GPU and its CC mode (sincere/host/preflight.py,
 sincere/grid/study.py), and a profile that does not fit what is served
-(sincere/profiles/matching.py)."""
+(sincere/profiles/selection.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 from sincere.assets.model_store import MARKER_FILE
 from sincere.grid import study
 from sincere.host.preflight import DiskNeed, Gpu, find_gpu, free_disk, gpu_check, hub_token
-from sincere.profiles.matching import fit_problems
 from sincere.profiles.profile_set import ProfileSet
+from sincere.profiles.selection import fit_problems
 from tests.profile_fixtures import model
 from tests.test_monitor import FakeNvml, cc_on_nvml, no_library, smi_missing
 
