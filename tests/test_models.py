@@ -24,15 +24,8 @@ import download_models
 import sincere.assets.hub
 from sincere.assets.architectures import HUB_IDS, TINY
 from sincere.assets.hub import describe_hub_error
-from sincere.assets.models import (
-    MANIFEST_COLUMNS,
-    count_parameters,
-    is_complete,
-    meta_model,
-    prepare_models,
-    scan_models,
-    write_manifest,
-)
+from sincere.assets.model_store import MANIFEST_COLUMNS, is_complete, scan_models, write_manifest
+from sincere.assets.models import count_parameters, meta_model, prepare_models
 
 GEMMA_API_URL = "https://huggingface.co/api/models/google/gemma-7b/revision/main"
 
