@@ -94,14 +94,17 @@ port_open() {
 }
 
 # 0 when the app at HOST:PORT answers /health with HTTP 200 and it is ours (its pid is APP_PID).
+# Quiet while nothing listens yet: bash reports a refused /dev/tcp connection on the stderr of
+# the shell that opens it, so that subshell's stderr goes nowhere.
 app_healthy() {
     local reply line
-    reply=$(exec 3<>"/dev/tcp/$HOST/$PORT" || exit 1
+    reply=$(exec 2>/dev/null
+            exec 3<>"/dev/tcp/$HOST/$PORT" || exit 1
             printf 'GET /health HTTP/1.0\r\nHost: %s\r\n\r\n' "$HOST" >&3
             while IFS= read -r -t 5 line <&3 || [[ -n "$line" ]]; do
                 printf '%s\n' "$line"
                 line=""
-            done) 2>/dev/null || return 1
+            done) || return 1
     [[ "$reply" == "HTTP/1."*" 200 "* && "$reply" == *"\"pid\":$APP_PID"[,}]* ]]
 }
 
@@ -134,6 +137,8 @@ start_group "$PYTHON" profiling_batch_flask.py --host "$HOST" --port "$PORT" \
     > "$app_log" 2>&1
 APP_PID=$!
 health_deadline_s=$(( SECONDS + HEALTH_WAIT_S ))
+echo "run_profiling: waiting for the app to read the models and answer /health" \
+     "(at most ${HEALTH_WAIT_S} s)"
 until app_healthy; do
     if ! kill -0 "$APP_PID" 2>/dev/null; then
         echo "run_profiling: the profiling app exited before answering; its log:" >&2

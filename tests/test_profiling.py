@@ -141,6 +141,32 @@ def test_run_sweeps_shares_the_time_limit_and_keeps_the_summary_when_interrupted
     assert [(b["model"], b["best_batch"]) for b in best] == [("a", "2"), ("b", "2")]
 
 
+def test_run_sweeps_says_which_model_and_size_and_the_time_left(tmp_path: Path) -> None:
+    now = [0.0]
+
+    def profile(model: str, size: int, run: int) -> dict[str, Any]:
+        now[0] += 600.0  # each batch takes 10 minutes on the fake clock
+        return {"processing_time_s": 600.0, "throughput_rps": size / 600.0, "oom": False}
+
+    lines: list[str] = []
+    run_sweeps(profile, ["a", "b"], [1, 2], runs=1, max_new_tokens=50, source="t",
+               batch_path=tmp_path / "batch.csv", best_path=tmp_path / "best.csv",
+               time_limit_s=3600.0, warmup=0, clock=lambda: now[0], log=lines.append)
+    assert lines[0] == "  a: sizes 1..2, no new size after 30 min (its share)"
+    assert lines[1].startswith("  a batch     1 run 1: ")
+    assert lines[1].endswith("  (50 min left of the time limit)")
+    assert lines[2].endswith("  (40 min left of the time limit)")
+    assert lines[4] == "  b: sizes 1..2, no new size after 40 min (its share)"
+    assert lines[6].endswith("  (20 min left of the time limit)")
+
+    lines.clear()  # under two minutes, in seconds
+    run_sweeps(profile, ["a"], [1], runs=1, max_new_tokens=50, source="t",
+               batch_path=tmp_path / "batch2.csv", best_path=tmp_path / "best2.csv",
+               time_limit_s=700.0, warmup=0, clock=lambda: now[0], log=lines.append)
+    assert lines[0] == "  a: sizes 1..1, no new size after 12 min (its share)"
+    assert lines[1].endswith("  (100 s left of the time limit)")
+
+
 @pytest.mark.parametrize(("max_batch", "expected"), [
     (0, [1, 2, 3, 5, 8]), (5, [1, 2, 3, 5]), (4, [1, 2, 3])])
 def test_sweep_sizes(max_batch: int, expected: list[int]) -> None:
@@ -478,3 +504,24 @@ def test_the_fastest_copy_mode_is_chosen_and_every_figure_given() -> None:
     assert choose({"pinned": [0.3], "chunked": [0.3]}, "m", 1.0).mode == "pinned"  # a tie
     with pytest.raises(ValueError, match="no copy mode"):
         choose({"pinned": "needs CUDA"}, "m", 1.0)
+
+
+@pytest.mark.slow
+def test_run_profiling_waits_quietly_and_says_what_is_left(tiny_models: Path, workloads: Path,
+                                                           tmp_path: Path) -> None:
+    """run_profiling.sh on the tiny models, one size: one line while the app starts (bash's
+    refused /dev/tcp connections are not shown), and each batch line with the time left."""
+    env = {**os.environ, "PYTHON": sys.executable, "MODELS_DIR": str(tiny_models),
+           "WORKLOADS_DIR": str(workloads), "PROFILES_DIR": str(tmp_path / "profiles"),
+           "LOG_DIR": str(tmp_path / "logs"), "PORT": str(free_port()), "ITERATIONS": "1",
+           "MAX_BATCH": "1", "RUNS": "1", "MAX_NEW_TOKENS": "3", "TIME_LIMIT_S": "600",
+           "MODELS": "granite-7b"}
+    done = subprocess.run(["bash", str(REPO_ROOT / "run_profiling.sh")], env=env,
+                          capture_output=True, text=True, timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "Connection refused" not in output and "/dev/tcp" not in output
+    assert output.count("waiting for the app to read the models and answer /health") == 1
+    assert "  granite-7b: sizes 1..1, no new size after" in output
+    [batch_line] = [line for line in output.splitlines() if "granite-7b batch" in line]
+    assert batch_line.endswith(" left of the time limit)")

@@ -36,6 +36,11 @@ def test_runs_are_kept_checked_and_resumed(tmp_path: Path, tiny_models, server_w
                  "server.log", "generator.log"):
         assert (done / name).is_file(), name
     assert "accounting ok" in first.stdout
+    # The plan before the run, and the run's line with the grid's progress.
+    assert "this machine (every run here is in its CC mode): " in first.stdout
+    assert "run_experiments: estimated " in first.stdout
+    [line] = [line for line in first.stdout.splitlines() if line.startswith("[1/1] ")]
+    assert "; accounting ok; elapsed " in line and line.endswith(", all runs done")
     assert not (results / ".partial").exists()
     # The identity the runner worked out before the run is the one the server recorded.
     assert "params_mismatch" not in run and len(run["params_hash"]) == 16
@@ -53,6 +58,10 @@ def test_runs_are_kept_checked_and_resumed(tmp_path: Path, tiny_models, server_w
                       ["Immediate", "BestBatch+Timer", "Dynamic+Delay"])
     assert second.returncode == 0, second.stdout + second.stderr
     assert "3 runs (1 already done with these parameters)" in second.stdout
+    assert "start-up and close (measured on 1 run)" in second.stdout
+    lines = [line for line in second.stdout.splitlines() if line.startswith("[")]
+    assert lines[0].startswith("[1/2] ") and " left" in lines[0] and "elapsed " in lines[0]
+    assert lines[1].startswith("[2/2] ") and lines[1].endswith(", all runs done")
     assert (done / "run.json").stat().st_mtime_ns == kept_mtime
     for name in ("bestbatch-timer", "dynamic-delay"):
         run = json.loads((results / f"{name}__constant__rate3__sla5__rep0" / "run.json")
