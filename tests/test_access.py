@@ -26,6 +26,8 @@ from sincere.access import KeyCheck, bearer_headers, exposure_error, server_tls
 from sincere.grid.children import ROOT, script_argv
 from sincere.scheduling.strategies import make_strategy
 from sincere.serving.http_server import serving
+from sincere.traffic.api_modes import ServerUnavailable
+from sincere.traffic.client import wait_for_server
 from tests.conftest import SERVER_TEST_NEW_TOKENS as NEW_TOKENS
 from tests.server_support import live_server
 
@@ -198,6 +200,11 @@ def test_https_with_a_certificate_made_here(engine, tiny_profile, certificate, t
             requests.get(f"{url}/health", timeout=30)
         with pytest.raises(requests.exceptions.ConnectionError):  # plain HTTP: no answer
             requests.get(f"http://127.0.0.1:{port}/health", timeout=30)
+        # The clients' wait says why, and which setting mends it.
+        with pytest.raises(ServerUnavailable, match="not trusted here: give its certificate"):
+            wait_for_server(url, 60.0)
+        with pytest.raises(ServerUnavailable, match="answers only an https:// URL"):
+            wait_for_server(f"http://127.0.0.1:{port}", 0.5)
         client = openai.OpenAI(
             base_url=f"{url}/v1", api_key=KEY, max_retries=0, timeout=60,
             http_client=openai.DefaultHttpxClient(
