@@ -181,6 +181,34 @@ def test_metrics_are_scraped_not_recorded(live) -> None:
     assert f'sincere_requests_total{{status="ok"}} {before["completed"]}' in text
     assert 'sincere_queue_length{model="llama3-8b"} 0' in text
     assert server.accounting() == before
+    # Nothing in flight: the requests settled by status add up to those received, once each.
+    samples = [line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#")]
+    settled = sum(int(v) for name, v in samples if name.startswith("sincere_requests_total{"))
+    received = [int(v) for name, v in samples if name == "sincere_requests_received_total"]
+    assert received == [before["received"]] and settled == before["received"]
+
+
+def test_metrics_count_a_request_once() -> None:
+    """received is a counter of its own: 7 received, 4 ok, 1 rejected, 2 still queued (so not
+    settled); sincere_requests_total sums to 5, never to 12."""
+    from sincere.serving.prometheus import exposition
+
+    class Counted:
+        def status(self) -> dict:
+            return {"counts": {"received": 7, "ok": 4, "rejected": 1, "failed": 0,
+                               "unserved": 0, "shed": 0},
+                    "queues": {"a": 2}, "now_s": 3.5}
+
+    lines = exposition(Counted(), in_flight=2).splitlines()
+    assert "sincere_requests_received_total 7" in lines
+    by_status = [line for line in lines if line.startswith("sincere_requests_total{")]
+    assert sorted(by_status) == ['sincere_requests_total{status="failed"} 0',
+                                 'sincere_requests_total{status="ok"} 4',
+                                 'sincere_requests_total{status="rejected"} 1',
+                                 'sincere_requests_total{status="shed"} 0',
+                                 'sincere_requests_total{status="unserved"} 0']
+    assert ('sincere_queue_length{model="a"} 2' in lines
+            and "sincere_requests_in_flight 2" in lines and "sincere_run_seconds 3.5" in lines)
 
 
 def test_every_call_is_in_the_records(live) -> None:
