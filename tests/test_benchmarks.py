@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import pytest
 import torch
@@ -40,10 +40,58 @@ def test_bench_swap_prints_both_paths_and_their_ratio_for_each_model(
             "host_cache_unload_mean_s"} <= set(header)
     table = {line.split()[0]: dict(zip(header, line.split(), strict=True))
              for line in lines if line.split()[:1] and line.split()[0] in HUB_IDS}
-    assert sorted(table) == sorted(HUB_IDS)
-    for row in table.values():
-        assert float(row["disk/cache"]) == pytest.approx(
-            float(row["disk_mean_s"]) / float(row["host_cache_mean_s"]), rel=0.02, abs=0.01)
+    assert sorted(table) == sorted(HUB_IDS)  # every model timed on both paths (the figures:
+    for row in table.values():               # below, on fake engines)
+        assert all(float(row[c]) > 0 for c in ("disk_mean_s", "host_cache_mean_s", "disk/cache"))
+
+
+class TimedLoads:
+    """An engine whose loads and unloads take preset seconds, as it reports them; its loads
+    come from ``loads_from`` (by default the host cache when it has one, else the disk)."""
+
+    def __init__(self, name: str, host_cache: bool, load_s: list[float],
+                 unload_s: list[float], calls: list[str], loads_from: str = "") -> None:
+        self.name, self.host_cache, self.calls = name, host_cache, calls
+        self.load_s, self.unload_s = iter(load_s), iter(unload_s)
+        self.loads_from = loads_from or ("host_cache" if host_cache else "disk")
+
+    def prefetch(self, alias: str) -> None:
+        self.calls.append(f"{self.name} prefetch")
+
+    def load(self, alias: str) -> SimpleNamespace:
+        self.calls.append(f"{self.name} load")
+        return SimpleNamespace(path=self.loads_from, seconds=next(self.load_s), size_gb=0.5)
+
+    def unload(self) -> float:
+        return next(self.unload_s)
+
+    def evict(self, alias: str) -> None:
+        self.calls.append(f"{self.name} evict")
+
+
+def test_bench_swap_interleaves_the_paths_and_leaves_out_the_warm_up() -> None:
+    bench = benchmark("bench_swap")
+    calls: list[str] = []
+    engines = {"disk": TimedLoads("disk", False, [9.0, 0.6, 0.7], [0.05] * 3, calls),
+               "host_cache": TimedLoads("cache", True, [5.0, 0.2, 0.1], [0.01] * 3, calls)}
+    seconds, size_gb = bench.time_paths(engines, "m", rounds=2, warmup=1)
+    # One warm-up round (9.0 and 5.0 s) left out, then the paths take turns round by round.
+    assert seconds == {"disk": [0.6, 0.7], "disk_unload": [0.05, 0.05],
+                       "host_cache": [0.2, 0.1], "host_cache_unload": [0.01, 0.01]}
+    assert calls == ["cache prefetch", *["disk load", "cache load"] * 3, "disk evict",
+                     "cache evict"]
+    # Means 0.65 and 0.15 s, each with a sample std of sqrt(2 * 0.05^2 / 1) = 0.0707 s; the
+    # disk path takes 0.65 / 0.15 = 4.33 times the cache's.
+    row = bench.table_row("m", size_gb, seconds)
+    assert row == {"model": "m", "size_gb": 0.5, "disk_mean_s": 0.65, "disk_std_s": 0.0707,
+                   "disk_unload_mean_s": 0.05, "disk_unload_std_s": 0.0,
+                   "host_cache_mean_s": 0.15, "host_cache_std_s": 0.0707,
+                   "host_cache_unload_mean_s": 0.01, "host_cache_unload_std_s": 0.0,
+                   "disk/cache": 4.33}
+    # A cache that loaded from disk would time the wrong path: refused, by name.
+    wrong = {"host_cache": TimedLoads("cache", True, [1.0], [0.0], [], loads_from="disk")}
+    with pytest.raises(RuntimeError, match="m: host_cache loaded from disk"):
+        bench.time_paths(wrong, "m", rounds=1, warmup=0)
 
 
 def test_gpu_profile_check_dry_run_writes_profiles_the_simulator_reads(
