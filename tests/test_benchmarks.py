@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
@@ -155,14 +156,27 @@ def test_token_agreement_is_a_share_of_positions(static: list[list[int]],
     assert agreement["first_token_fraction"] == pytest.approx(first)
 
 
-def test_what_it_buys_compares_the_profile_sets(capsys: pytest.CaptureFixture[str]) -> None:
+def test_what_it_buys_compares_the_profile_sets(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Each profile set meets the very same arrivals, and the table's last column is the fast
+    set's SLA attainment over the original study's, as written to --out."""
+    import pandas as pd
+
+    sets = ["h100-orig_noncc", "h100-orig_cc", "h100_noncc", "h100-fast_noncc"]
     status = benchmark("what_it_buys").main([
         "--patterns", "gamma", "--repeats", "1", "--duration-s", "120", "--workers", "1",
-        "--strategies", "BestBatch+Timer"])
+        "--strategies", "BestBatch+Timer", "--out", str(tmp_path / "runs.csv")])
     out = capsys.readouterr().out
     assert status == 0
-    for name in ("h100-orig_noncc", "h100_noncc", "h100-fast_noncc", "BestBatch+Timer"):
-        assert name in out
+    runs = pd.read_csv(tmp_path / "runs.csv").set_index("profiles")
+    assert sorted(runs.index) == sorted(sets)
+    assert runs["requests"].nunique() == 1 and runs["requests"].iloc[0] > 0  # one schedule
+    line = next(line.split() for line in out.splitlines()
+                if line.startswith("BestBatch+Timer") and "%" in line)
+    attainment = runs["sla_attainment"]
+    assert line[2:2 + 2 * len(sets):2] == [f"{attainment[name]:.1%}" for name in sets]
+    fast_over_original = attainment["h100-fast_noncc"] / attainment["h100-orig_noncc"]
+    assert line[-1] == f"{fast_over_original:.1f}x"
 
 
 def test_machine_drift_windows_are_full_ones_and_medians() -> None:
@@ -178,20 +192,35 @@ def test_bench_machine_drift_times_the_best_batch_against_its_first_window(
         capsys: pytest.CaptureFixture[str]) -> None:
     from tests.conftest import SERVER_TEST_NEW_TOKENS
 
+    def drifting_clock() -> Iterator[float]:
+        """The batches' clock: 0.25-s batches in the first second, 0.5-s ones in the second,
+        0.125-s ones in the third (the real engine runs each batch; this clock times it)."""
+        now_s = 0.0
+        yield now_s  # the start
+        for seconds, count in ((0.25, 4), (0.5, 2), (0.125, 8)):
+            for _ in range(count):
+                yield now_s  # the batch begins
+                now_s += seconds
+                yield now_s  # and ends
+        while True:
+            yield now_s  # 3 s: no batch begins, and the timing took 3 s
+
+    ticks = drifting_clock()
     status = benchmark("bench_machine_drift").main([
         "--models-dir", str(tiny_models), "--workloads-dir", str(server_workloads),
         "--profiles", "cpu_noncc",
         "--profiles-dir", str(Path(tiny_profile.batch_file).parent),
         "--max-new-tokens", str(SERVER_TEST_NEW_TOKENS), "--minutes", "0.05",
-        "--window-s", "1"])
+        "--window-s", "1"], clock=lambda: next(ticks))
     assert status == 0
     lines = capsys.readouterr().out.splitlines()
     best = tiny_profile["llama3-8b"].best_batch(SERVER_TEST_NEW_TOKENS)
     assert lines[0].startswith(f"llama3-8b: batch of {best} timed back to back")
-    rows = [line.split() for line in lines if line.split()[:1] and line.split()[0].endswith("s")
-            and line.split()[0][:-1].isdigit()]
-    assert len(rows) == 3 and rows[0][2] == "1.000"  # three 1-s windows, the first the baseline
-    assert "spread (slowest window / fastest)" in lines[-1]
+    # Medians 0.25, 0.5 and 0.125 s: 1, 2 and 0.5 times the first window's; 0.5 / 0.125 = 4.
+    assert [line.split() for line in lines[2:5]] == [["0s", "0.2500", "1.000"],
+                                                     ["1s", "0.5000", "2.000"],
+                                                     ["2s", "0.1250", "0.500"]]
+    assert lines[5] == "14 batches; spread (slowest window / fastest): 4.000"
 
 
 def test_bench_sim_spread_replays_one_cells_arrivals_with_each_spread(
@@ -211,11 +240,31 @@ def test_bench_sim_spread_replays_one_cells_arrivals_with_each_spread(
     rows = [line.split() for line in lines[2:]]
     assert [(r[0], r[1]) for r in rows] == [(s, sd) for s in ("Immediate", "BestBatch")
                                             for sd in ("profile's", "0.05", "0.2")]
-    for row in rows:
-        mean, low, high = (float(row[i].rstrip("%")) for i in (2, 4, 5))
-        assert 0 <= low <= mean <= high <= 100
     # The spread put in place is the one drawn from: every length term carries it.
     varied = bench.with_relative_sd(tiny_profile, 0.2)
     curves = [c for p in varied.models.values() for c in p.curves.values()]
     assert curves and all(c.length is None or c.length.relative_sd == 0.2 for c in curves)
     assert any(c.length is not None for c in curves)
+
+
+def test_bench_sim_spread_replays_are_other_draws_of_the_same_arrivals() -> None:
+    """Two requests of model a, 100 s apart, each served at once (Immediate) with an SLA of
+    5 s. The first waits for a's load (10 s) and runs alone (P(1) = 2 s): latency 12 s, late;
+    the second finds a loaded: 2 s, in time. Attainment 1/2, mean latency 7 s, whatever the
+    jitter seed when nothing varies; with a load time that varies (sd 3 s), every seed
+    draws another first latency."""
+    import numpy as np
+
+    from sincere.profiles.profile_set import ProfileSet
+    from sincere.traffic.schedule import Schedule
+    from tests.profile_fixtures import model, two_models
+
+    bench = benchmark("bench_sim_spread")
+    schedule = Schedule(np.array([0.0, 100.0]), ("a", "a"), ("", ""), (None, None), {})
+    cfg = SimpleNamespace(SLA_S=5.0, MAX_NEW_TOKENS=50, DURATION_S=120.0)
+    assert bench.replay(schedule, None, "Immediate", two_models(), cfg, 3) == [(0.5, 7.0)] * 3
+    varied = ProfileSet({"a": model("a", 10.0, 2.0, load_std_s=3.0)}, "test", "off",
+                        "loading.csv", "batch.csv")
+    figures = bench.replay(schedule, None, "Immediate", varied, cfg, 3)
+    assert [sla for sla, _ in figures] == [0.5] * 3
+    assert len({latency for _, latency in figures}) == 3
