@@ -140,6 +140,40 @@ def test_what_cannot_be_honoured_is_refused_and_recorded(live, kwargs, status, e
     assert server.accounting()["rejected"] == before + 1
 
 
+def test_a_streamed_request_refused_or_failed_gets_an_error_not_a_stream(
+        live, engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """stream: true changes nothing for an error: a request refused (a model that does not
+    exist) or failed (its batch raised) is answered with the HTTP status and OpenAI's error
+    object, as JSON, never as an event stream, and recorded as rejected or failed."""
+    url, server = live
+    before = server.accounting()
+    refused = requests.post(f"{url}/v1/completions", json={
+        "model": "mistral-7b", "prompt": "hi", "stream": True}, timeout=60)
+    assert refused.status_code == 404
+    assert refused.headers["Content-Type"].startswith("application/json")
+    assert refused.json()["error"]["code"] == "model_not_found"
+    with pytest.raises(openai.NotFoundError, match="'mistral-7b' does not exist"):
+        client(url).chat.completions.create(model="mistral-7b", stream=True,
+                                            messages=[{"role": "user", "content": "hi"}])
+
+    def failing(batch_prompts: list[str], max_new_tokens: int):
+        raise RuntimeError("injected fault")  # where the engine calls the model
+
+    monkeypatch.setattr(engine, "_generate_batch", failing)
+    failed = requests.post(f"{url}/v1/completions", json={
+        "model": "llama3-8b", "prompt": PROMPT, "stream": True}, timeout=60)
+    assert failed.status_code == 500
+    assert failed.headers["Content-Type"].startswith("application/json")
+    assert failed.json()["error"]["type"] == "server_error"
+    assert "RuntimeError" in failed.json()["error"]["message"]
+    with pytest.raises(openai.InternalServerError):
+        client(url).chat.completions.create(model="llama3-8b", stream=True,
+                                            messages=[{"role": "user", "content": "hi"}])
+    after = server.accounting()
+    assert (after["rejected"], after["failed"]) == (before["rejected"] + 2,
+                                                    before["failed"] + 2)
+
+
 def test_a_malformed_body_gets_openais_error_object(live) -> None:
     url, server = live
     before = server.accounting()["rejected"]
@@ -219,7 +253,7 @@ def test_every_call_is_in_the_records(live) -> None:
     accounting = stop["accounting"]
     rows = pd.read_csv(server.run_dir / "requests.csv")
     assert len(rows) == accounting["received"] == accounting["completed"] + accounting[
-        "rejected"]
+        "rejected"] + accounting["failed"]
     assert accounting["completed"] >= 8 and accounting["rejected"] >= len(REFUSED) + 3
     assert "mistral-7b" in set(rows["model"])
 
