@@ -362,6 +362,12 @@ def test_flask_app_runs_batches_and_reports_figures_only(tiny_models: Path,
     assert client.get("/health").get_json()["resident"] == "llama3-8b"
 
 
+@pytest.fixture(scope="module")
+def refusing_client(tiny_models: Path, app_prompts: dict[str, str]) -> Any:
+    """One profiling app for the requests it refuses (none of them runs a batch)."""
+    return profiling_client(tiny_models, app_prompts)
+
+
 @pytest.mark.parametrize(("body", "message"), [
     ({"model_alias": "mistral-7b", "batch_size": 1}, "model_alias must be one of"),
     ({"model_alias": "granite-7b", "batch_size": 0}, "batch_size must be an integer"),
@@ -371,9 +377,8 @@ def test_flask_app_runs_batches_and_reports_figures_only(tiny_models: Path,
     ({"model_alias": "granite-7b", "batch_size": 2, "prompt_ids": ["00000"]}, "differs"),
     ([1, 2], "JSON object"),
 ])
-def test_flask_app_refuses_bad_requests(tiny_models: Path, app_prompts: dict[str, str],
-                                        body: Any, message: str) -> None:
-    response = profiling_client(tiny_models, app_prompts).post("/profile", json=body)
+def test_flask_app_refuses_bad_requests(refusing_client: Any, body: Any, message: str) -> None:
+    response = refusing_client.post("/profile", json=body)
     assert response.status_code == 400
     assert message in response.get_json()["error"]
 
