@@ -62,8 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     from sincere.assets.workloads import read_workloads
     from sincere.runs.client_side import cc_mode_of
-    from sincere.traffic.client import ServerUnavailable, find_server, send_schedule
-    from sincere.traffic.patterns import build_schedule, options_from_constants
+    from sincere.runs.params import traffic_params
+    from sincere.traffic.api_modes import ServerUnavailable
+    from sincere.traffic.client import find_server, send_schedule
+    from sincere.traffic.patterns import options_from_constants
+    from sincere.traffic.schedule import build_schedule
 
     url = cfg.URL.rstrip("/")
     try:
@@ -88,10 +91,10 @@ def main(argv: list[str] | None = None) -> int:
                    or f"client_{time.strftime('%Y%m%d-%H%M%S')}")
     run_dir.mkdir(parents=True, exist_ok=True)
     schedule.write_csv(run_dir / "schedule.csv")
-    params = {"pattern": schedule.params["pattern"], "mean_rps": cfg.MEAN,
-              "duration_s": cfg.DURATION_S, "seed": cfg.SEED, "repeat": cfg.REPEAT,
-              "model_mix": schedule.params["model_mix"], "pattern_params": schedule.params,
-              "workloads": len(prompts)}
+    params = traffic_params(pattern=schedule.params["pattern"], pattern_params=schedule.params,
+                            mean_rps=cfg.MEAN, duration_s=cfg.DURATION_S, seed=cfg.SEED,
+                            repeat=cfg.REPEAT, model_mix=schedule.params["model_mix"],
+                            workloads=len(prompts))
     print(f"sending {len(schedule)} requests ({cfg.PATTERN}, mean {cfg.MEAN:g} req/s, "
           f"{cfg.DURATION_S:g} s) to {url} ({api.name}"
           f"{'' if health else ', not a SINCERE server: client-side run'})", flush=True)
@@ -129,17 +132,20 @@ def write_client_run(run_dir: Path, cfg: argparse.Namespace, api: ApiMode, param
                      issued: int, served: list[str], cc_mode: tuple[str, str],
                      started_epoch_s: float) -> dict:
     """run.json of a run against a server that is not SINCERE's (no key in it)."""
-    from sincere.runs.client_side import client_run_json, read_client_side, server_params
-    from sincere.runs.records import write_json_atomic
+    from sincere.files import write_json_atomic
+    from sincere.runs.client_side import ENGINE, client_run_json, server_params
+    from sincere.runs.params import run_params
+    from sincere.runs.rundirs import REQUIRED_CLIENT_COLUMNS, read_client
 
     run = client_run_json(
-        run_dir.name, {**params, "strategy": "external", "sla_s": cfg.SLA,
-                       "strategy_params": server_params(cfg.URL, api.name, api.served_models,
-                                                        cfg.MODEL_MIX, api.ignore_eos),
-                       "max_new_tokens": api.max_tokens, "models": sorted(cfg.MODEL_MIX)},
+        run_dir.name, run_params(
+            params, strategy="external", strategy_params=server_params(
+                cfg.URL, api.name, api.served_models, cfg.MODEL_MIX, api.ignore_eos),
+            sla_s=cfg.SLA, max_new_tokens=api.max_tokens, models=sorted(cfg.MODEL_MIX),
+            engine=ENGINE),
         {"cc_mode": cc_mode[0], "cc_mode_source": cc_mode[1], "server_url": cfg.URL,
          "server_models": served},
-        read_client_side(run_dir), issued, started_epoch_s)
+        read_client(run_dir, REQUIRED_CLIENT_COLUMNS), issued, started_epoch_s)
     write_json_atomic(run_dir / "run.json", run)
     return run
 

@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from sincere.engine.process import start_engine
     from sincere.engine.static_decode import batch_buckets
+    from sincere.files import write_text_atomic
     from sincere.host.environment import environment_block, format_environment
-    from sincere.runs.records import write_text_atomic
     from sincere.serving.app import Limits, create_app
     from sincere.serving.experiment import (
         build_server,

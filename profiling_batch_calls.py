@@ -16,7 +16,8 @@ from typing import Any
 import requests
 
 from sincere.cli import parse_constants
-from sincere.traffic.client import ServerUnavailable, wait_for_server
+from sincere.traffic.api_modes import ServerUnavailable
+from sincere.traffic.client import wait_for_server
 
 URL = "http://127.0.0.1:5057"  # the profiling server (profiling_batch_flask.py)
 MODELS = []  # aliases to profile (empty = every model the server has)

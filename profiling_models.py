@@ -98,8 +98,8 @@ def _write_loading(disk_engine: Any, cache_engine: Any, aliases: list[str], prof
                    device_label: str, host_cache: bool, decode: str, copy_mode: str,
                    reason: str, log: Callable[[str], None]) -> Path:
     """Time every alias's loads with the two engines and write the CSV; its path."""
+    from sincere.files import CsvWriter
     from sincere.profiles.files import (
-        RowWriter,
         device_name,
         format_table,
         hardware_name,
@@ -124,7 +124,7 @@ def _write_loading(disk_engine: Any, cache_engine: Any, aliases: list[str], prof
     log(f"profiling loads of {', '.join(aliases)} on {hardware_name(env)} ({device_type}, "
         f"{dtype}, cc_mode {cc_mode}): {iterations} rounds each, server path {server_path}")
     rows = []
-    with RowWriter(out_path, LOADING_COLUMNS) as writer:
+    with CsvWriter(out_path, LOADING_COLUMNS) as writer:
         for alias in aliases:
             timings = time_loading(disk_engine, cache_engine, alias, iterations, warmup=warmup,
                                    log=log)

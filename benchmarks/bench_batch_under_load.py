@@ -87,8 +87,8 @@ def probe_rounds(url: str, prompts: list[str], burst: list[str], rounds: int,
 def run_layout(layout: str, cfg, prompts: list[str], burst: list[str], best: int) -> dict:
     import requests
 
-    from sincere.engine.process import split_cores
-    from sincere.grid.runner import start_server
+    from sincere.grid.children import start_server
+    from sincere.host.processes import split_cores
 
     with tempfile.TemporaryDirectory() as scratch:
         run_dir = Path(scratch) / "run"

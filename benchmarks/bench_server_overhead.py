@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from sincere.assets.architectures import DEFAULT_MODEL_MIX
     from sincere.assets.workloads import read_workloads
-    from sincere.grid.runner import Child, start_server
-    from sincere.traffic.patterns import build_schedule
+    from sincere.grid.children import Child, start_server
+    from sincere.traffic.schedule import build_schedule
 
     prompts = read_workloads(Path(cfg.WORKLOADS_DIR))
     schedule = build_schedule(cfg.PATTERN, cfg.RATE, cfg.DURATION_S, 0, DEFAULT_MODEL_MIX,

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from sincere.assets.workloads import read_workloads
     from sincere.profiles.length_term import prompt_token_counts, served_prompt_tokens
     from sincere.profiles.profile_set import load_profiles
-    from sincere.traffic.patterns import build_schedule
+    from sincere.traffic.schedule import build_schedule
 
     profiles = load_profiles(cfg.PROFILES, Path(cfg.PROFILES_DIR))
     mix = dict(DEFAULT_MODEL_MIX)

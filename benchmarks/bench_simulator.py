@@ -25,7 +25,7 @@ from sincere.cli import parse_constants  # noqa: E402
 from sincere.profiles.profile_set import load_profiles  # noqa: E402
 from sincere.scheduling.strategies import make_strategy  # noqa: E402
 from sincere.simulation.simulator import simulate  # noqa: E402
-from sincere.traffic.patterns import build_schedule  # noqa: E402
+from sincere.traffic.schedule import build_schedule  # noqa: E402
 
 STRATEGY = "BestBatch+Timer"  # strategy of the run
 PATTERN = "gamma"  # traffic pattern of the run

@@ -62,9 +62,9 @@ def run_load(models_dir: Path, workloads_dir: Path, profiles: str, profiles_dir:
     """One overload run; the figures and the problems found (an empty list when all held)."""
     from sincere.assets.architectures import DEFAULT_MODEL_MIX
     from sincere.assets.workloads import read_workloads
-    from sincere.grid.runner import start_server
+    from sincere.grid.children import start_server
     from sincere.traffic.client import send_schedule
-    from sincere.traffic.patterns import build_schedule
+    from sincere.traffic.schedule import build_schedule
 
     prompts = read_workloads(workloads_dir)
     schedule = build_schedule("poisson", rate, duration_s, seed, DEFAULT_MODEL_MIX,

@@ -37,7 +37,7 @@ from sincere.runs.metrics import run_metrics  # noqa: E402
 from sincere.runs.records import as_row  # noqa: E402
 from sincere.scheduling.strategies import make_strategy  # noqa: E402
 from sincere.simulation.simulator import simulate  # noqa: E402
-from sincere.traffic.patterns import build_schedule  # noqa: E402
+from sincere.traffic.schedule import build_schedule  # noqa: E402
 
 PROFILE_SETS = ["h100-orig_noncc", "h100-orig_cc", "h100_noncc",
                 "h100-fast_noncc"]  # profile sets compared, side by side

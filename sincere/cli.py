@@ -146,19 +146,22 @@ def unknown_arguments_message(unknown: Sequence[str], parser: argparse.ArgumentP
 
 def parse_constants(namespace: Mapping[str, Any], argv: Sequence[str] | None = None,
                     description: str | None = None,
-                    positional: str | None = None) -> argparse.Namespace:
+                    positional: str | None = None,
+                    comments: Mapping[str, str] | None = None) -> argparse.Namespace:
     """Parse the command line against the UPPER_CASE constants found in ``namespace``.
 
-    ``namespace`` is a script's ``globals()``. The returned namespace holds every constant,
-    overridden where a flag was given. ``positional`` names one constant that may also be given
-    as a bare argument (``process_results.py DIR``); a list constant takes several
+    ``namespace`` is a script's ``globals()`` (the comments come from its source file), or,
+    for a module's ``main``, a dict of its command-line constants with their ``comments``.
+    The returned namespace holds every constant, overridden where a flag was given.
+    ``positional`` names one constant that may also be given as a bare argument
+    (``process_results.py DIR``); a list constant takes several
     (``process_results.py DIR1 DIR2``).
     """
     constants = {k: v for k, v in namespace.items()
                  if _CONSTANT.match(k) and not callable(v) and not inspect.ismodule(v)}
-    comments: dict[str, str] = {}
+    comments = dict(comments or {})
     source_file = namespace.get("__file__")
-    if source_file and Path(source_file).is_file():
+    if not comments and source_file and Path(source_file).is_file():
         comments = constant_comments(Path(source_file).read_text())
         # Keep the order in which the constants are written.
         order = list(comments) + [k for k in constants if k not in comments]

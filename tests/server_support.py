@@ -18,7 +18,8 @@ import pandas as pd
 
 from sincere.assets.workloads import read_workloads
 from sincere.engine.engine import Engine
-from sincere.profiles.files import RowWriter, profile_path
+from sincere.files import CsvWriter
+from sincere.profiles.files import profile_path
 from sincere.profiles.profile_set import ProfileSet, load_profiles
 from sincere.profiles.profiling import (
     BATCH_COLUMNS,
@@ -35,8 +36,7 @@ from sincere.serving.experiment import serving
 from sincere.serving.server import ExperimentServer
 from sincere.traffic.api_modes import ApiMode
 from sincere.traffic.client import send_schedule
-from sincere.traffic.patterns import build_schedule
-from sincere.traffic.schedule import Schedule
+from sincere.traffic.schedule import Schedule, build_schedule
 
 MODELS = ("granite-7b", "gemma-7b", "llama3-8b")
 
@@ -69,13 +69,13 @@ def measure_profile(models_dir: Path, prompts: list[str], out_dir: Path,
     cache = Engine(models_dir, host_cache=True)
     stamp = "20000101-000000"
     source = "measured: tests"
-    with RowWriter(profile_path(out_dir, "model_loading_times", "cpu", "off", stamp),
+    with CsvWriter(profile_path(out_dir, "model_loading_times", "cpu", "off", stamp),
                    LOADING_COLUMNS) as writer:
         for alias in MODELS:
             timings = time_loading(disk, cache, alias, 2, log=lambda _line: None)
             writer.write(loading_row(timings, dtype="float32", device="cpu", cc_mode="off",
                                      server_path="host_cache", source=source))
-    with RowWriter(profile_path(out_dir, "batch_profiling", "cpu", "off", stamp),
+    with CsvWriter(profile_path(out_dir, "batch_profiling", "cpu", "off", stamp),
                    BATCH_COLUMNS) as writer:
         for alias in MODELS:
             cache.load(alias)
@@ -155,7 +155,7 @@ def runner_argv(results: Path, tiny_models: Path, workloads: Path, tiny_profile,
                 strategies: list[str], duration_s: float = 4.0) -> list[str]:
     """run_experiments.py on the tiny models: each strategy at a constant 3 requests/s, SLA
     5 s, for ``duration_s`` (tests/conftest.py's finished_grid is its first run)."""
-    from sincere.grid.runner import script_argv
+    from sincere.grid.children import script_argv
 
     return script_argv("run_experiments.py", {
         "RESULTS_DIR": results, "MODELS_DIR": tiny_models, "WORKLOADS_DIR": workloads,

@@ -11,7 +11,7 @@ from sincere.profiles.profile_set import load_profiles
 from sincere.scheduling.bound import most_on_time, sla_attainment_bound
 from sincere.scheduling.strategies import STRATEGIES, make_strategy
 from sincere.simulation.simulator import simulate
-from sincere.traffic.patterns import build_schedule
+from sincere.traffic.schedule import build_schedule
 
 
 def brute_force(arrival_s: list[float], work_s: list[float], sla_s: float) -> int:

@@ -21,9 +21,10 @@ import pandas as pd
 import psutil
 import pytest
 
+from sincere.grid.children import ROOT, script_argv
 from sincere.grid.node import node_resources, pack_run, unpack_run
 from sincere.grid.points import GridPoint, GridRun, grid_runs
-from sincere.grid.runner import ROOT, RunSpec, script_argv
+from sincere.grid.runner import RunSpec
 
 RUN_FILES = ["batches.csv", "client.csv", "generator.log", "monitor.csv", "requests.csv",
              "run.json", "schedule.csv", "server.log"]

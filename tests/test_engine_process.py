@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from sincere.engine.engine import Engine, EngineError
-from sincere.engine.process import EngineProcess, EngineProcessError, split_cores
+from sincere.engine.process import EngineProcess, EngineProcessError
+from sincere.host.processes import split_cores
 from tests.conftest import SERVER_TEST_NEW_TOKENS
 
 MODEL = "llama3-8b"

@@ -17,7 +17,7 @@ import pytest
 
 from sincere.assets.workloads import read_workloads, write_workloads
 from sincere.engine.engine import Engine
-from sincere.grid.runner import ROOT
+from sincere.grid.children import ROOT
 from sincere.runs.metrics import swapped_batches
 from sincere.serving.app import create_app
 from sincere.serving.experiment import serving

@@ -85,12 +85,17 @@ def test_busy_and_swap_time_are_cut_at_the_end_of_the_window(tmp_path: Path) -> 
     assert row["completed_in_drain"] == 1
 
 
-def test_an_older_run_json_without_a_window_falls_back_to_its_run_time(tmp_path: Path) -> None:
+def test_an_older_run_json_without_a_window_ends_it_at_the_last_arrival(tmp_path: Path) -> None:
+    # No traffic_window_s and no duration: the window is the one definition's, the traffic's
+    # last arrival (sincere.runs.window), not the run time (80 s) that includes the drain.
     run = SyntheticRun(duration_s=float("nan"), run_time_s=80.0)
-    run.add_completed([5.0])
+    run.add_batch("llama3-8b", [3.0], start_s=3.0, processing_s=5.0)  # ends at 8 s
+    run.add_batch("llama3-8b", [12.0], start_s=12.0, processing_s=4.0)  # ends at 16 s
     record = summarise_run(run.write(tmp_path))
-    assert record.row["traffic_window_s"] == 80.0
-    assert any("no traffic window" in w for w in record.warnings)
+    assert record.row["traffic_window_s"] == 12.0
+    assert record.row["throughput_rps"] == pytest.approx(1 / 12.0)  # one ended by 12 s
+    assert record.row["drain_s"] == pytest.approx(4.0)
+    assert any("no traffic window" in w and "last arrival" in w for w in record.warnings)
 
 
 def test_lost_requests_from_the_accounting_count_as_misses(tmp_path: Path) -> None:

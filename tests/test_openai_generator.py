@@ -18,10 +18,12 @@ import pytest
 import requests
 
 from sincere.assets.workloads import read_workloads
-from sincere.grid.runner import ROOT, check_accounting
+from sincere.files import write_json_atomic
+from sincere.grid.children import ROOT
 from sincere.results.summary import summarise_run
-from sincere.runs.client_side import client_run_json, read_client_side
-from sincere.runs.records import write_json_atomic
+from sincere.runs.accounting import check_server_run
+from sincere.runs.client_side import client_run_json
+from sincere.runs.rundirs import REQUIRED_CLIENT_COLUMNS, read_client
 from sincere.scheduling.strategies import make_strategy
 from sincere.traffic.api_modes import ApiMode
 from sincere.traffic.client import send_schedule
@@ -41,7 +43,7 @@ def test_the_generator_drives_the_servers_openai_endpoint(api: str, engine, tiny
                          "BestBatch+Timer", schedule, sla_s=8.0, max_new_tokens=MAX_NEW_TOKENS,
                          api=ApiMode(api, max_tokens=MAX_NEW_TOKENS))
     assert_accounted(out, len(schedule))
-    assert check_accounting(out.run_dir)["ok"]
+    assert check_server_run(out.run_dir)["ok"]
     assert (out.requests["status"] == "ok").all()
     assert all(row["http_status"] == 200 for row in out.client)
     # output_tokens in client.csv is the server's usage count of the very same request.
@@ -73,7 +75,7 @@ def test_a_client_side_run_matches_the_servers_records(engine, tiny_profile,
     write_json_atomic(client_dir / "run.json", client_run_json(
         "client", {"pattern": "gamma", "mean_rps": 5.0, "duration_s": 3.0, "sla_s": 8.0,
                    "strategy": "external"}, {"cc_mode": "off"},
-        read_client_side(client_dir), len(schedule), 0.0))
+        read_client(client_dir, REQUIRED_CLIENT_COLUMNS), len(schedule), 0.0))
     record = summarise_run(client_dir)
     server_rows = pd.read_csv(tmp_path / "server" / "requests.csv")
     assert stop["accounting"]["received"] == stop["accounting"]["completed"] == len(schedule)
@@ -85,7 +87,7 @@ def test_a_client_side_run_matches_the_servers_records(engine, tiny_profile,
     assert row["requests_lost"] == 0 and row["swaps"] is None
     # Each request's output_tokens is the server's count of it; the rate is over the traffic
     # window, what was answered after it is in the drain.
-    client = read_client_side(client_dir).set_index("request_id")
+    client = read_client(client_dir, REQUIRED_CLIENT_COLUMNS).set_index("request_id")
     server_tokens = server_rows.set_index("request_id")["output_tokens"]
     assert (client["output_tokens"] == server_tokens.reindex(client.index)).all()
     answered_in_window = client["received_s"] <= row["traffic_window_s"]
@@ -125,7 +127,7 @@ def test_an_external_grid_against_a_running_server(engine, tiny_profile,
         assert other.returncode == 2 and "other parameters" in other.stderr
         stop = requests.post(f"{url}/stop", json={}, timeout=60).json()
     run_dir = results / "external__constant__rate3__sla10__rep0"
-    run = read_client_side(run_dir)
+    run = read_client(run_dir, REQUIRED_CLIENT_COLUMNS)
     info = pd.read_json(run_dir / "run.json", typ="series")
     assert info["side"] == "client" and info["environment"]["cc_mode"] == "on"
     assert info["environment"]["cc_mode_source"] == "given by the user (CC_MODE)"

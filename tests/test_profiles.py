@@ -255,7 +255,7 @@ def test_the_server_refuses_to_start_on_a_contradicting_profile(tiny_models: Pat
                                                                 tmp_path: Path) -> None:
     import subprocess
 
-    from sincere.grid.runner import script_argv
+    from sincere.grid.children import script_argv
 
     result = subprocess.run(script_argv("api_scheduler_experiments.py", {
         "PROFILES": "h100-orig_noncc", "MODELS_DIR": tiny_models, "RUN_DIR": tmp_path / "run",

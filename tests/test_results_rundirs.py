@@ -89,7 +89,11 @@ def test_a_failed_run_is_processed_as_far_as_its_files_go(tmp_path: Path) -> Non
     records, warnings = summarise_runs([tmp_path], workers=1)
     assert records[0].row["status"] == "failed"
     assert records[0].row["run_time_s"] == pytest.approx(10.0)  # the last event
-    assert records[0].row["throughput_rps"] == pytest.approx(0.2)
+    # No duration and no traffic_window_s: the window ends at the last arrival (1 s), so the
+    # batch that ended at 10 s completed in the drain.
+    assert records[0].row["traffic_window_s"] == pytest.approx(1.0)
+    assert records[0].row["throughput_rps"] == 0.0
+    assert records[0].row["completed_in_drain"] == 2
     assert any(str(run_dir.resolve() / "run.json") in w and "no traffic window" in w
                for w in warnings)
 

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from sincere.grid.runner import check_accounting
+from sincere.runs.accounting import check_server_run
 from tests.conftest import FINISHED_RUN
 from tests.server_support import runner_argv
 
@@ -66,7 +66,7 @@ def test_accounting_check_names_what_is_missing(tmp_path: Path) -> None:
     (tmp_path / "requests.csv").write_text(
         header + "r000000,a,0,,,,,,,,,,5,False,unserved,,\n"
         "r000001,a,0.5,,,,,,,,,,5,False,rejected,,\n")
-    check = check_accounting(tmp_path)
+    check = check_server_run(tmp_path)
     assert not check["ok"]
     assert check["counts"] == {"issued": 3, "received": 2, "completed": 0, "rejected": 1,
                                "failed": 0, "unserved": 1, "shed": 0}

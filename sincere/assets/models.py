@@ -11,7 +11,6 @@ what it is; ``manifest.csv`` lists what is actually there.
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import logging
 import shutil
@@ -36,6 +35,7 @@ from sincere.assets.local_tokenizers import (
     tokenizer_corpus,
     train_tokenizer,
 )
+from sincere.files import CsvWriter
 
 log = logging.getLogger("sincere.assets")
 
@@ -306,10 +306,8 @@ def write_manifest(models_dir: Path) -> Path:
     """Rewrite ``manifest.csv`` from what is actually in ``models_dir``."""
     models_dir.mkdir(parents=True, exist_ok=True)
     path = models_dir / MANIFEST_FILE
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
-        writer.writeheader()
-        writer.writerows(scan_models(models_dir))
+    with CsvWriter(path, MANIFEST_COLUMNS, flush_each_row=False) as writer:
+        writer.write_many(scan_models(models_dir))
     return path
 
 

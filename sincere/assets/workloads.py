@@ -8,7 +8,6 @@ model_alias, prompt_chars``). Nothing here prints or logs prompt text: only coun
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import re
@@ -17,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from sincere.files import CsvWriter
 
 log = logging.getLogger("sincere.assets")
 
@@ -143,14 +144,12 @@ def write_workloads(prompts: Sequence[str], model_aliases: Sequence[str],
         old.unlink()
     width = max(5, len(str(max(len(prompts) - 1, 0))))
     index_path = workloads_dir / INDEX_FILE
-    with index_path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(INDEX_COLUMNS)
+    with CsvWriter(index_path, INDEX_COLUMNS, flush_each_row=False) as writer:
         for number, (prompt, alias) in enumerate(zip(prompts, model_aliases, strict=True)):
             prompt_id = f"{number:0{width}d}"
             record = {"prompt": prompt, "model_alias": alias}
             (workloads_dir / f"{prompt_id}.json").write_text(json.dumps(record, ensure_ascii=False))
-            writer.writerow([prompt_id, alias, len(prompt)])
+            writer.write(dict(zip(INDEX_COLUMNS, (prompt_id, alias, len(prompt)), strict=True)))
     return index_path
 
 

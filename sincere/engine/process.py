@@ -25,13 +25,12 @@ import pickle
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable
 from multiprocessing.connection import Connection
 from typing import Any
 
 from sincere import REPO_ROOT
 from sincere.engine.allocator import keep_freed_memory
-from sincere.host.processes import die_with_parent
+from sincere.host.processes import die_with_parent, split_cores
 
 # The attributes that change as the engine works: the child sends their values with every answer
 # and the parent keeps them, so that reading one (a /health or /status during a batch) never
@@ -41,18 +40,6 @@ _LIVE_ATTRIBUTES = frozenset({"resident", "host_cached"})
 
 class EngineProcessError(RuntimeError):
     """The engine's process died or cannot be reached."""
-
-
-def split_cores(cores: Iterable[int] | None = None) -> tuple[set[int], set[int]] | None:
-    """(the server side's cores, the engine's cores): the first half (at least one) and the
-    rest; None where there is one core or affinity cannot be set (not Linux)."""
-    if not hasattr(os, "sched_getaffinity"):
-        return None
-    available = sorted(cores if cores is not None else os.sched_getaffinity(0))
-    if len(available) < 2:
-        return None
-    half = len(available) // 2
-    return set(available[:half]), set(available[half:])
 
 
 def _serve(conn: Connection) -> None:

@@ -21,9 +21,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from sincere.cli import parse_constants
+from sincere.grid.children import ROOT, STOP_GRACE_S
 from sincere.grid.node import RUN_SLOT, node_profiles, node_resources, run_on_node, unpack_run
 from sincere.grid.points import CC_MODES, GridRun, cc_name
-from sincere.grid.runner import ROOT, STOP_GRACE_S, RunSpec, keep_unrun
+from sincere.grid.runner import RunSpec, keep_unrun
 
 CC_SHARE = 0.001  # of a node's cc_<mode> resource (1) a run holds: a label, not a limit
 # After Ctrl-C, how long runs may take to stop their generator and server (run_point's
@@ -269,19 +271,18 @@ def describe_nodes(nodes: Sequence[dict[str, Any]]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """``python -m sincere.grid.cluster --nodes``: what each node of the Ray cluster offers a
     grid."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--nodes", action="store_true", required=True,
-                        help="list the alive nodes: GPUs, run slots, CC mode")
-    parser.add_argument("--address", default="auto", help="the cluster (default: auto)")
-    args = parser.parse_args(argv)
+    args = parse_constants({"NODES": False, "ADDRESS": "auto"}, argv, main.__doc__, comments={
+        "NODES": "list the alive nodes: GPUs, run slots, CC mode",
+        "ADDRESS": "the Ray cluster to ask"})
+    if not args.NODES:
+        print("error: give --nodes", file=sys.stderr)
+        return 2
     import ray
 
     try:
-        ray.init(address=args.address, logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(address=args.ADDRESS, logging_level=logging.WARNING, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        print(f"error: could not join Ray at {args.address!r}: {exc}", file=sys.stderr)
+        print(f"error: could not join Ray at {args.ADDRESS!r}: {exc}", file=sys.stderr)
         return 2
     try:
         print("\n".join(describe_nodes(ray.nodes())))

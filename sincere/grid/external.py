@@ -12,19 +12,20 @@ keeps real runs.
 from __future__ import annotations
 
 import itertools
-import json
 import shutil
 import subprocess
 import time
-from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
+from sincere.grid.children import Child, script_argv
 from sincere.grid.points import GridPoint
-from sincere.grid.runner import PARTIAL_DIR, Child, RunSpec, keep_run, read_rows, script_argv
+from sincere.grid.runner import PARTIAL_DIR, RunSpec, keep_run
+from sincere.runs.accounting import check_client_run
 from sincere.runs.client_side import ENGINE, server_params
 from sincere.runs.identity import with_identity
+from sincere.runs.params import run_params, traffic_params
+from sincere.runs.rundirs import RunDirError, read_run_json
 from sincere.traffic.patterns import pattern_options
 
 STRATEGY = "external"  # the grid's strategy label: the server schedules as it does
@@ -45,36 +46,19 @@ def external_params(point: GridPoint, spec: RunSpec, server_url: str) -> dict[st
     the grid compares their identity with a finished run's."""
     generator = spec.generator_options
     mix = generator.get("MODEL_MIX") or {}
-    return {"strategy": STRATEGY, "pattern": point.pattern,
-            "strategy_params": server_params(server_url, generator.get("API", "sincere"),
-                                             dict(generator.get("SERVED_MODELS") or {}), mix,
-                                             generator.get("IGNORE_EOS", True)),
-            "pattern_params": {name: generator[name.upper()]
-                               for name in pattern_options(point.pattern)
-                               if name.upper() in generator},
-            "mean_rps": point.mean_rps, "sla_s": point.sla_s, "duration_s": spec.duration_s,
-            "seed": point.seed(spec.base_seed), "repeat": point.repeat,
-            "models": sorted(mix), "model_mix": mix,
-            "max_new_tokens": generator.get("MAX_TOKENS"), "engine": ENGINE}
-
-
-def check_client_accounting(run_dir: Path) -> dict[str, Any]:
-    """Every scheduled request once in client.csv, with an HTTP status or the reason it has
-    none (the server's side cannot be seen from here)."""
-    issued = [r["request_id"] for r in read_rows(run_dir / "schedule.csv")]
-    rows = read_rows(run_dir / "client.csv")
-    per_id = Counter(r["request_id"] for r in rows)
-    problems = []
-    missing = [i for i in issued if per_id[i] == 0]
-    if missing:
-        problems.append(f"{len(missing)} issued requests not in client.csv (e.g. {missing[0]})")
-    doubled = sorted(i for i, n in per_id.items() if n > 1)
-    if doubled:
-        problems.append(f"{len(doubled)} request ids more than once in client.csv")
-    statuses = Counter(r.get("http_status", "") for r in rows)
-    counts = {"issued": len(issued), "answered": len(rows) - statuses[""],
-              "completed": statuses["200"], "lost": statuses[""]}
-    return {"ok": not problems, "counts": counts, "problems": problems}
+    traffic = traffic_params(
+        pattern=point.pattern,
+        pattern_params={name: generator[name.upper()] for name in pattern_options(point.pattern)
+                        if name.upper() in generator},
+        mean_rps=point.mean_rps, duration_s=spec.duration_s, seed=point.seed(spec.base_seed),
+        repeat=point.repeat, model_mix=mix)
+    return run_params(
+        traffic, strategy=STRATEGY,
+        strategy_params=server_params(server_url, generator.get("API", "sincere"),
+                                      dict(generator.get("SERVED_MODELS") or {}), mix,
+                                      generator.get("IGNORE_EOS", True)),
+        sla_s=point.sla_s, max_new_tokens=generator.get("MAX_TOKENS"), models=sorted(mix),
+        engine=ENGINE)
 
 
 def run_external_point(point: GridPoint, spec: RunSpec, server_url: str,
@@ -102,10 +86,10 @@ def run_external_point(point: GridPoint, spec: RunSpec, server_url: str,
             reason = "the run took longer than its time limit"
     finally:
         generator.stop()
-    check = check_client_accounting(staging)
+    check = check_client_run(staging)
     try:
-        run = json.loads((staging / "run.json").read_text())
-    except (OSError, ValueError):
+        run = read_run_json(staging)
+    except RunDirError:
         run = with_identity({"run_id": point.run_id, "side": "client",
                              "params": external_params(point, spec, server_url),
                              "environment": {}})

@@ -11,7 +11,6 @@ directory packed as one tar archive, which the driver unpacks into RESULTS_DIR.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -24,9 +23,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from sincere.cli import parse_constants
+from sincere.files import write_json_atomic
+from sincere.grid.children import ROOT
 from sincere.grid.points import CC_MODES, GridPoint, cc_name
-from sincere.grid.runner import PARTIAL_DIR, ROOT, RunSpec, keep_unrun, promote, run_point
-from sincere.runs.records import write_json_atomic
+from sincere.grid.runner import PARTIAL_DIR, RunSpec, keep_unrun, promote, run_point
 
 RUN_SLOT = "sincere_run"  # the Ray resource a run holds on a node without GPUs
 CC_SOURCE = "ray node resource"  # run.json's cc_source when the mode came from the node's label
@@ -137,19 +138,21 @@ def unpack_run(archive_bytes: bytes, results_dir: Path, run_id: str) -> Path:
     return results_dir / run_id
 
 
+MAIN_FLAGS = {"RESOURCES": "print this node's resources as JSON",
+              "RUNS_PER_NODE": f"{RUN_SLOT} slots: runs at once here when runs hold no GPU",
+              "CC_MODE": "label a machine whose CC mode cannot be detected (no GPU): on or off"}
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m sincere.grid.node --resources``: the JSON of this node's resources for
     ``ray start --resources``."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--resources", action="store_true", required=True,
-                        help="print this node's resources as JSON")
-    parser.add_argument("--runs-per-node", type=int, default=1,
-                        help=f"{RUN_SLOT} slots: runs at once here when runs hold no GPU")
-    parser.add_argument("--cc-mode", default="", choices=["", *CC_MODES],
-                        help="label a machine whose CC mode cannot be detected (no GPU)")
-    args = parser.parse_args(argv)
+    args = parse_constants({"RESOURCES": False, "RUNS_PER_NODE": 1, "CC_MODE": ""}, argv,
+                           main.__doc__, comments=MAIN_FLAGS)
+    if not args.RESOURCES or args.CC_MODE not in ("", *CC_MODES):
+        print("error: give --resources (and --cc-mode on or off, if any)", file=sys.stderr)
+        return 2
     try:
-        resources = node_resources(args.runs_per_node, args.cc_mode)
+        resources = node_resources(args.RUNS_PER_NODE, args.CC_MODE)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sincere.runs.identity import differences, params_hash, run_identity
+from sincere.runs.rundirs import RunDirError, read_run_json
 from sincere.scheduling.strategies import STRATEGIES, strategy_slug
 
 
@@ -91,10 +91,9 @@ def expand_grid(strategies: Sequence[str], patterns: Sequence[str], means_rps: S
 def read_previous_run(run_dir: Path) -> dict[str, Any] | None:
     """The run.json a finished attempt left in ``run_dir``, or None (none, or unreadable)."""
     try:
-        run = json.loads((run_dir / "run.json").read_text())
-    except (OSError, ValueError):
+        return read_run_json(run_dir)
+    except RunDirError:
         return None
-    return run if isinstance(run, dict) else None
 
 
 def run_is_complete(run_dir: Path) -> bool:

@@ -8,17 +8,17 @@ machine's environment and CC mode are in sincere/host/environment.py.
 from __future__ import annotations
 
 import contextlib
-import csv
 import math
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Self, TextIO
+from typing import Any, Self
 
 import psutil
 
+from sincere.files import CsvWriter
 from sincere.host.environment import (
     GIB,
     NVML_FAILURES,
@@ -29,14 +29,6 @@ from sincere.host.environment import (
 from sincere.schemas import MONITOR_COLUMNS
 
 READING_COLUMNS = MONITOR_COLUMNS[2:]  # the measured columns (all but t_s, epoch_s)
-
-
-def _format_cell(value: float | None) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return str(round(value, 4))
-    return str(value)
 
 
 def visible_gpu(environ: Mapping[str, str] | None = None) -> int | str | None:
@@ -88,8 +80,7 @@ class Monitor:
         self._stop_event = threading.Event()
         self._wait = wait or self._stop_event.wait
         self._thread: threading.Thread | None = None
-        self._file: TextIO | None = None
-        self._writer: Any = None
+        self._writer: CsvWriter | None = None
         self._resources = contextlib.ExitStack()  # the NVML session, released by stop()
         self._nvml: Any = None
         self._handle: Any = None
@@ -118,11 +109,7 @@ class Monitor:
             except NVML_FAILURES as exc:
                 self.nvml_error = describe_failure(exc)
         if self.out_path is not None:
-            self.out_path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.out_path.open("w", newline="")
-            self._writer = csv.writer(self._file)
-            self._writer.writerow(MONITOR_COLUMNS)
-            self._file.flush()
+            self._writer = CsvWriter(self.out_path, MONITOR_COLUMNS)
 
     def start(self) -> Self:
         """Open the CSV and NVML and start the sampling thread."""
@@ -142,9 +129,9 @@ class Monitor:
             if self._closed:
                 return
             self._closed = True
-            if self._file is not None:
-                self._file.close()
-                self._file = self._writer = None
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
             self._resources.close()
             self._nvml = self._handle = None
 
@@ -203,10 +190,10 @@ class Monitor:
             ram_used_gib = psutil.virtual_memory().used / GIB
             row = (t_s, epoch_s, cpu_pct, ram_used_gib, *self._gpu_readings())
             self._rows.append(row)
+            sample = dict(zip(MONITOR_COLUMNS, row, strict=True))
             if self._writer is not None:
-                self._writer.writerow([_format_cell(v) for v in row])
-                self._file.flush()  # type: ignore[union-attr]
-        return dict(zip(MONITOR_COLUMNS, row, strict=True))
+                self._writer.write(sample)
+        return sample
 
     # ---- reading back
 

@@ -1,17 +1,19 @@
-"""Profile files: their names (device slug, CC label, stamp) and CSVs written a row at a time
-(SPEC section 3). ``sincere.profiles.profiling`` measures what goes in them;
-``sincere.profiles.profile_set`` reads them back.
+"""Profile files: their names (device slug, CC label, stamp), hardware names and the console
+table (SPEC section 3); rows are written by ``sincere.files.CsvWriter``.
+``sincere.profiles.profiling`` measures what goes in them; ``sincere.profiles.profile_set`` reads
+them back.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Self
+from typing import Any
+
+from sincere.files import csv_cell
 
 STAMP_FORMAT = "%Y%m%d-%H%M%S"
 
@@ -68,47 +70,9 @@ def measured_source(hardware: str, day: datetime | None = None) -> str:
 
 # --- CSV ------------------------------------------------------------------------------------
 
-class RowWriter:
-    """A CSV written one flushed row at a time, so a crash keeps every row measured so far."""
-
-    def __init__(self, path: Path, columns: Sequence[str]) -> None:
-        self.path = Path(path)
-        self.columns = list(columns)
-        self.rows_written = 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[str] = self.path.open("w", newline="")
-        self._writer = csv.DictWriter(self._file, fieldnames=self.columns, extrasaction="ignore")
-        self._writer.writeheader()
-        self._file.flush()
-
-    def write(self, row: Mapping[str, Any]) -> None:
-        """Append one row (missing columns empty, None as empty, floats rounded) and flush."""
-        self._writer.writerow({c: cell(row.get(c)) for c in self.columns})
-        self._file.flush()
-        self.rows_written += 1
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-def cell(value: Any) -> Any:
-    """A value as a CSV cell: None and non-finite floats empty, floats rounded to 6 places."""
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return round(value, 6) if math.isfinite(value) else ""
-    return value
-
-
 def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     """A plain fixed-width text table, for the console."""
-    cells = [[str(cell(row.get(c))) for c in columns] for row in rows]
+    cells = [[str(csv_cell(row.get(c))) for c in columns] for row in rows]
     widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
     lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in cells]

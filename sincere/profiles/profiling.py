@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from sincere.profiles.files import RowWriter, cell, format_table, mean_std
+from sincere.files import CsvWriter, csv_cell
+from sincere.profiles.files import format_table, mean_std
 from sincere.schemas import BATCH_PROFILE_COLUMNS, LOADING_PROFILE_COLUMNS
 
 # Loading profile columns beyond SPEC's: the path the server's loads take (load_mean_s is that
@@ -268,8 +269,8 @@ def sweep_model(profile: ProfileFn, model: str, sizes: Sequence[int], runs: int,
                        "source": source}
                 outcome.rows.append(row)
                 on_row(row)
-                log(f"  {model} batch {size:>5} run {run}: {cell(row['processing_time_s'])} s, "
-                    f"{cell(row['throughput_rps'])} req/s"
+                log(f"  {model} batch {size:>5} run {run}: {csv_cell(row['processing_time_s'])} s, "
+                    f"{csv_cell(row['throughput_rps'])} req/s"
                     + ("  OUT OF MEMORY" if row["oom"] else ""))
                 if row["oom"]:
                     outcome.stopped_by = "oom"
@@ -291,7 +292,7 @@ def run_sweeps(profile: ProfileFn, models: Sequence[str], sizes: Sequence[int], 
     end = clock() + time_limit_s if time_limit_s > 0 else None
     outcomes: list[SweepOutcome] = []
     summary: list[dict[str, Any]] = []
-    with RowWriter(batch_path, BATCH_COLUMNS) as writer:
+    with CsvWriter(batch_path, BATCH_COLUMNS) as writer:
         try:
             for index, model in enumerate(models):
                 deadline = (None if end is None else
@@ -305,7 +306,7 @@ def run_sweeps(profile: ProfileFn, models: Sequence[str], sizes: Sequence[int], 
                     f"  {model}: {len(outcome.rows)} rows, stopped by {outcome.stopped_by}")
         finally:
             summary = best_batches([row for o in outcomes for row in o.rows])
-            with RowWriter(best_path, BEST_BATCH_COLUMNS) as best_writer:
+            with CsvWriter(best_path, BEST_BATCH_COLUMNS) as best_writer:
                 for entry in summary:
                     best_writer.write(entry)
     return outcomes, summary

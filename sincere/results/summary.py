@@ -19,9 +19,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sincere.runs.accounting import issued_count
+from sincere.runs.client_side import PLATFORM as CLIENT_PLATFORM
+from sincere.runs.client_side import client_metrics, client_window_s, is_client_side
+from sincere.runs.client_side import completed_latencies_s as client_latencies_s
 from sincere.runs.identity import ENGINE_KEYS, PROFILE_KEYS, REPEAT_KEYS, params_hash, run_identity
 from sincere.runs.metrics import WRITTEN_KEYS, completed_latencies_s, run_metrics
 from sincere.runs.rundirs import (
+    REQUIRED_CLIENT_COLUMNS,
     RUN_FILE,
     RunDirError,
     find_run_dirs,
@@ -31,6 +36,7 @@ from sincere.runs.rundirs import (
     read_requests,
     read_run_json,
 )
+from sincere.runs.window import finite_duration_s, traffic_window_s
 
 
 def run_cc_mode(info: dict[str, Any]) -> str:
@@ -62,35 +68,23 @@ class RunRecord:
         return str(self.row["run_id"])
 
 
-def _positive(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and math.isfinite(value) and value > 0 else None
-
-
-def _traffic_window_s(info: dict[str, Any], requests: pd.DataFrame,
-                      batches: pd.DataFrame | None, run_dir: Path, warnings: list[str]) -> float:
-    """The traffic window the rates are over: run.json's ``traffic_window_s``, else the run's
-    duration, else (an older run.json, with a warning) the end of traffic or the run time."""
-    params = info.get("params", {})
-    for value in (info.get("traffic_window_s"), params.get("duration_s")):
-        if _positive(value) is not None:
-            return float(value)
-    for key in ("traffic_end_s", "run_time_s"):
-        if _positive(info.get(key)) is not None:
-            warnings.append(f"{run_dir / RUN_FILE}: no traffic window; rates are over its "
-                            f"{key} ({info[key]:.1f} s)")
-            return float(info[key])
-    ends = [requests["arrival_s"].max(), requests["end_s"].max()]
-    if batches is not None:
-        ends.append(batches["end_s"].max())
-    events = [float(e) for e in ends if pd.notna(e)]
-    if not events:
-        warnings.append(f"{run_dir / RUN_FILE}: no traffic window and no event to take it from; "
-                        "per-second metrics left empty")
-        return math.nan
-    warnings.append(f"{run_dir / RUN_FILE}: no traffic window; using the last event, "
-                    f"{max(events):.1f} s")
-    return max(events)
+def _traffic_window_s(info: dict[str, Any], requests: pd.DataFrame, run_dir: Path,
+                      warnings: list[str]) -> float:
+    """The traffic window the rates are over: run.json's ``traffic_window_s``, else (an older
+    run.json) the one definition (``sincere.runs.window``): the run's duration, or its last
+    arrival, with a warning."""
+    written = info.get("traffic_window_s")
+    if finite_duration_s(written) is not None:
+        return float(written)
+    duration_s = info.get("params", {}).get("duration_s")
+    arrivals = requests["arrival_s"]
+    window_s = traffic_window_s(duration_s, float(arrivals.max()) if arrivals.notna().any()
+                                else None)
+    if finite_duration_s(duration_s) is None:
+        warnings.append(f"{run_dir / RUN_FILE}: no traffic window and no duration; "
+                        + (f"using the last arrival, {window_s:.1f} s"
+                           if math.isfinite(window_s) else "per-second metrics left empty"))
+    return window_s
 
 
 def run_platform(info: dict[str, Any]) -> str:
@@ -154,28 +148,18 @@ def _as_float(value: Any) -> float:
 
 def _issued(info: dict[str, Any], run_dir: Path, received: int,
             warnings: list[str]) -> int:
-    """How many requests the generator sent: run.json's accounting ``issued``, else the rows of
-    client.csv, else the rows of requests.csv; never fewer than requests.csv holds."""
+    """How many requests the generator sent (``sincere.runs.accounting.issued_count``), with
+    client.csv's rows when run.json does not say."""
     accounting = info.get("accounting", {})
-    issued = accounting.get("issued")
-    source = f"{run_dir / RUN_FILE} accounting 'issued'"
-    parts = [accounting.get(k, 0) for k in ("completed", "rejected", "failed", "unserved", "shed")]
-    if _is_count(issued) and all(map(_is_count, parts)) and sum(parts) != issued:
-        warnings.append(f"{source}: {issued} != completed + rejected + failed + unserved + shed "
-                        f"= {sum(parts)}")
-    if not _is_count(issued):
+    client_rows = None
+    if not _is_count(accounting.get("issued")):
         try:
             client = read_client(run_dir)
         except RunDirError as exc:
             warnings.append(f"{exc}; requests issued taken from requests.csv")
             client = None
-        issued, source = (len(client), str(run_dir / "client.csv")) if client is not None else (
-            received, "")
-    if issued < received:
-        warnings.append(f"{source}: {issued} requests issued but requests.csv has {received} "
-                        "rows; using requests.csv")
-        issued = received
-    return issued
+        client_rows = len(client) if client is not None else None
+    return issued_count(accounting, client_rows, received, warnings, str(run_dir / RUN_FILE))
 
 
 def _written(info: dict[str, Any]) -> dict[str, float | None]:
@@ -211,10 +195,8 @@ def summarise_run(run_dir: Path, results_root: Path | None = None) -> RunRecord:
     """Read one run directory and compute its metrics; `RunDirError` when it cannot be used."""
     warnings: list[str] = []
     info = read_run_json(run_dir)
-    from sincere.runs import client_side as client_runs  # it builds on this module's rows
-
-    if client_runs.is_client_side(info):  # traffic to another server: client.csv only
-        return client_runs.summarise_client_run(run_dir, info, results_root)
+    if is_client_side(info):  # traffic to another server: client.csv only
+        return summarise_client_run(run_dir, info, results_root)
     requests = read_requests(run_dir)
     try:
         batches: pd.DataFrame | None = read_batches(run_dir)
@@ -226,7 +208,7 @@ def summarise_run(run_dir: Path, results_root: Path | None = None) -> RunRecord:
     except RunDirError as exc:
         warnings.append(f"{exc}; GPU utilisation left empty")
         monitor = None
-    window_s = _traffic_window_s(info, requests, batches, run_dir, warnings)
+    window_s = _traffic_window_s(info, requests, run_dir, warnings)
     accounting = {f"accounting_{k}": v for k, v in info.get("accounting", {}).items()}
     received = accounting.get("accounting_received")
     if isinstance(received, int) and received != len(requests):
@@ -243,6 +225,31 @@ def summarise_run(run_dir: Path, results_root: Path | None = None) -> RunRecord:
                          written=_written(info)),
            **replay_columns(info)}
     return RunRecord(run_dir, row, completed_latencies_s(requests), warnings)
+
+
+def summarise_client_run(run_dir: Path, info: dict[str, Any],
+                         results_root: Path | None = None) -> RunRecord:
+    """A client-side run (``sincere.runs.client_side``) summarised like ``summarise_run``."""
+    warnings: list[str] = []
+    client = read_client(run_dir, REQUIRED_CLIENT_COLUMNS)
+    if client is None:
+        raise RunDirError(f"{run_dir / 'client.csv'}: missing")
+    params = info.get("params", {})
+    window_s = client_window_s(client, info.get("traffic_window_s") or params.get("duration_s"))
+    issued = info.get("accounting", {}).get("issued")
+    if not _is_count(issued):
+        issued = len(client)
+    if info.get("status", "complete") != "complete":
+        warnings.append(f"{run_dir / RUN_FILE}: run status is {info.get('status')!r}; "
+                        "processed what it holds")
+    accounting = {f"accounting_{k}": v for k, v in info.get("accounting", {}).items()}
+    sla_s = params.get("sla_s")
+    row = {**flat_params(info), "platform": CLIENT_PLATFORM,  # the server's GPU is unseen
+           "results_dir": str(results_root) if results_root else str(run_dir.parent),
+           "run_dir": str(run_dir), **accounting,
+           **client_metrics(client, float(sla_s) if isinstance(sla_s, (int, float)) else None,
+                            window_s, issued)}
+    return RunRecord(run_dir, row, client_latencies_s(client), warnings)
 
 
 def _summarise_or_warn(job: tuple[Path, Path | None]) -> RunRecord | str:

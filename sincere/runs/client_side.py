@@ -17,25 +17,20 @@ which.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
 
-from sincere.results.summary import RunRecord, flat_params
+from sincere.runs.accounting import client_books, http_statuses
 from sincere.runs.identity import with_identity
-from sincere.runs.metrics import METRIC_KEYS
-from sincere.runs.rundirs import RUN_FILE, read_csv
+from sincere.runs.metrics import METRIC_KEYS, completed, latency_summary
+from sincere.runs.window import traffic_window_s
 
 CLIENT_SIDE = "client"
 ENGINE = "external"  # run.json params.engine of a client-side run
 PLATFORM = "external server"  # what ran, in the report's tables (its GPU is not known here)
-CLIENT_DTYPES = {"request_id": "str", "model": "str", "scheduled_s": "float64",
-                 "sent_s": "float64", "received_s": "float64", "client_latency_s": "float64",
-                 "http_status": "float64", "error": "str", "output_tokens": "float64"}
-REQUIRED_CLIENT_COLUMNS = ("request_id", "received_s", "client_latency_s", "http_status")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -74,37 +69,19 @@ def cc_mode_of(server_url: str, user_cc_mode: str,
     return "unknown", "not detected and not given (set CC_MODE)"
 
 
-def client_accounting(client: pd.DataFrame, issued: int) -> dict[str, int]:
-    """What became of the requests sent: answered 200 (completed), 4xx (rejected), 5xx (failed),
-    no answer at all (lost: a timeout or a connection error)."""
-    status = _status(client)
-    answered = int(np.isfinite(status).sum())
-    return {"issued": int(issued), "answered": answered,
-            "completed": int((status == 200).sum()),
-            "rejected": int(((status >= 400) & (status < 500)).sum()),
-            "failed": int((status >= 500).sum()),
-            "lost": int(issued) - answered}
-
-
-def _status(client: pd.DataFrame) -> np.ndarray:
-    return pd.to_numeric(client["http_status"], errors="coerce").to_numpy(float)
-
-
 def completed_latencies_s(client: pd.DataFrame) -> np.ndarray:
     """Client latencies (sent to received) of the requests answered 200."""
     latency_s = pd.to_numeric(client["client_latency_s"], errors="coerce").to_numpy(float)
-    latency_s = latency_s[_status(client) == 200]
-    return latency_s[np.isfinite(latency_s)]
+    return completed(latency_s, http_statuses(client) == 200)
 
 
-def traffic_window_s(client: pd.DataFrame, duration_s: Any) -> float:
-    """The traffic window the rates are over: the run's duration, else (a trace replayed to its
-    end) the last request's schedule."""
-    if isinstance(duration_s, (int, float)) and math.isfinite(duration_s) and duration_s > 0:
-        return float(duration_s)
+def client_window_s(client: pd.DataFrame, duration_s: Any) -> float:
+    """The traffic window (``sincere.runs.window``): the run's duration, else the last
+    request's scheduled send, the client's arrival."""
     scheduled = pd.to_numeric(client.get("scheduled_s", pd.Series(dtype=float)),
                               errors="coerce")
-    return float(scheduled.max()) if scheduled.notna().any() else math.nan
+    return traffic_window_s(duration_s, float(scheduled.max()) if scheduled.notna().any()
+                            else None)
 
 
 def client_metrics(client: pd.DataFrame, sla_s: float | None, window_s: float,
@@ -114,8 +91,9 @@ def client_metrics(client: pd.DataFrame, sla_s: float | None, window_s: float,
     counting what was answered in it; those a client cannot see (queue and swap waits, batches,
     GPU) are None."""
     issued = max(len(client), int(issued)) if issued is not None else len(client)
-    books = client_accounting(client, issued)
-    ok = _status(client) == 200
+    status = http_statuses(client)
+    books = client_books(status, issued)
+    ok = status == 200
     latency_s = pd.to_numeric(client["client_latency_s"], errors="coerce").to_numpy(float)
     received_s = pd.to_numeric(client["received_s"], errors="coerce").to_numpy(float)
     in_window = ok & (received_s <= window_s)
@@ -144,11 +122,7 @@ def client_metrics(client: pd.DataFrame, sla_s: float | None, window_s: float,
         and math.isfinite(window_s) else None,
         "completed_in_drain": int((ok & (received_s > window_s)).sum()),
         "run_time_s": max(ends) if ends else None})
-    latency_s = completed_latencies_s(client)
-    if latency_s.size:
-        p50, p90, p99 = np.percentile(latency_s, [50.0, 90.0, 99.0])
-        values.update(latency_mean_s=float(latency_s.mean()), latency_p50_s=float(p50),
-                      latency_p90_s=float(p90), latency_p99_s=float(p99))
+    values.update(latency_summary(completed_latencies_s(client)))
     return values
 
 
@@ -158,38 +132,11 @@ def client_run_json(run_id: str, params: dict[str, Any], environment: dict[str, 
     """The run.json of a client-side run: params (engine ``external``) with their identity,
     the server's environment as far as known, the client's accounting and the metrics."""
     params = {**params, "engine": ENGINE}
-    window_s = traffic_window_s(client, params.get("duration_s"))
+    window_s = client_window_s(client, params.get("duration_s"))
     summary = client_metrics(client, params.get("sla_s"), window_s, issued)
     return with_identity({
         "run_id": run_id, "status": status, "side": CLIENT_SIDE, "params": params,
-        "environment": environment, "accounting": client_accounting(client, issued),
+        "environment": environment,
+        "accounting": client_books(http_statuses(client), issued),
         "started_epoch_s": started_epoch_s, "traffic_window_s": summary["traffic_window_s"],
         "run_time_s": summary["run_time_s"], "summary": summary})
-
-
-def read_client_side(run_dir: Path) -> pd.DataFrame:
-    """client.csv of a client-side run, the columns its metrics need (RunDirError if not)."""
-    return read_csv(run_dir / "client.csv", CLIENT_DTYPES, REQUIRED_CLIENT_COLUMNS)
-
-
-def summarise_client_run(run_dir: Path, info: dict[str, Any],
-                         results_root: Path | None = None) -> RunRecord:
-    """A client-side run summarised for process_results.py, like ``runsummary.summarise_run``."""
-    warnings: list[str] = []
-    client = read_client_side(run_dir)
-    params = info.get("params", {})
-    window_s = traffic_window_s(client, info.get("traffic_window_s") or params.get("duration_s"))
-    issued = info.get("accounting", {}).get("issued")
-    if not isinstance(issued, int) or isinstance(issued, bool):
-        issued = len(client)
-    if info.get("status", "complete") != "complete":
-        warnings.append(f"{run_dir / RUN_FILE}: run status is {info.get('status')!r}; "
-                        "processed what it holds")
-    accounting = {f"accounting_{k}": v for k, v in info.get("accounting", {}).items()}
-    sla_s = params.get("sla_s")
-    row = {**flat_params(info), "platform": PLATFORM,  # the server's GPU is not seen from here
-           "results_dir": str(results_root) if results_root else str(run_dir.parent),
-           "run_dir": str(run_dir), **accounting,
-           **client_metrics(client, float(sla_s) if isinstance(sla_s, (int, float)) else None,
-                            window_s, issued)}
-    return RunRecord(run_dir, row, completed_latencies_s(client), warnings)

@@ -1,10 +1,9 @@
 """One run's metrics (SPEC section 6) from its requests.csv, batches.csv and monitor.csv.
 
-Tables over many runs are in `sincere.results.tables`, the statistics behind their intervals in
-`sincere.results.stats`. Pure functions of DataFrames in the documented schemas (`sincere.schemas`),
-vectorised so that the simulator can call `run_metrics` for every run it writes. Undefined
-values (no completed request, no GPU samples) are ``None`` in a run's dict, so that they
-serialise to JSON ``null``, and NaN in tables.
+Tables over many runs are in `sincere.results.tables`. Pure functions of DataFrames in the
+documented schemas (`sincere.schemas`), vectorised so that the simulator can call `run_metrics` for
+every run it writes. Undefined values (no completed request, no GPU samples) are ``None`` in a run's
+dict, so that they serialise to JSON ``null``, and NaN in tables.
 """
 
 from __future__ import annotations
@@ -15,7 +14,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from sincere.results.stats import nanmean
+from sincere.runs.accounting import server_books
+from sincere.schemas import REQUEST_STATUSES
 
 # Every key `run_metrics` returns, in the order of the summary tables.
 METRIC_KEYS = (
@@ -149,19 +149,38 @@ def _texts(frame: pd.DataFrame, column: str) -> np.ndarray:
 
 
 def _mean_or_none(values: np.ndarray) -> float | None:
-    mean = nanmean(values)
-    return mean if math.isfinite(mean) else None
+    """The mean of the finite values; None when there is none."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else None
+
+
+LATENCY_KEYS = ("latency_mean_s", "latency_p50_s", "latency_p90_s", "latency_p99_s")
+
+
+def latency_summary(latency_s: np.ndarray) -> dict[str, float | None]:
+    """Mean, median, 90th and 99th percentile of completed requests' latencies (percentiles
+    interpolate linearly between order statistics, numpy's default); None without any."""
+    if not latency_s.size:
+        return dict.fromkeys(LATENCY_KEYS)
+    p50, p90, p99 = np.percentile(latency_s, [50.0, 90.0, 99.0])
+    return dict(zip(LATENCY_KEYS, (float(latency_s.mean()), float(p50), float(p90),
+                                   float(p99)), strict=True))
 
 
 def _per_second(count: float, window_s: float) -> float | None:
     return float(count) / window_s if window_s > 0 else None
 
 
+def completed(latency_s: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """The finite latencies of the requests that completed (``ok``)."""
+    latency_s = latency_s[ok]
+    return latency_s[np.isfinite(latency_s)]
+
+
 def completed_latencies_s(requests: pd.DataFrame) -> np.ndarray:
     """End-to-end latencies (end_s - arrival_s) of the completed (status ok) requests."""
-    latency_s = (_numbers(requests, "end_s") - _numbers(requests, "arrival_s"))[
-        _texts(requests, "status") == "ok"]
-    return latency_s[np.isfinite(latency_s)]
+    return completed(_numbers(requests, "end_s") - _numbers(requests, "arrival_s"),
+                     _texts(requests, "status") == "ok")
 
 
 def _overlap_s(begin_s: np.ndarray, end_s: np.ndarray, window_s: float) -> float:
@@ -196,13 +215,7 @@ def run_metrics(requests: pd.DataFrame, batches: pd.DataFrame | None, traffic_wi
     met = _flags(requests, "sla_met") & ok
     received = len(requests)
     issued = max(received, int(issued)) if issued is not None else received
-    if latency_s.size:
-        p50, p90, p99 = np.percentile(latency_s, [50.0, 90.0, 99.0])
-        latency = {"latency_mean_s": float(latency_s.mean()), "latency_p50_s": float(p50),
-                   "latency_p90_s": float(p90), "latency_p99_s": float(p99)}
-    else:
-        latency = dict.fromkeys(("latency_mean_s", "latency_p50_s", "latency_p90_s",
-                                 "latency_p99_s"))
+    latency = latency_summary(latency_s)
     output_tokens = float(np.nansum(_numbers(requests, "output_tokens")[in_window]))
     last_completion_s = float(np.nanmax(end_s[ok])) if ok.any() else math.nan
     ends = [last_completion_s, window_s]
@@ -210,15 +223,15 @@ def run_metrics(requests: pd.DataFrame, batches: pd.DataFrame | None, traffic_wi
         ends.append(float(np.nanmax(_numbers(batches, "end_s"))))
     run_time_s = max((e for e in ends if math.isfinite(e)), default=math.nan)
     sla_met = int(np.count_nonzero(met))
+    names, counts = np.unique(status.astype(str), return_counts=True)
+    books = server_books(dict(zip(names.tolist(), counts.tolist(), strict=True)), received,
+                         issued)
     metrics: dict[str, float | int | None] = {
         "requests_issued": issued,
         "requests_received": received,
         "requests_lost": issued - received,
-        "requests_ok": int(np.count_nonzero(ok)),
-        "requests_rejected": int(np.count_nonzero(status == "rejected")),
-        "requests_failed": int(np.count_nonzero(status == "failed")),
-        "requests_unserved": int(np.count_nonzero(status == "unserved")),
-        "requests_shed": int(np.count_nonzero(status == "shed")),
+        "requests_ok": books["completed"],
+        **{f"requests_{status}": books[status] for status in REQUEST_STATUSES[1:]},
         "sla_met_requests": sla_met,
         "sla_attainment": sla_met / issued if issued else None,
         "sla_attainment_bound": sla_attainment_bound,

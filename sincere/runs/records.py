@@ -6,15 +6,11 @@ processing reads real and simulated runs alike. Only lengths and token counts ar
 
 from __future__ import annotations
 
-import csv
-import json
-import math
-import os
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
+from sincere.files import CsvWriter
 from sincere.scheduling.queues import Request
 from sincere.schemas import BATCH_COLUMNS, REQUEST_COLUMNS
 
@@ -87,52 +83,14 @@ def served(request: Request, batch: BatchRecord, sla_s: float, status: str = "ok
         output_tokens=output_tokens)
 
 
-def _cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6f}"
-    return value
-
-
-class CsvLog:
-    """A CSV file with a fixed header, one row per record, optionally flushed per row."""
-
-    def __init__(self, path: Path, columns: Sequence[str], flush_each_row: bool = True) -> None:
-        self.path = path
-        self.columns = list(columns)
-        self.flush_each_row = flush_each_row
-        self._file: TextIO = path.open("w", newline="")
-        self._writer = csv.writer(self._file)
-        self._writer.writerow(self.columns)
-        self._file.flush()
-
-    def write(self, row: dict[str, Any]) -> None:
-        self._writer.writerow([_cell(row.get(c)) for c in self.columns])
-        if self.flush_each_row:
-            self._file.flush()
-
-    def write_many(self, rows: Iterable[dict[str, Any]]) -> None:
-        self._writer.writerows([_cell(row.get(c)) for c in self.columns] for row in rows)
-        self._file.flush()
-
-    @property
-    def closed(self) -> bool:
-        return self._file.closed
-
-    def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-
-
 class RunRecorder:
     """requests.csv and batches.csv of one run directory."""
 
     def __init__(self, run_dir: Path, flush_each_row: bool = True) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir = run_dir
-        self.requests = CsvLog(run_dir / "requests.csv", REQUEST_COLUMNS, flush_each_row)
-        self.batches = CsvLog(run_dir / "batches.csv", BATCH_COLUMNS, flush_each_row)
+        self.requests = CsvWriter(run_dir / "requests.csv", REQUEST_COLUMNS, flush_each_row)
+        self.batches = CsvWriter(run_dir / "batches.csv", BATCH_COLUMNS, flush_each_row)
 
     def request(self, record: RequestRecord) -> None:
         self.requests.write(record.row())
@@ -149,31 +107,3 @@ class RunRecorder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with every NaN or infinite float replaced by None (JSON ``null``): strict JSON
-    has no ``NaN`` or ``Infinity``, and pandas, jq and browsers refuse them. numpy scalars
-    become Python numbers."""
-    if type(value).__module__ == "numpy" and hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file and a rename, so a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write strict JSON (no NaN or Infinity), atomically."""
-    write_text_atomic(path, json.dumps(json_safe(payload), indent=2, sort_keys=False,
-                                       default=str, allow_nan=False) + "\n")

@@ -1,4 +1,5 @@
-"""Find and read run directories (SPEC section 2) robustly, for `process_results.py`.
+"""Find and read run directories (SPEC section 2) robustly: run.json and every CSV, with the
+dtypes of ``sincere.schemas``, for the summaries, the runner and the grid alike.
 
 A run directory is any folder holding a ``run.json``. A missing or malformed file raises
 `RunDirError` naming the file; `sincere.results.summary` turns that into a warning.
@@ -13,22 +14,31 @@ from typing import Any
 
 import pandas as pd
 
+from sincere.schemas import (
+    BATCH_SCHEMA,
+    CLIENT_SCHEMA,
+    MONITOR_SCHEMA,
+    REQUEST_SCHEMA,
+    SCHEDULE_SCHEMA,
+)
+
 RUN_FILE = "run.json"
 
-# The columns each reader needs and the dtypes it reads them with (others are not read).
-_TEXT = "str"
-REQUEST_DTYPES = {"request_id": _TEXT, "model": _TEXT, "arrival_s": "float64",
-                  "dispatch_s": "float64", "start_s": "float64", "end_s": "float64",
-                  "queue_wait_s": "float64", "swap_wait_s": "float64", "processing_s": "float64",
-                  "sla_met": _TEXT, "status": _TEXT, "output_tokens": "float64"}
+# The columns each reader reads (others are left on disk), with their dtypes from the schemas.
+REQUEST_READ = ("request_id", "model", "arrival_s", "dispatch_s", "start_s", "end_s",
+                "queue_wait_s", "swap_wait_s", "processing_s", "sla_met", "status",
+                "prompt_tokens", "output_tokens")
 REQUIRED_REQUEST_COLUMNS = ("model", "arrival_s", "end_s", "sla_met", "status")
-BATCH_DTYPES = {"batch_id": _TEXT, "model": _TEXT, "batch_size": "float64", "reason": _TEXT,
-                "dispatch_s": "float64", "swap_from": _TEXT, "swap_s": "float64",
-                "start_s": "float64", "end_s": "float64", "processing_s": "float64"}
+BATCH_READ = ("batch_id", "model", "batch_size", "reason", "dispatch_s", "swap_from", "swap_s",
+              "start_s", "end_s", "processing_s")
 REQUIRED_BATCH_COLUMNS = ("model", "swap_s", "start_s", "end_s", "processing_s")
-MONITOR_DTYPES = {"t_s": "float64", "gpu_util_pct": "float64"}
-CLIENT_DTYPES = {"request_id": _TEXT}
-SCHEDULE_DTYPES = {"request_id": _TEXT, "scheduled_s": "float64", "model": _TEXT}
+MONITOR_READ = ("t_s", "gpu_util_pct")
+REQUIRED_CLIENT_COLUMNS = ("request_id", "received_s", "client_latency_s", "http_status")
+SCHEDULE_READ = ("request_id", "scheduled_s", "model")
+
+
+def _dtypes(schema: dict[str, str], columns: Sequence[str]) -> dict[str, str]:
+    return {c: schema[c] for c in columns}
 
 
 class RunDirError(Exception):
@@ -95,27 +105,34 @@ def read_csv(path: Path, dtypes: dict[str, str],
 
 def read_requests(run_dir: Path) -> pd.DataFrame:
     """requests.csv, the columns the metrics and the timeline need."""
-    return read_csv(run_dir / "requests.csv", REQUEST_DTYPES, REQUIRED_REQUEST_COLUMNS)
+    return read_csv(run_dir / "requests.csv", _dtypes(REQUEST_SCHEMA, REQUEST_READ),
+                    REQUIRED_REQUEST_COLUMNS)
 
 
 def read_batches(run_dir: Path) -> pd.DataFrame:
     """batches.csv, the columns the metrics and the timeline need."""
-    return read_csv(run_dir / "batches.csv", BATCH_DTYPES, REQUIRED_BATCH_COLUMNS)
+    return read_csv(run_dir / "batches.csv", _dtypes(BATCH_SCHEMA, BATCH_READ),
+                    REQUIRED_BATCH_COLUMNS)
 
 
 def read_monitor(run_dir: Path) -> pd.DataFrame | None:
     """monitor.csv (real runs only); None when the run has none."""
     path = run_dir / "monitor.csv"
-    return read_csv(path, MONITOR_DTYPES, ("gpu_util_pct",)) if path.is_file() else None
+    if not path.is_file():
+        return None
+    return read_csv(path, _dtypes(MONITOR_SCHEMA, MONITOR_READ), ("gpu_util_pct",))
 
 
-def read_client(run_dir: Path) -> pd.DataFrame | None:
-    """client.csv (the generator's side of a real run); None when the run has none."""
+def read_client(run_dir: Path, required: Sequence[str] = ("request_id",)) -> pd.DataFrame | None:
+    """client.csv (the generator's side of a run), every column; None when the run has none.
+    A client-side run needs the REQUIRED_CLIENT_COLUMNS its metrics are made of."""
     path = run_dir / "client.csv"
-    return read_csv(path, CLIENT_DTYPES, ("request_id",)) if path.is_file() else None
+    return read_csv(path, CLIENT_SCHEMA, required) if path.is_file() else None
 
 
 def read_schedule(run_dir: Path) -> pd.DataFrame | None:
     """schedule.csv (the arrival schedule); None when the run has none."""
     path = run_dir / "schedule.csv"
-    return read_csv(path, SCHEDULE_DTYPES, ("scheduled_s",)) if path.is_file() else None
+    if not path.is_file():
+        return None
+    return read_csv(path, _dtypes(SCHEDULE_SCHEMA, SCHEDULE_READ), ("scheduled_s",))

@@ -27,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 
+from sincere.files import write_json_atomic
 from sincere.profiles.profile_set import ProfileSet
 from sincere.runs.fidelity import profile_fit
 from sincere.runs.identity import with_identity
@@ -37,7 +38,6 @@ from sincere.runs.records import (
     RunRecorder,
     served,
     settled,
-    write_json_atomic,
 )
 from sincere.scheduling.bound import sla_attainment_bound
 from sincere.scheduling.queues import QueueBook, Request

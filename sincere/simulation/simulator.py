@@ -21,12 +21,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sincere.files import write_json_atomic
 from sincere.grid.points import GridPoint
 from sincere.profiles.length_term import served_prompt_tokens
 from sincere.profiles.profile_set import ProfileSet
+from sincere.runs.accounting import books_of_statuses
 from sincere.runs.fidelity import profile_fit
 from sincere.runs.identity import with_identity
 from sincere.runs.metrics import run_metrics
+from sincere.runs.params import run_params, traffic_params
 from sincere.runs.records import (
     BatchRecord,
     RequestRecord,
@@ -34,14 +37,13 @@ from sincere.runs.records import (
     as_row,
     served,
     settled,
-    write_json_atomic,
 )
+from sincere.runs.window import traffic_window_s
 from sincere.scheduling.bound import sla_attainment_bound
 from sincere.scheduling.queues import QueueBook, Request
 from sincere.scheduling.strategies import Strategy, make_strategy
 from sincere.schemas import BATCH_COLUMNS, REQUEST_COLUMNS
-from sincere.traffic.patterns import build_schedule
-from sincere.traffic.schedule import Schedule
+from sincere.traffic.schedule import Schedule, build_schedule
 
 # Event priorities at the same instant, lowest first.
 BATCH_DONE, ARRIVAL, END_OF_TRAFFIC, WAKE = 0, 1, 2, 3
@@ -112,14 +114,6 @@ class Durations:
         return self.draw(*self.profiles[model].batch_time_s(size, longest, self.max_new_tokens))
 
 
-def traffic_window_s(duration_s: float, schedule: Schedule) -> float:
-    """The traffic window's end: ``duration_s``, or for an unbounded duration (a whole trace
-    replayed) the last arrival."""
-    if math.isfinite(duration_s):
-        return duration_s
-    return float(schedule.scheduled_s[-1]) if len(schedule) else 0.0
-
-
 def simulate(schedule: Schedule, strategy: Strategy, profiles: ProfileSet, sla_s: float,
              max_new_tokens: int, duration_s: float, drain_timeout_s: float = 600.0,
              seed: int = 0, jitter: bool = True, rate_window_s: float = 60.0,
@@ -148,14 +142,14 @@ def simulate(schedule: Schedule, strategy: Strategy, profiles: ProfileSet, sla_s
     request_ids = schedule.request_ids()
     for i, arrival_s in enumerate(schedule.scheduled_s):
         events.push(float(arrival_s), ARRIVAL, i)
-    window_s = traffic_window_s(duration_s, schedule)
-    events.push(max(window_s, float(schedule.scheduled_s[-1]) if len(schedule) else 0.0),
-                END_OF_TRAFFIC)
+    last_arrival_s = float(schedule.scheduled_s[-1]) if len(schedule) else None
+    window_s = traffic_window_s(duration_s, last_arrival_s)
+    events.push(max(x for x in (window_s, last_arrival_s, 0.0) if x is not None
+                    and math.isfinite(x)), END_OF_TRAFFIC)
 
     records: list[RequestRecord] = []
     batches: list[BatchRecord] = []
     event_log: list[tuple[float, int, int]] = []
-    rejected = shed = 0
     resident: str | None = None
     gpu_free = True
     draining = False
@@ -178,7 +172,6 @@ def simulate(schedule: Schedule, strategy: Strategy, profiles: ProfileSet, sla_s
                                   else served_tokens[i])
                 if max_queue is not None and book.total() >= max_queue:
                     records.append(settled(request, "rejected", sla_s))
-                    rejected += 1
                 else:
                     book.add(request)
             elif priority == END_OF_TRAFFIC:
@@ -191,7 +184,6 @@ def simulate(schedule: Schedule, strategy: Strategy, profiles: ProfileSet, sla_s
         for model, count in decision.shed:
             hopeless = book.take(model, count)
             records.extend(settled(r, "shed", sla_s) for r in hopeless)
-            shed += len(hopeless)
         if decision.runs:
             batch_requests = book.take(decision.model, decision.size)
             swap_s = durations.swap_s(resident, decision.model)
@@ -221,11 +213,9 @@ def simulate(schedule: Schedule, strategy: Strategy, profiles: ProfileSet, sla_s
     unserved = book.take_all()
     records.extend(settled(r, "unserved", sla_s) for r in unserved)
     records.sort(key=lambda r: r.request_id)
-    completed = len(records) - len(unserved) - rejected - shed
-    accounting = {"issued": len(schedule), "received": len(schedule), "completed": completed,
-                  "rejected": rejected, "failed": 0, "unserved": len(unserved), "shed": shed}
-    return SimOutcome(records, batches, accounting, max(window_s, last_end_s), window_s,
-                      event_log)
+    accounting = books_of_statuses((r.status for r in records), issued=len(schedule))
+    run_time_s = max(window_s, last_end_s) if math.isfinite(window_s) else last_end_s
+    return SimOutcome(records, batches, accounting, run_time_s, window_s, event_log)
 
 
 @dataclass(frozen=True)
@@ -263,19 +253,18 @@ class SimTask:
         """run.json's ``params`` block of this run, known before it runs (the grid compares its
         identity with a finished run's before reusing it)."""
         point = self.point
-        return {
-            "strategy": point.strategy, "pattern": point.pattern, "mean_rps": point.mean_rps,
-            "sla_s": point.sla_s, "duration_s": self.duration_s,
-            "seed": point.seed(self.base_seed), "repeat": point.repeat,
-            "models": sorted(self.model_mix), "model_mix": self.model_mix,
-            "max_new_tokens": self.max_new_tokens, "engine": "sim",
-            "profiles": self.profiles.describe(self.profiles_name),
-            "pattern_params": self.pattern_options,
-            "strategy_params": make_strategy(point.strategy, **self.strategy_options).params(),
-            "drain_timeout_s": self.drain_timeout_s, "max_queue": self.max_queue,
-            "jitter": self.jitter, "length_term": self.length_term(),
-            "replays": self.replay_count(),
-        }
+        traffic = traffic_params(pattern=point.pattern, pattern_params=self.pattern_options,
+                                 mean_rps=point.mean_rps, duration_s=self.duration_s,
+                                 seed=point.seed(self.base_seed), repeat=point.repeat,
+                                 model_mix=self.model_mix)
+        return run_params(
+            traffic, strategy=point.strategy,
+            strategy_params=make_strategy(point.strategy, **self.strategy_options).params(),
+            sla_s=point.sla_s, max_new_tokens=self.max_new_tokens,
+            models=sorted(self.model_mix), engine="sim",
+            profiles=self.profiles.describe(self.profiles_name),
+            drain_timeout_s=self.drain_timeout_s, max_queue=self.max_queue, jitter=self.jitter,
+            length_term=self.length_term(), replays=self.replay_count())
 
     def replay_count(self) -> int:
         """Replays this run makes: without jitter every replay is the same run, so one."""

@@ -18,6 +18,7 @@ SINCERE's server generates, so that both kinds of server do the same work.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,33 +96,63 @@ def error_message(response: requests.Response) -> str:
     return str(error)
 
 
-def list_served_models(url: str, mode: ApiMode, timeout_s: float, poll_s: float = 0.5) -> list[str]:
-    """The model names an OpenAI-compatible server lists at ``GET /v1/models``, polling until it
-    answers 200 or ``timeout_s`` passes (ConnectionError saying why)."""
+class ServerUnavailable(RuntimeError):
+    """The server did not answer in time (or its process exited, or it refused the key)."""
+
+
+GIVE_UP = (401, 403)  # a wrong or missing key does not get better by waiting
+
+
+def poll_json(url: str, timeout_s: float, poll_s: float = 0.25,
+              headers: dict[str, str] | None = None,
+              is_alive: Callable[[], bool] | None = None,
+              accept: Callable[[Any], bool] | None = None) -> Any:
+    """GET ``url`` until it answers 200 with JSON that ``accept`` takes (any, by default) or
+    ``timeout_s`` passes; at least one try, however short the timeout. ``is_alive`` (e.g. a
+    subprocess's ``poll() is None``) ends the wait early when it says no; a 401 or 403 ends
+    it at once. ServerUnavailable says why it gave up."""
     deadline = time.monotonic() + timeout_s
     last = "no answer"
     while True:
+        if is_alive is not None and not is_alive():
+            raise ServerUnavailable(f"{url}: the server process exited while starting")
         try:
-            response = requests.get(f"{url}/v1/models", headers=mode.headers(), timeout=5.0)
+            response = requests.get(url, headers=headers, timeout=min(5.0, max(timeout_s, 1.0)))
             if response.status_code == 200:
-                data = response.json().get("data", [])
-                return [str(m.get("id")) for m in data if isinstance(m, dict)]
-            last = f"HTTP {response.status_code}: {error_message(response)[:200]}"
-            if response.status_code in (401, 403):
-                break  # a wrong key does not get better by waiting
-        except (requests.RequestException, ValueError, AttributeError) as exc:
+                answer = response.json()
+                if accept is None or accept(answer):
+                    return answer
+                last = "another server answers on that port"
+            else:
+                last = f"HTTP {response.status_code}: {error_message(response)[:200]}"
+                if response.status_code in GIVE_UP:
+                    break
+        except (requests.RequestException, ValueError) as exc:
             last = type(exc).__name__
-        if time.monotonic() >= deadline:
+        if time.monotonic() + poll_s >= deadline:
             break
         time.sleep(poll_s)
-    raise ConnectionError(f"{url}/v1/models did not answer within {timeout_s:g} s ({last})")
+    raise ServerUnavailable(f"{url} did not answer within {timeout_s:g} s ({last})")
+
+
+def list_served_models(url: str, mode: ApiMode, timeout_s: float, poll_s: float = 0.5) -> list[str]:
+    """The model names an OpenAI-compatible server lists at ``GET /v1/models``, polling until it
+    answers (ServerUnavailable saying why it did not)."""
+    answer = poll_json(f"{url}/v1/models", timeout_s, poll_s, headers=mode.headers(),
+                       accept=lambda a: isinstance(a, dict))
+    data = answer.get("data", [])
+    return [str(m.get("id")) for m in data if isinstance(m, dict)] if isinstance(
+        data, list) else []
+
+
+def is_sincere_health(answer: Any) -> bool:
+    """Whether a /health answer is an experiment server's (it names its run directory)."""
+    return isinstance(answer, dict) and "run_dir" in answer
 
 
 def sincere_health(url: str) -> dict[str, Any] | None:
-    """SINCERE's ``/health`` answer when ``url`` is an experiment server, else None."""
+    """SINCERE's ``/health`` answer when ``url`` is an experiment server, else None (one try)."""
     try:
-        response = requests.get(f"{url}/health", timeout=5.0)
-        health = response.json() if response.status_code == 200 else None
-    except (requests.RequestException, ValueError):
+        return poll_json(f"{url}/health", 0.0, accept=is_sincere_health)
+    except ServerUnavailable:
         return None
-    return health if isinstance(health, dict) and "run_dir" in health else None

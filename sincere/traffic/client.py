@@ -22,9 +22,15 @@ from typing import Any
 
 import requests
 
-from sincere.runs.records import CsvLog
+from sincere.files import CsvWriter
 from sincere.schemas import CLIENT_COLUMNS
-from sincere.traffic.api_modes import ApiMode, error_message, list_served_models, sincere_health
+from sincere.traffic.api_modes import (
+    ApiMode,
+    error_message,
+    list_served_models,
+    poll_json,
+    sincere_health,
+)
 from sincere.traffic.schedule import Schedule
 
 log = logging.getLogger("sincere.traffic")
@@ -33,36 +39,14 @@ CONNECT_TIMEOUT_S = 10.0
 ERROR_CHARS = 200  # client.csv keeps at most this much of an error message
 
 
-class ServerUnavailable(RuntimeError):
-    """The server did not answer /health in time."""
-
-
 def wait_for_server(url: str, timeout_s: float, poll_s: float = 0.25,
                     is_alive: Callable[[], bool] | None = None,
                     accept: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
-    """Poll ``url``/health until it answers 200 (its JSON) or ``timeout_s`` passes.
-
-    ``is_alive`` (e.g. a subprocess's ``poll() is None``) ends the wait early when it says no;
-    ``accept`` refuses an answer that is not from the server waited for.
-    """
-    deadline = time.monotonic() + timeout_s
-    last_error = "no answer"
-    while time.monotonic() < deadline:
-        if is_alive is not None and not is_alive():
-            raise ServerUnavailable(f"{url}: the server process exited while starting")
-        try:
-            response = requests.get(f"{url}/health", timeout=2.0)
-            if response.status_code == 200:
-                health = response.json()
-                if accept is None or accept(health):
-                    return health
-                last_error = "another server answers on that port"
-            else:
-                last_error = f"HTTP {response.status_code}"
-        except requests.RequestException as exc:
-            last_error = type(exc).__name__
-        time.sleep(poll_s)
-    raise ServerUnavailable(f"{url}/health did not answer within {timeout_s:g} s ({last_error})")
+    """Poll ``url``/health until it answers 200 (its JSON) or ``timeout_s`` passes
+    (``api_modes.poll_json``); ``accept`` refuses an answer that is not from the server waited
+    for."""
+    return poll_json(f"{url}/health", timeout_s, poll_s, is_alive=is_alive,
+                     accept=lambda a: isinstance(a, dict) and (accept is None or accept(a)))
 
 
 def find_server(url: str, api: ApiMode, timeout_s: float
@@ -72,11 +56,7 @@ def find_server(url: str, api: ApiMode, timeout_s: float
     if not api.openai:
         health = wait_for_server(url, timeout_s)
         return health, [str(m) for m in health.get("models", [])]
-    try:
-        served = list_served_models(url, api, timeout_s)
-    except ConnectionError as exc:
-        raise ServerUnavailable(str(exc)) from None
-    return sincere_health(url), served
+    return sincere_health(url), list_served_models(url, api, timeout_s)
 
 
 @dataclass
@@ -148,7 +128,7 @@ def send_schedule(url: str, schedule: Schedule, prompts: Mapping[str, str], *,
            for i in range(len(schedule))):
         raise ValueError("every scheduled request needs a prompt id from the workloads folder")
     sender = _Sender(url, timeout_s, api or ApiMode())
-    log_file = CsvLog(client_csv, CLIENT_COLUMNS) if client_csv is not None else None
+    log_file = CsvWriter(client_csv, CLIENT_COLUMNS) if client_csv is not None else None
     rows: list[dict[str, Any]] = []
     rows_lock = threading.Lock()
     lateness_s = 0.0

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import inspect
 import math
-import numbers
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sincere.traffic.schedule import Schedule
 from sincere.traffic.traces import read_trace
 
 MAX_EXPECTED_REQUESTS = 50_000_000  # refuse schedules that would not fit in memory (a typo)
@@ -320,8 +318,9 @@ def _lookup(pattern: str) -> Callable[..., Arrivals]:
                          f"{', '.join(sorted(PATTERNS))}") from None
 
 
-def _generate(pattern: str, mean_rps: float | None, duration_s: float,
-              rng: np.random.Generator, options: Mapping[str, Any]) -> tuple[Arrivals, dict]:
+def generate_arrivals(pattern: str, mean_rps: float | None, duration_s: float,
+                      rng: np.random.Generator,
+                      options: Mapping[str, Any]) -> tuple[Arrivals, dict]:
     """Run a pattern with its own options and return the arrivals and the options it used.
 
     Options that belong to another pattern are ignored (a script may pass all of its constants);
@@ -342,76 +341,5 @@ def _generate(pattern: str, mean_rps: float | None, duration_s: float,
 def arrival_times(pattern: str, mean_rps: float, duration_s: float, rng: np.random.Generator,
                   **options: Any) -> np.ndarray:
     """Arrival times (s, ascending, all < duration_s) of one pattern; see `build_schedule`."""
-    arrivals, _ = _generate(pattern, mean_rps, duration_s, rng, options)
+    arrivals, _ = generate_arrivals(pattern, mean_rps, duration_s, rng, options)
     return arrivals.times_s
-
-
-# --------------------------------------------------------------------------- schedule building
-
-
-def _normalised_mix(model_mix: Mapping[str, float]) -> dict[str, float]:
-    """Model mix weights as probabilities; rejects empty, negative, non-finite and all-zero."""
-    if not model_mix:
-        raise ValueError("model_mix is empty: give at least one model with a positive weight")
-    bad = {model: weight for model, weight in model_mix.items()
-           if not (isinstance(weight, numbers.Real) and math.isfinite(weight) and weight >= 0)}
-    if bad:
-        raise ValueError(f"model_mix weights must be finite and >= 0, got {bad}")
-    total = float(sum(model_mix.values()))
-    if total <= 0:
-        raise ValueError(f"model_mix weights are all zero: {dict(model_mix)}")
-    return {str(model): float(weight) / total for model, weight in model_mix.items()}
-
-
-def build_schedule(pattern: str, mean_rps: float, duration_s: float, seed: int,
-                   model_mix: Mapping[str, float], prompt_ids: Sequence[str] | None = None,
-                   **options: Any) -> Schedule:
-    """A run's whole schedule from a seed: arrival times by `pattern`, then a model per request
-    by the categorical `model_mix` (weights normalised) and a prompt drawn uniformly, with
-    replacement, from `prompt_ids` ("" for every request when None).
-
-    Times, models and prompts use three independent streams of `SeedSequence(seed)`, so changing
-    the mix or the prompt set never moves the arrivals. Synthetic patterns need mean_rps > 0; for
-    'trace' (option `trace_path`), mean_rps > 0 rescales the trace to that mean rate and 0 or
-    None keeps its own timing (see `trace_arrivals`). Pattern options: `pattern_options(name)`.
-    """
-    time_seed, model_seed, prompt_seed = np.random.SeedSequence(seed).spawn(3)
-    mix = _normalised_mix(model_mix)
-    if prompt_ids is not None and len(prompt_ids) == 0:
-        raise ValueError("prompt_ids is empty: pass None to schedule without prompts")
-    arrivals, used = _generate(pattern, mean_rps, duration_s, np.random.default_rng(time_seed),
-                               options)
-    n = int(arrivals.times_s.size)
-
-    names = list(mix)
-    choice = np.random.default_rng(model_seed).choice(len(names), size=n, p=list(mix.values()))
-    models = tuple(names[i] for i in choice.tolist())
-    if prompt_ids is None:
-        prompts = ("",) * n
-    else:
-        picks = np.random.default_rng(prompt_seed).integers(0, len(prompt_ids), size=n)
-        prompts = tuple(str(prompt_ids[i]) for i in picks.tolist())
-    prompt_tokens = tuple(arrivals.prompt_tokens) if arrivals.prompt_tokens is not None \
-        else (None,) * n
-
-    params = {
-        "pattern": pattern.strip().lower(),
-        "mean_rps": None if mean_rps is None else float(mean_rps),
-        "duration_s": float(duration_s) if math.isfinite(duration_s) else None,
-        "seed": int(seed),
-        "model_mix": mix,
-        "prompt_count": 0 if prompt_ids is None else len(prompt_ids),
-        **{name: _jsonable(value) for name, value in used.items()},
-        **{name: _jsonable(value) for name, value in arrivals.info.items()},
-        "requests": n,
-    }
-    return Schedule(arrivals.times_s, models, prompts, prompt_tokens, params)
-
-
-def _jsonable(value: Any) -> Any:
-    """Paths as strings, numpy scalars as Python numbers, so params go straight into run.json."""
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
