@@ -72,15 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     from sincere.engine.static_decode import batch_buckets
     from sincere.files import write_text_atomic
     from sincere.host.environment import environment_block, format_environment
-    from sincere.serving.app import Limits, create_app
-    from sincere.serving.experiment import (
-        build_server,
-        make_http_server,
-        profile_mismatches,
-        resolve_models,
-        resolve_profiles,
-        run_directory,
-    )
+    from sincere.profiles.selection import profile_mismatches, resolve_profiles
+    from sincere.serving.app import create_app
+    from sincere.serving.experiment import build_server, resolve_models, run_directory
+    from sincere.serving.http_server import make_http_server
+    from sincere.serving.inputs import Limits
     from sincere.serving.run_end import RunEnd
 
     env = environment_block()

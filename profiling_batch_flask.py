@@ -29,6 +29,7 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from sincere.cli import parse_constants
+from sincere.serving.inputs import InputError
 
 HOST = "127.0.0.1"  # address to listen on
 PORT = 5057  # port to listen on
@@ -53,14 +54,10 @@ STOP_WAIT_S = 5.0  # on SIGTERM or Ctrl-C, wait this long for a running batch be
 log = logging.getLogger("profiling_batch_flask")
 
 
-class RequestError(ValueError):
-    """A request the server refuses with HTTP 400."""
-
-
 def _positive_int(body: dict[str, Any], key: str, default: int | None, limit: int) -> int:
     value = body.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
-        raise RequestError(f"{key} must be an integer from 1 to {limit}")
+        raise InputError(f"{key} must be an integer from 1 to {limit}")
     return value
 
 
@@ -68,30 +65,30 @@ def parse_profile_request(body: Any, models: list[str], prompt_ids: set[str],
                           default_max_new_tokens: int, max_batch_size: int) -> dict[str, Any]:
     """Check a /profile body; the model, batch size, tokens, prompt ids (or None) and seed."""
     if not isinstance(body, dict):
-        raise RequestError("the body must be a JSON object")
+        raise InputError("the body must be a JSON object")
     unknown = set(body) - {"model_alias", "batch_size", "prompt_ids", "max_new_tokens", "seed"}
     if unknown:
-        raise RequestError(f"unknown fields: {', '.join(sorted(unknown))}")
+        raise InputError(f"unknown fields: {', '.join(sorted(unknown))}")
     model = body.get("model_alias")
     if not isinstance(model, str) or model not in models:
-        raise RequestError(f"model_alias must be one of: {', '.join(models) or '(no models)'}")
+        raise InputError(f"model_alias must be one of: {', '.join(models) or '(no models)'}")
     ids = body.get("prompt_ids")
     if ids is not None:
         if (not isinstance(ids, list) or not ids
                 or not all(isinstance(i, str) for i in ids)):
-            raise RequestError("prompt_ids must be a non-empty list of prompt ids (strings)")
+            raise InputError("prompt_ids must be a non-empty list of prompt ids (strings)")
         if len(ids) > max_batch_size:
-            raise RequestError(f"at most {max_batch_size} prompt_ids")
+            raise InputError(f"at most {max_batch_size} prompt_ids")
         missing = [i for i in ids if i not in prompt_ids]
         if missing:
-            raise RequestError(f"{len(missing)} unknown prompt ids, e.g. {missing[0][:40]!r}")
+            raise InputError(f"{len(missing)} unknown prompt ids, e.g. {missing[0][:40]!r}")
     batch_size = _positive_int(body, "batch_size", len(ids) if ids else None, max_batch_size)
     if ids is not None and batch_size != len(ids):
-        raise RequestError(f"batch_size {batch_size} differs from the {len(ids)} prompt_ids")
+        raise InputError(f"batch_size {batch_size} differs from the {len(ids)} prompt_ids")
     max_new_tokens = _positive_int(body, "max_new_tokens", default_max_new_tokens, 100_000)
     seed = body.get("seed", None)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise RequestError("seed must be a non-negative integer")
+        raise InputError("seed must be a non-negative integer")
     return {"model": model, "batch_size": batch_size, "prompt_ids": ids,
             "max_new_tokens": max_new_tokens, "seed": seed}
 
@@ -117,9 +114,9 @@ def create_app(engine: Any, prompts: dict[str, str], monitor: Any = None,
     def http_error(exc: HTTPException):
         return jsonify(error=exc.description or exc.name), exc.code
 
-    @app.errorhandler(RequestError)
-    def bad_request(exc: RequestError):
-        return jsonify(error=str(exc)), 400
+    @app.errorhandler(InputError)
+    def bad_request(exc: InputError):
+        return jsonify(error=exc.message), exc.http_status
 
     @app.get("/health")
     def health():
@@ -170,13 +167,12 @@ def create_app(engine: Any, prompts: dict[str, str], monitor: Any = None,
 def main(argv: list[str] | None = None) -> int:
     """Start the engine, the monitor and the server; serve until /shutdown, SIGTERM or Ctrl-C."""
     cfg = parse_constants(globals(), argv)
-    from werkzeug.serving import make_server
-
     from sincere.assets.workloads import read_workloads
     from sincere.engine.process import start_engine
     from sincere.host.environment import environment_block
     from sincere.host.monitor import Monitor
     from sincere.profiles.files import device_name, hardware_name
+    from sincere.serving.http_server import make_http_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     env = environment_block()
@@ -202,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         threading.Thread(target=server_box["server"].shutdown, daemon=True).start()
 
     app = create_app(engine, prompts, monitor, info, seed=cfg.SEED, shutdown=shutdown)
-    server = server_box["server"] = make_server(cfg.HOST, cfg.PORT, app, threaded=True)
+    server = server_box["server"] = make_http_server(cfg.HOST, cfg.PORT, app)
     monitor.start()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: shutdown())
     print(f"profiling server on http://{cfg.HOST}:{cfg.PORT} (pid {os.getpid()}): "

@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     from sincere.grid.external import external_params, external_points, run_external_point
     from sincere.grid.points import GridRun, PlannedRun, RunConflict, grid_runs, runs_to_do
     from sincere.grid.runner import PARTIAL_DIR, RunSpec, run_point
+    from sincere.profiles.selection import grid_profiles
     from sincere.runs.identity import run_identity
-    from sincere.serving.experiment import grid_profiles
     from sincere.traffic.patterns import PATTERNS as KNOWN_PATTERNS
     from sincere.traffic.patterns import options_from_constants
 

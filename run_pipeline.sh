@@ -70,7 +70,7 @@ else
 fi
 
 stage "3/6 profiles of this machine in $PROFILES_DIR"
-profile_set=$("$PYTHON" -m sincere.serving.experiment --profile-name --decode "$DECODE")
+profile_set=$("$PYTHON" -m sincere.profiles.selection --profile-name --decode "$DECODE")
 if [[ "$FORCE_PROFILE" != 1 ]] && compgen -G "$PROFILES_DIR/batch_profiling_${profile_set}_[0-9]*.csv" > /dev/null \
         && compgen -G "$PROFILES_DIR/model_loading_times_${profile_set}_[0-9]*.csv" > /dev/null; then
     echo "pipeline: $PROFILES_DIR already holds a measured $profile_set profile; kept" \

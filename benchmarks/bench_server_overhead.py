@@ -75,7 +75,7 @@ def bare_app():
 
 
 def serve_bare(port: int) -> None:
-    from sincere.serving.experiment import make_http_server
+    from sincere.serving.http_server import make_http_server
 
     make_http_server("127.0.0.1", port, bare_app()).serve_forever()
 

@@ -31,8 +31,9 @@ from sincere.profiles.profiling import (
 )
 from sincere.scheduling.strategies import Strategy, make_strategy
 from sincere.scheduling.view import SchedulerView, largest_batch
-from sincere.serving.app import Limits, create_app
-from sincere.serving.experiment import serving
+from sincere.serving.app import create_app
+from sincere.serving.http_server import serving
+from sincere.serving.inputs import Limits
 from sincere.serving.server import ExperimentServer
 from sincere.traffic.api_modes import ApiMode
 from sincere.traffic.client import send_schedule

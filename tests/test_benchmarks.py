@@ -1,10 +1,9 @@
-"""The swap benchmark, the GPU profiling and the GPU check, run on the CPU (tiny models, or the
-tiny architectures built in memory), and the GPU profiling's refusal without a GPU."""
+"""The swap benchmark and the GPU profiling, run on the CPU (tiny models), and the GPU
+profiling's refusal without a GPU; the GPU check has tests of its own (test_gpu_check.py)."""
 
 from __future__ import annotations
 
 import importlib.util
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -12,7 +11,6 @@ from types import ModuleType, SimpleNamespace
 import pytest
 import torch
 
-from benchmarks.comparisons import token_agreement
 from sincere.assets.architectures import HUB_IDS
 from sincere.profiles.profile_set import load_profiles
 
@@ -116,44 +114,6 @@ def test_gpu_profile_check_refuses_without_a_gpu(tiny_models: Path, tmp_path: Pa
     assert status == 2
     assert "no CUDA GPU" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
-
-
-def test_gpu_check_smoke_mode_runs_every_part_and_passes_its_checks(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The GPU check on a CPU, cut to one model: it builds it in memory, times its swaps,
-    compares the three ways of generating, swaps it after warm-up, and writes what it found."""
-    status = benchmark("gpu_check").main([
-        "--out-dir", str(tmp_path), "--models", "llama3-8b", "--smoke-batch", "2",
-        "--smoke-new-tokens", "3", "--copy-rounds", "1", "--prompt-words", "30",
-        "--device", "cpu"])
-    out = capsys.readouterr().out
-    assert status == 0, out
-    report = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert (report["status"], report["mode"]) == ("pass", "cpu-smoke")
-    assert {p: v["status"] for p, v in report["parts"].items()} == {
-        "environment": "ok", "bandwidth": "ok", "build": "ok", "swaps": "ok",
-        "throughput": "ok", "warm_up": "ok", "swap_through": "ok", "larger_batch": "skipped"}
-    assert report["swaps"]["llama3-8b"]["modes"]["pinned"] == {"skipped": "needs CUDA"}
-    assert report["swaps"]["llama3-8b"]["modes"]["chunked"]["ratio"] > 0
-    assert set(report["throughput"]["ways"]) == {"hf_pipeline_fp32", "eager", "static_compiled"}
-    assert report["token_agreement"]["tokens"] == 2 * 3
-    assert report["compile_counts"]["compiles_after_warm_up"] == 0
-    assert all(check["passed"] for check in report["checks"]) and len(report["checks"]) == 7
-    assert not list((tmp_path / "configs" / "llama3-8b").glob("*.safetensors"))  # no weights
-    assert "PASS" in (tmp_path / "gpu_check.txt").read_text().splitlines()[0]
-
-
-@pytest.mark.parametrize(("static", "eager", "fraction", "first"), [
-    ([[1, 2, 3], [4, 5, 6]], [[1, 2, 3], [4, 5, 6]], 1.0, 1.0),
-    ([[1, 2, 3], [4, 5, 6]], [[1, 9, 9], [4, 5, 6]], 4 / 6, 1.0),  # a flip, then divergence
-    ([[7, 2], [4, 5]], [[1, 2], [4, 5]], 3 / 4, 0.5),
-])
-def test_token_agreement_is_a_share_of_positions(static: list[list[int]],
-                                                 eager: list[list[int]], fraction: float,
-                                                 first: float) -> None:
-    agreement = token_agreement(static, eager)
-    assert agreement["fraction"] == pytest.approx(fraction)
-    assert agreement["first_token_fraction"] == pytest.approx(first)
 
 
 def test_what_it_buys_compares_the_profile_sets(tmp_path: Path,

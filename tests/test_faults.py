@@ -20,7 +20,7 @@ from sincere.engine.engine import Engine
 from sincere.grid.children import ROOT
 from sincere.runs.metrics import swapped_batches
 from sincere.serving.app import create_app
-from sincere.serving.experiment import serving
+from sincere.serving.http_server import serving
 from sincere.serving.server import ExperimentServer
 from sincere.traffic.client import send_schedule
 from tests.conftest import FINISHED_RUN

@@ -18,8 +18,9 @@ import requests
 
 from sincere.engine.engine import Engine
 from sincere.scheduling.strategies import make_strategy
-from sincere.serving.app import Limits, create_app
-from sincere.serving.experiment import serving
+from sincere.serving.app import create_app
+from sincere.serving.http_server import serving
+from sincere.serving.inputs import Limits
 from sincere.serving.openai_schema import plain_chat_prompt
 from sincere.serving.run_end import RunEnd
 from sincere.serving.server import ExperimentServer
@@ -274,7 +275,7 @@ def test_a_chat_template_renders_the_messages(tiny_models: Path, tmp_path: Path)
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
     text = engine.chat_template_prompt("llama-chat", messages)
     assert text == "<|system|>Be brief.\n<|user|>Hi\n<|assistant|>"
-    tokenizer = engine._tokenizers["llama-chat"]
+    tokenizer = engine.residency.tokenizer_of("llama-chat")
     ids = tokenizer(text)["input_ids"]
     assert ids.count(tokenizer.bos_token_id) == 1 and ids[0] == tokenizer.bos_token_id
     assert engine.chat_template_prompt("llama3-8b", messages) is None  # no template

@@ -237,7 +237,7 @@ def test_shipped_examples_are_up_to_date_with_the_tool(tmp_path: Path,
 
 
 def test_a_profile_that_contradicts_the_server_is_named_with_its_fix() -> None:
-    from sincere.serving.experiment import profile_mismatches
+    from sincere.profiles.selection import profile_mismatches
 
     models = ["granite-7b", "llama3-8b"]
     cc_from_disk = load_profiles("h100-orig_cc")  # CC on, loads from disk

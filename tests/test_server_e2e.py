@@ -194,7 +194,7 @@ def test_adding_a_model_folder_mid_run(engine, tiny_models: Path, tiny_profile,
 
     from sincere.scheduling.strategies import make_strategy
     from sincere.serving.app import create_app
-    from sincere.serving.experiment import serving
+    from sincere.serving.http_server import serving
     from sincere.serving.server import ExperimentServer
 
     copy = dataclasses.replace(tiny_profile["llama3-8b"], model="llama-copy")
@@ -236,7 +236,7 @@ def test_times_are_final_when_the_run_finishes(engine, tiny_profile, tmp_path: P
     or fraction changes (before, run_time_s grew to the moment of the late request)."""
     from sincere.scheduling.strategies import make_strategy
     from sincere.serving.app import create_app
-    from sincere.serving.experiment import serving
+    from sincere.serving.http_server import serving
     from sincere.serving.server import ExperimentServer
 
     offset_s = [0.0]  # the server's clock, advanced by hand once the run is over

@@ -17,8 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sincere.scheduling.strategies import make_strategy
-from sincere.serving.app import InputError, Limits, create_app, parse_inference
-from sincere.serving.experiment import serving
+from sincere.serving.app import create_app
+from sincere.serving.http_server import serving
+from sincere.serving.inputs import InputError, Limits, parse_inference
 from sincere.serving.server import ExperimentServer
 from tests.server_support import HoldToLargest, live_server
 

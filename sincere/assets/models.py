@@ -148,13 +148,60 @@ def init_random_weights_(model: torch.nn.Module, family: str, seed: int,
                 flat[start:start + INIT_CHUNK_ELEMENTS].normal_(0.0, std, generator=generator)
 
 
+def init_non_persistent_buffers_(model: torch.nn.Module) -> list[str]:
+    """Give every non-persistent buffer the value the architecture's own code gives it; the
+    names of those buffers.
+
+    Such buffers (the rotary embeddings' ``inv_freq`` and ``original_inv_freq``, Gemma's
+    ``embed_scale``) are never in a checkpoint: ``to_empty`` leaves them holding whatever the
+    memory held, and transformers 5.x, loading a checkpoint, recomputes them with the model's
+    ``_init_weights``. The same is done here, module by module, with the module's parameters
+    flagged as initialised so that transformers' init functions leave them alone (the caller
+    fills them). Floating buffers are set to NaN first: one that this code does not recompute
+    stays NaN, which ``non_finite_tensors`` reports, rather than garbage that looks valid."""
+    named = dict(model.named_buffers())
+    owners = [(prefix, module) for prefix, module in model.named_modules()
+              if module._non_persistent_buffers_set]
+    names = []
+    with torch.no_grad():
+        for prefix, module in owners:
+            for buffer_name in sorted(module._non_persistent_buffers_set):
+                buffer = getattr(module, buffer_name, None)
+                if buffer is not None and buffer.is_floating_point():
+                    buffer.fill_(float("nan"))
+                names.append(f"{prefix}.{buffer_name}" if prefix else buffer_name)
+            params = [(p, getattr(p, "_is_hf_initialized", None))
+                      for p in module.parameters(recurse=False)]
+            for param, _flag in params:
+                param._is_hf_initialized = True
+            try:
+                model._init_weights(module)
+            finally:
+                for param, flag in params:
+                    if flag is None:
+                        del param._is_hf_initialized
+                    else:
+                        param._is_hf_initialized = flag
+    return [name for name in names if name in named]
+
+
+def non_finite_tensors(model: torch.nn.Module) -> list[str]:
+    """Names of the parameters and floating buffers holding a NaN or an infinity."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    with torch.no_grad():
+        return [name for name, tensor in tensors
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+
+
 def random_model(config: transformers.PretrainedConfig, family: str, dtype: torch.dtype,
                  device: str, seed: int) -> torch.nn.Module:
-    """A random-weight model allocated once, directly in ``dtype`` on ``device``."""
+    """A random-weight model allocated once, directly in ``dtype`` on ``device``: weights
+    from ``seed``, non-persistent buffers as the architecture computes them."""
     model = meta_model(config, dtype)
     model.to_empty(device=device)
     if hasattr(model, "tie_weights"):
         model.tie_weights()  # to_empty may give a tied head its own storage
+    init_non_persistent_buffers_(model)
     init_random_weights_(model, family, seed)
     return model
 

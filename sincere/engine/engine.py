@@ -1,11 +1,14 @@
 """The inference engine the profilers and the server share (SPEC section 7).
 
-One model is resident on the device at a time. ``load`` reads it from disk, or, when its weights
-are already in the host cache, copies them from host RAM (pinned where CC is off), which is what a
-swap costs; ``unload`` frees the device. ``generate`` runs a batch greedily with left padding and,
-by default, exactly ``max_new_tokens`` new tokens per prompt so that batch times are comparable;
-only an out-of-memory splits the batch in halves and retries; any other error fails the batch's
-prompts at once with its class name. Nothing is ever dropped silently.
+One model is resident on the device at a time. Which one, and where the others are (their
+folders, the host cache), is ``sincere.engine.residency``'s: ``load`` reads a model from disk,
+or, when its weights are already in the host cache, copies them from host RAM (pinned where CC is
+off), which is what a swap costs; ``unload`` frees the device. This module generates:
+``generate`` runs a batch greedily with left padding and, by default, exactly ``max_new_tokens``
+new tokens per prompt so that batch times are comparable; only an out-of-memory splits the batch
+in halves and retries; any other error fails the batch's prompts at once with its class name.
+Nothing is ever dropped silently. ``Engine`` is the one object the engine's process
+(``sincere.engine.process``), the profilers and the server call.
 
 Nothing here logs or raises prompt or generated text: only counts, lengths and error class names.
 The engine is not thread-safe; the server calls it from one thread.
@@ -14,6 +17,7 @@ The engine is not thread-safe; the server calls it from one thread.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import logging
 import os
@@ -24,8 +28,8 @@ from pathlib import Path
 import torch
 import transformers
 
-from sincere.engine.host_cache import NOT_PINNED, HostCache
-from sincere.engine.model_folders import ModelFolders, onto_device
+from sincere.engine.host_cache import HostCache
+from sincere.engine.model_folders import ModelFolders
 from sincere.engine.outcomes import (
     OOM_CLASS,
     OOM_ERROR_NAME,
@@ -34,6 +38,7 @@ from sincere.engine.outcomes import (
     LoadResult,
     run_in_parts,
 )
+from sincere.engine.residency import Residency
 from sincere.engine.static_decode import (
     DEFAULT_PROMPT_BUCKETS,
     DecodeShape,
@@ -49,10 +54,6 @@ __all__ = ["OOM_ERROR_NAME", "BatchResult", "Engine", "EngineError", "LoadResult
 DECODE_MODES = ("eager", "static")
 
 
-def _weights_gb(module: torch.nn.Module) -> float:
-    return sum(p.numel() * p.element_size() for p in module.parameters()) / 1e9
-
-
 def set_cpu_threads(threads: int = 0) -> int:
     """Set torch's threads for a CPU engine: ``threads``, or all cores but one (at least one)
     when 0, leaving a core to the HTTP, scheduler and monitor threads; the number set. The
@@ -65,7 +66,8 @@ def set_cpu_threads(threads: int = 0) -> int:
 
 
 class Engine:
-    """Load, unload and run the models of one folder on one device.
+    """Load, unload and run the models of one folder on one device: which model is where is
+    ``self.residency``'s (sincere.engine.residency), generating for a batch is this class's.
 
     ``oom_batch_limit`` is a testing knob: a batch of more prompts than that raises
     out-of-memory (0 makes every batch, even a single prompt, run out; None: no limit).
@@ -106,128 +108,65 @@ class Engine:
         self.oom_batch_limit = oom_batch_limit
         self.max_new_tokens = max_new_tokens
         self.exact_new_tokens = exact_new_tokens
-        self._resident: str | None = None
-        self._model: torch.nn.Module | None = None
-        self._tokenizer: transformers.PreTrainedTokenizerBase | None = None
         self.host = HostCache(self.device, self.copy_mode, self.copy_threads,
                               copy_chunk_mb * 2**20)
-        self._tokenizers: dict[str, transformers.PreTrainedTokenizerBase] = {}
+        self.residency = Residency(self.folders, self.host, self.device, self.dtype, host_cache)
 
-    # --- what is where ------------------------------------------------------------------------
+    # --- which model is where (sincere.engine.residency) ------------------------------------
 
     def available_models(self) -> list[str]:
         """Aliases of the model folders in ``models_dir`` and of those added."""
-        return self.folders.available()
+        return self.residency.available_models()
 
     def add_model_path(self, alias: str, path: Path) -> None:
         """Serve the model folder ``path`` (Hugging Face layout) under ``alias``, wherever it is."""
-        self.folders.add(alias, path)
+        self.residency.add_model_path(alias, path)
 
     @property
     def resident(self) -> str | None:
         """The alias of the model on the device, or None."""
-        return self._resident
+        return self.residency.resident
 
     @property
     def host_cached(self) -> list[str]:
         """Aliases whose weights are in the host cache."""
         return sorted(self.host.entries)
 
-    # --- loading ------------------------------------------------------------------------------
-
-    def _read_tokenizer(self, alias: str) -> transformers.PreTrainedTokenizerBase:
-        return self._use_tokenizer(alias, self.folders.read_tokenizer(alias))
-
-    def _use_tokenizer(self, alias: str, tokenizer: transformers.PreTrainedTokenizerBase
-                       ) -> transformers.PreTrainedTokenizerBase:
-        tokenizer.padding_side = "left"
-        if tokenizer.pad_token is None:  # llama and granite ship none: pad with EOS
-            tokenizer.pad_token = tokenizer.eos_token
-        self._tokenizers[alias] = tokenizer
-        return tokenizer
+    @property
+    def _model(self) -> torch.nn.Module | None:
+        return self.residency.model
 
     def load(self, alias: str) -> LoadResult:
         """Put ``alias`` on the device (from the host cache when there, else disk); seconds."""
-        if self._resident is not None:
-            raise EngineError(f"{self._resident!r} is resident: unload() it before loading "
-                              f"{alias!r}")
-        self.folders.path(alias)
-        started_s = time.perf_counter()
-        entry = self.host.get(alias) if self.host_cache else None
-        pinning = NOT_PINNED  # only a first load from disk pins, and is not charged for it
-        if entry is not None:
-            model, tokenizer, path = self.host.attach(entry), entry.tokenizer, "host_cache"
-        else:
-            tokenizer = self._read_tokenizer(alias)
-            host_model = self.folders.read_model(alias, self.dtype)
-            path = "disk"
-            if self.host_cache:
-                entry = self.host.keep(alias, host_model, tokenizer)
-                pinning, model = entry.pinning, self.host.attach(entry)
-            else:
-                model = onto_device(host_model, self.device)
-        seconds = time.perf_counter() - started_s - pinning.seconds
-        self._model, self._tokenizer, self._resident = model, tokenizer, alias
-        result = LoadResult(alias, seconds, path, round(_weights_gb(model), 6),
-                            pin_s=pinning.seconds, pinned_bytes=pinning.nbytes)
-        log.info("loaded %s from %s in %.3f s (%.3f GB)", alias, path, seconds, result.size_gb)
-        return result
+        return self.residency.load(alias)
 
     def unload(self) -> float:
         """Free the device of the resident model (its host copy stays); seconds."""
-        if self._resident is None:
-            return 0.0
-        started_s = time.perf_counter()
-        alias = self._resident
-        entry = self.host.get(alias)
-        kept = entry is not None and entry.module is self._model
-        if kept:  # the module stays, its tensors back in host RAM; nothing is freed
-            self.host.detach(entry)
-        self._model = self._tokenizer = self._resident = None
-        if not kept:  # a module loaded without the host cache is dropped: free its memory
-            gc.collect()
-            if self.is_cuda:
-                torch.cuda.synchronize(self.device)
-                torch.cuda.empty_cache()
-        seconds = time.perf_counter() - started_s
-        log.info("unloaded %s in %.3f s", alias, seconds)
-        return seconds
+        return self.residency.unload()
 
     def swap(self, alias: str) -> LoadResult:
         """Unload the resident model (if any) and load ``alias``: the server's swap as one call,
         so that an engine in a process of its own is waited for once, and does both while the
         caller's threads answer the batch before (sincere.engine.process)."""
-        self.unload()
-        return self.load(alias)
+        return self.residency.swap(alias)
 
     def prefetch(self, alias: str) -> float:
         """Fill the host cache from disk without touching the device; seconds (0 if cached)."""
-        if not self.host_cache:
-            raise EngineError("prefetch needs host_cache=True")
-        if alias in self.host:
-            return 0.0
-        started_s = time.perf_counter()
-        tokenizer = self._read_tokenizer(alias)
-        self.host.keep(alias, self.folders.read_model(alias, self.dtype), tokenizer)
-        seconds = time.perf_counter() - started_s
-        log.info("prefetched %s into host RAM in %.3f s", alias, seconds)
-        return seconds
+        return self.residency.prefetch(alias)
 
     def adopt(self, alias: str, model: torch.nn.Module,
               tokenizer: transformers.PreTrainedTokenizerBase) -> PinReport:
         """Keep a model built in memory (random weights made on the GPU, say) in the host cache
         under ``alias``, as if it had been read from a folder; how its copy was pinned."""
-        if not self.host_cache:
-            raise EngineError("adopt needs host_cache=True")
-        self.evict(alias)
-        return self.host.keep(alias, model.eval(), self._use_tokenizer(alias, tokenizer)).pinning
+        return self.residency.adopt(alias, model, tokenizer)
 
     def pinning(self, alias: str) -> PinReport:
         """How ``alias``'s host copy was pinned ("none" when it was not)."""
-        entry = self.host.get(alias)
-        if entry is None:
-            raise EngineError(f"{alias!r} is not in the host cache")
-        return entry.pinning
+        return self.residency.pinning(alias)
+
+    def evict(self, alias: str) -> None:
+        """Drop ``alias``'s host copy (a resident model stays on the device until unloaded)."""
+        self.residency.evict(alias)
 
     def reserve(self, aliases: list[str] | None = None) -> int:
         """Size the device memory of swaps once, before the first, for the largest of
@@ -235,11 +174,9 @@ class Engine:
         engine the KV arena for their largest warm-up shape, so that no later swap or batch
         allocates; the bytes reserved."""
         chosen = list(self.host.entries) if aliases is None else aliases
-        missing = [a for a in chosen if a not in self.host]
-        if missing:
-            raise EngineError(f"reserve needs host-cached models: prefetch {', '.join(missing)}")
-        kv_bytes = 0 if self.static is None else self.static.reserve(
-            {alias: self.host.entries[alias].module for alias in chosen}, self.max_new_tokens)
+        modules = self.residency.cached_modules(chosen)
+        kv_bytes = 0 if self.static is None else self.static.reserve(modules,
+                                                                     self.max_new_tokens)
         return self.host.reserve(chosen) + kv_bytes
 
     def set_batch_buckets(self, buckets: Mapping[str, Sequence[int]]) -> None:
@@ -254,30 +191,20 @@ class Engine:
         counts = {} if self.static is None else self.static.counts()
         return {**counts, "weights_arena_allocations": self.host.arena.allocations}
 
-    def evict(self, alias: str) -> None:
-        """Drop ``alias``'s host copy (a resident model stays on the device until unloaded)."""
-        if alias == self._resident:
-            raise EngineError(f"{alias!r} is resident: unload() it before evicting it")
-        if self.host.evict(alias):
-            gc.collect()
-            log.info("evicted %s from host RAM", alias)
-
     # --- generation ---------------------------------------------------------------------------
 
     def count_tokens(self, alias: str, text: str) -> int:
         """Prompt tokens of ``text`` under ``alias``'s tokenizer (BOS included, as generate)."""
-        tokenizer = self._tokenizers.get(alias)
-        if tokenizer is None:
-            tokenizer = self._read_tokenizer(alias)
-        return len(tokenizer(text)["input_ids"])
+        return len(self.residency.tokenizer_of(alias)(text)["input_ids"])
 
-    def _generate_batch(self, prompts: list[str], max_new_tokens: int
+    def _generate_batch(self, prompts: list[str], max_new_tokens: int,
+                        logits_processor: transformers.LogitsProcessor | None = None
                         ) -> tuple[list[str], list[int], list[int], list[list[int]]]:
-        assert self._model is not None and self._tokenizer is not None
+        assert self._model is not None and self.residency.tokenizer is not None
         if self.oom_batch_limit is not None and len(prompts) > self.oom_batch_limit:
             raise OOM_CLASS(f"batch of {len(prompts)} exceeds oom_batch_limit="
                             f"{self.oom_batch_limit}")
-        tokenizer = self._tokenizer
+        tokenizer = self.residency.tokenizer
         encoded = tokenizer(prompts, return_tensors="pt", padding=True)
         input_ids = encoded["input_ids"].to(self.device)
         attention_mask = encoded["attention_mask"].to(self.device)
@@ -285,10 +212,12 @@ class Engine:
                                       "num_beams": 1, "pad_token_id": tokenizer.pad_token_id}
         if self.exact_new_tokens:
             options["min_new_tokens"] = max_new_tokens  # EOS masked until the last step
+        if logits_processor is not None:  # runs after transformers' own, outside the compile
+            options["logits_processor"] = transformers.LogitsProcessorList([logits_processor])
         count = len(prompts)
         if self.static is not None:  # bucketed: padded rows, the model's persistent cache
             input_ids, attention_mask = self.static.prepare(
-                self._resident, self._model, options, input_ids, attention_mask, max_new_tokens)
+                self.resident, self._model, options, input_ids, attention_mask, max_new_tokens)
         with torch.inference_mode():
             output = self._model.generate(input_ids=input_ids, attention_mask=attention_mask,
                                           **options)
@@ -303,18 +232,28 @@ class Engine:
         """Run the resident model at every shape it can meet before anything is timed: for the
         static engine each of its batch buckets by each prompt bucket, which compiles its
         decoding step for all of them; then count compiles and graph recordings from zero
-        (``compile_counts``). The eager engine has nothing to compile: one batch. Seconds."""
+        (``compile_counts``). What each shape compiled, and how many of its prompts failed,
+        is kept in ``static.warm_ups[alias]``. The eager engine has nothing to compile: one
+        batch. Seconds."""
         if self._model is None:
             raise EngineError("no model is resident: load() one first")
         started_s = time.perf_counter()
-        shapes = (self.static.warm_shapes(self._resident, self.max_new_tokens) if self.static
+        shapes = (self.static.warm_shapes(self.resident, self.max_new_tokens) if self.static
                   else [DecodeShape(1, 16, 16 + self.max_new_tokens)])
+        records = []
         for shape in shapes:
-            self.generate([self._made_up_text(shape.prompt_bucket)] * shape.batch)
+            before = self.static.watch.tally() if self.static is not None else None
+            result = self.generate([self._made_up_text(shape.prompt_bucket)] * shape.batch)
+            if before is not None:
+                records.append({"shape": dataclasses.asdict(shape),
+                                "seconds": round(result.seconds, 3),
+                                "failed_prompts": len(result.failed),
+                                **(self.static.watch.tally() - before).as_dict()})
         if self.static is not None:
+            self.static.warm_ups[self.resident] = records
             self.static.watch.mark()
         seconds = time.perf_counter() - started_s
-        log.info("warmed up %s at %d shapes in %.1f s", self._resident, len(shapes), seconds)
+        log.info("warmed up %s at %d shapes in %.1f s", self.resident, len(shapes), seconds)
         return seconds
 
     @contextlib.contextmanager
@@ -330,7 +269,7 @@ class Engine:
     def _made_up_text(self, tokens: int) -> str:
         """Made-up text of at most ``tokens`` tokens, and close to it (no user prompt)."""
         words = tokens
-        while words > 1 and self.count_tokens(self._resident, " ".join(["w"] * words)) > tokens:
+        while words > 1 and self.count_tokens(self.resident, " ".join(["w"] * words)) > tokens:
             words = max(1, words - max(1, words // 8))
         return " ".join(["w"] * words)
 
@@ -350,18 +289,24 @@ class Engine:
         if self.is_cuda:
             torch.cuda.empty_cache()
 
-    def generate(self, prompts: list[str], max_new_tokens: int | None = None) -> BatchResult:
+    def generate(self, prompts: list[str], max_new_tokens: int | None = None,
+                 logits_processor: transformers.LogitsProcessor | None = None) -> BatchResult:
         """Run a batch; an out-of-memory splits it in halves and retries (down to single
         prompts); any other error fails the prompts of the part it hit at once, with its error
-        class name (sincere.engine.outcomes.run_in_parts). The engine stays usable either way."""
+        class name (sincere.engine.outcomes.run_in_parts). The engine stays usable either way.
+
+        ``logits_processor`` sees each step's scores after transformers' own processors (a
+        static batch's padding rows last); the GPU check records and forces tokens with it."""
         if self._model is None:
             raise EngineError("no model is resident: load() one first")
         new_tokens = self.max_new_tokens if max_new_tokens is None else max_new_tokens
         if self.is_cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
         started_s = time.perf_counter()
+        extra = {} if logits_processor is None else {"logits_processor": logits_processor}
         parts = run_in_parts(
-            lambda indices: self._generate_batch([prompts[i] for i in indices], new_tokens),
+            lambda indices: self._generate_batch([prompts[i] for i in indices], new_tokens,
+                                                 **extra),
             len(prompts), self._free_after_oom)
         if self.is_cuda:
             torch.cuda.synchronize(self.device)
@@ -369,7 +314,7 @@ class Engine:
         peak = torch.cuda.max_memory_allocated(self.device) / 2**30 if self.is_cuda else None
         failed = sorted(parts.errors)
         for i in failed:  # still report how long a failed prompt was
-            parts.prompt_tokens[i] = self.count_tokens(self._resident, prompts[i])
+            parts.prompt_tokens[i] = self.count_tokens(self.resident, prompts[i])
         return BatchResult(texts=parts.texts, prompt_tokens=parts.prompt_tokens,
                            output_tokens=parts.output_tokens, seconds=seconds,
                            retries=parts.retries, peak_mem_gib=peak, failed=failed,
@@ -380,7 +325,7 @@ class Engine:
         """A chat rendered by ``alias``'s chat template with the assistant's turn opened, as
         the prompt ``generate`` takes; None when its tokenizer has no template. A leading BOS
         the template writes is dropped where the tokenizer adds its own, so it is not doubled."""
-        tokenizer = self._tokenizers.get(alias) or self._read_tokenizer(alias)
+        tokenizer = self.residency.tokenizer_of(alias)
         if not getattr(tokenizer, "chat_template", None):
             return None
         text = tokenizer.apply_chat_template(messages, tokenize=False,

@@ -78,7 +78,7 @@ def node_profiles(name: str, profiles_dir: str, device: str, decode: str,
                   std_factor: float) -> dict[str, Any]:
     """The Ray task that resolves, on a node, the profile set its servers will plan with
     (``auto``: the node's own device and CC mode), as ``ProfileSet.describe()``."""
-    from sincere.serving.experiment import grid_profiles
+    from sincere.profiles.selection import grid_profiles
 
     return grid_profiles(name, Path(profiles_dir), device, decode, std_factor).describe(name)
 

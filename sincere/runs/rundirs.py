@@ -26,7 +26,7 @@ RUN_FILE = "run.json"
 
 # The columns each reader reads (others are left on disk), with their dtypes from the schemas.
 REQUEST_READ = ("request_id", "model", "arrival_s", "dispatch_s", "start_s", "end_s",
-                "queue_wait_s", "swap_wait_s", "processing_s", "sla_met", "status",
+                "batch_id", "queue_wait_s", "swap_wait_s", "processing_s", "sla_met", "status",
                 "prompt_tokens", "output_tokens")
 REQUIRED_REQUEST_COLUMNS = ("model", "arrival_s", "end_s", "sla_met", "status")
 BATCH_READ = ("batch_id", "model", "batch_size", "reason", "dispatch_s", "swap_from", "swap_s",

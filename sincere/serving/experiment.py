@@ -1,86 +1,23 @@
-"""Wiring of the experiment server process: profiles, models, run directory, HTTP server.
+"""Wiring of the experiment server process from the script's constants: models, run directory,
+the server with its monitor.
 
-Kept apart from the script so that tests and benchmarks build the very same server in-process.
+Kept apart from the script (api_scheduler_experiments.py) so that tests and benchmarks build the
+very same server in-process. Which profile set it plans with is ``sincere.profiles.selection``'s;
+serving the app over HTTP, ``sincere.serving.http_server``'s.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
-
 from sincere.host.monitor import Monitor, visible_gpu
-from sincere.profiles.files import cc_label, device_name
-from sincere.profiles.profile_set import ProfileError, ProfileSet, load_profiles
+from sincere.profiles.profile_set import ProfileSet
+from sincere.profiles.selection import profile_mismatches
 from sincere.scheduling.strategies import make_strategy, strategy_slug
 from sincere.scheduling.strategies import options_from_constants as strategy_options
 from sincere.serving.server import ExperimentServer
-
-LISTEN_BACKLOG = 4096  # connections the kernel holds while the accept loop catches up
-
-
-def auto_profile_name(environment: dict[str, Any], device_type: str,
-                      decode: str = "eager") -> str:
-    """``<device>[-static]_<cc|noncc>`` of this machine and engine: the set run_profiling.sh
-    writes here."""
-    return (f"{device_name(environment, device_type, decode)}_"
-            f"{cc_label(environment.get('cc_mode', ''))}")
-
-
-def resolve_profiles(name: str, profiles_dir: Path, environment: dict[str, Any],
-                     device_type: str, std_factor: float, decode: str = "eager") -> ProfileSet:
-    """The profile set ``name``, or with ``auto`` the one measured on this device and CC mode;
-    ValueError with what to do when there is none."""
-    wanted = auto_profile_name(environment, device_type, decode) if name == "auto" else name
-    try:
-        return load_profiles(wanted, profiles_dir, std_factor=std_factor)
-    except ProfileError as exc:
-        hint = " (run run_profiling.sh on this machine first)" if name == "auto" else ""
-        raise ValueError(f"profile set {wanted!r}: {exc}{hint}") from None
-
-
-def profile_mismatches(profiles: ProfileSet, environment: dict[str, Any], host_cache: bool,
-                       models: list[str]) -> list[str]:
-    """Where the profile contradicts this server, each with its fix: a CC mode other than the
-    one detected here, or load times of another load path than the one swaps will take
-    (host RAM with HOST_CACHE, the disk without). Every timer would be planned on wrong times."""
-    name = Path(profiles.loading_file).name
-    problems = []
-    detected, profiled = environment.get("cc_mode"), profiles.cc_mode
-    if {detected, profiled} <= {"on", "off"} and detected != profiled:
-        problems.append(
-            f"the profile {name} was measured with CC {profiled} but this GPU has CC {detected}: "
-            f"profile this machine (run_profiling.sh) or name a {cc_label(detected)} profile set")
-    for model in models:
-        path = profiles[model].load_path
-        if not path:
-            continue
-        cached = path.startswith("host_cache")
-        if cached != host_cache:
-            problems.append(
-                f"{model}: the profile {name} times loads by {path} but HOST_CACHE is "
-                f"{'on' if host_cache else 'off'}, so swaps will load "
-                f"{'from host RAM' if host_cache else 'from disk'}: set HOST_CACHE to "
-                f"{'true' if cached else 'false'} or profile with that load path")
-    return problems
-
-
-def grid_profiles(name: str, profiles_dir: Path, device: str, decode: str,
-                  std_factor: float) -> ProfileSet:
-    """The profile set the servers of a grid run on this machine will plan with (for the runs'
-    identity before they run); ValueError when there is none."""
-    import torch
-
-    from sincere.host.environment import environment_block
-
-    device_type = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")).type
-    environment = environment_block() if name == "auto" else {}
-    return resolve_profiles(name, profiles_dir, environment, device_type, std_factor, decode)
 
 
 def resolve_models(wanted: list[str], engine: Any, profiles: ProfileSet) -> list[str]:
@@ -133,57 +70,3 @@ def build_server(cfg: Any, engine: Any, profiles: ProfileSet, models: list[str],
         rate_window_s=cfg.RATE_WINDOW_S, params=params, environment=environment,
         monitor_factory=lambda start: Monitor(run_dir / "monitor.csv", period_s=period_s,
                                               gpu_index=visible_gpu(), start_monotonic=start))
-
-
-class _HttpServer(ThreadedWSGIServer):
-    request_queue_size = LISTEN_BACKLOG
-
-
-class _QuietHandler(WSGIRequestHandler):
-    """No access-log line per request (thousands a run); errors are still logged."""
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
-
-
-def make_http_server(host: str, port: int, app: Any) -> ThreadedWSGIServer:
-    """A threaded WSGI server (a thread per connection) with a deep listen backlog."""
-    return _HttpServer(host, port, app, handler=_QuietHandler)
-
-
-@contextlib.contextmanager
-def serving(app: Any, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Serve ``app`` from a thread of this process (tests, benchmarks); yields its URL."""
-    httpd = make_http_server(host, port, app)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                              name="http", daemon=True)
-    thread.start()
-    try:
-        yield f"http://{host}:{httpd.server_port}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(10.0)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m sincere.serving.experiment --profile-name``: this machine's profile set name."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--profile-name", action="store_true", required=True,
-                        help="print <device>_<cc|noncc> of this machine (what PROFILES=auto uses)")
-    parser.add_argument("--device", default="", help="torch device (default: cuda if present)")
-    parser.add_argument("--decode", default="eager", help="batch engine: eager or static")
-    args = parser.parse_args(argv)
-    import torch
-
-    from sincere.host.environment import environment_block
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    print(auto_profile_name(environment_block(), torch.device(device).type, args.decode))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

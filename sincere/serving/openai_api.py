@@ -25,15 +25,15 @@ import time
 from flask import Blueprint, Flask, Response, g, jsonify, request
 
 from sincere.serving import openai_schema as schema
-from sincere.serving.app import (
+from sincere.serving.hooks import submit_and_wait
+from sincere.serving.inputs import (
     MODEL_ALIAS,
     REQUEST_ID,
     InputError,
     Limits,
-    _plain_field,
     parse_json_body,
+    plain_field,
     read_body,
-    submit_and_wait,
 )
 from sincere.serving.server import ExperimentServer
 
@@ -101,8 +101,8 @@ def create_blueprint(server: ExperimentServer, limits: Limits) -> Blueprint:
     started_epoch_s = int(time.time())
 
     def serve(kind: str) -> Response:
-        body = parse_json_body(read_body(limits.max_body_bytes), request.content_type)
-        g.model = _plain_field(body, "model", MODEL_ALIAS) or ""
+        body = parse_json_body(read_body(request, limits.max_body_bytes), request.content_type)
+        g.model = plain_field(body, "model", MODEL_ALIAS) or ""
         wanted = request.headers.get("X-Request-Id", "")
         g.request_id = wanted if REQUEST_ID.match(wanted) else None
         parsed = schema.parse_request(kind, body, limits, server.max_new_tokens)
@@ -160,6 +160,6 @@ def create_blueprint(server: ExperimentServer, limits: Limits) -> Blueprint:
 
 
 def register(app: Flask, server: ExperimentServer, limits: Limits) -> None:
-    """Serve the /v1 endpoints from ``app`` (``server_app.create_app`` calls this)."""
+    """Serve the /v1 endpoints from ``app`` (``sincere.serving.app.create_app`` calls this)."""
     app.register_blueprint(create_blueprint(server, limits))
     app.after_request(as_openai_error)

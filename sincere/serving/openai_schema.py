@@ -24,8 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sincere.serving.app import MODEL_ALIAS, InputError, Limits
-from sincere.serving.app import _type_name as type_name
+from sincere.serving.inputs import MODEL_ALIAS, InputError, Limits, type_name
 
 COMPLETIONS = "completions"
 CHAT = "chat"
