@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -102,9 +103,10 @@ def parse_profile_request(body: Any, models: list[str], prompt_ids: set[str],
 def create_app(engine: Any, prompts: dict[str, str], monitor: Any = None,
                info: dict[str, Any] | None = None, seed: int = 0,
                max_batch_size: int = MAX_BATCH_SIZE,
-               shutdown: Callable[[], None] | None = None, api_key: str = "") -> Flask:
-    """The Flask app over an engine, the prompts by id and a monitor (or None); with
-    ``api_key``, every call but /health needs it."""
+               shutdown: Callable[[], None] | None = None,
+               clock: Callable[[], float] = time.perf_counter, api_key: str = "") -> Flask:
+    """The Flask app over an engine, the prompts by id and a monitor (or None); ``clock``
+    times each batch; with ``api_key``, every call but /health needs it."""
     from sincere.access import KeyCheck
     from sincere.engine.engine import EngineError
     from sincere.profiles.profiling import BatchFailed, draw_prompt_ids, measure_batch
@@ -150,7 +152,7 @@ def create_app(engine: Any, prompts: dict[str, str], monitor: Any = None,
                 draws["count"] += 1
                 ids = draw_prompt_ids(all_ids, ask["batch_size"], batch_seed)
             figures = measure_batch(engine, [prompts[i] for i in ids], ask["max_new_tokens"],
-                                    monitor)
+                                    monitor, clock)
         log.info("%s batch %d: %.3f s, oom %s", ask["model"], ask["batch_size"],
                  figures["processing_time_s"], figures["oom"])
         return jsonify(model_alias=ask["model"], load_s=load_s, **figures)

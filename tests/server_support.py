@@ -155,6 +155,20 @@ def live_server(engine: Engine, profiles: ProfileSet, strategy: Strategy, new_to
         engine.unload()
 
 
+def runner_argv(results: Path, tiny_models: Path, workloads: Path, tiny_profile,
+                strategies: list[str], duration_s: float = 4.0) -> list[str]:
+    """run_experiments.py on the tiny models: each strategy at a constant 3 requests/s, SLA
+    5 s, for ``duration_s`` (tests/conftest.py's finished_grid is its first run)."""
+    from sincere.grid.children import script_argv
+
+    return script_argv("run_experiments.py", {
+        "RESULTS_DIR": results, "MODELS_DIR": tiny_models, "WORKLOADS_DIR": workloads,
+        "PROFILES": "cpu_noncc", "PROFILES_DIR": Path(tiny_profile.loading_file).parent,
+        "STRATEGIES": strategies, "PATTERNS": ["constant"], "MEANS": [3.0], "SLAS": [5.0],
+        "DURATION_S": duration_s, "DRAIN_TIMEOUT_S": 20.0, "MAX_NEW_TOKENS": 4,
+        "MONITOR_PERIOD_S": 0.2})
+
+
 def schedule_for(workloads_dir: Path, mean_rps: float, duration_s: float, seed: int = 0,
                  pattern: str = "gamma", mix: dict[str, float] | None = None) -> Schedule:
     prompts = read_workloads(workloads_dir)

@@ -5,7 +5,6 @@ real profiling server), down to the simulator's profile reader accepting what th
 from __future__ import annotations
 
 import csv
-import json
 import os
 import shutil
 import socket
@@ -351,15 +350,20 @@ def app_prompts(workloads: Path) -> dict[str, str]:
     return read_workloads(workloads)
 
 
-def profiling_client(tiny_models: Path, prompts: dict[str, str], **engine_options: Any) -> Any:
+def profiling_client(tiny_models: Path, prompts: dict[str, str], clock: Any = time.perf_counter,
+                     **engine_options: Any) -> Any:
     engine = Engine(tiny_models, max_new_tokens=4, **engine_options)
-    app = profiling_batch_flask.create_app(engine, prompts, info={"device_name": "cpu"})
+    app = profiling_batch_flask.create_app(engine, prompts, info={"device_name": "cpu"},
+                                           clock=clock)
     return app.test_client()
 
 
 def test_flask_app_runs_batches_and_reports_figures_only(tiny_models: Path,
                                                          app_prompts: dict[str, str]) -> None:
-    client = profiling_client(tiny_models, app_prompts)
+    # The batch is timed on a clock that moves 1.5 s between its two readings, before and
+    # after the batch: 3 requests in 1.5 s are 2 requests/s, their 3 x 4 new tokens 8 a second.
+    ticks = iter(1.5 * k for k in range(1000))
+    client = profiling_client(tiny_models, app_prompts, clock=lambda: next(ticks))
     health = client.get("/health").get_json()
     assert (health["models"], health["resident"]) == (ALIASES, None)
     assert (health["prompts"], health["device_name"]) == (len(app_prompts), "cpu")
@@ -369,8 +373,8 @@ def test_flask_app_runs_batches_and_reports_figures_only(tiny_models: Path,
     figures = first.get_json()
     assert figures["load_s"] > 0.0  # the model was loaded for it, outside the batch's time
     assert (figures["batch_size"], figures["max_new_tokens"], figures["oom"]) == (3, 4, False)
-    assert figures["throughput_rps"] == pytest.approx(3 / figures["processing_time_s"])
-    assert figures["output_tokens_per_s"] == pytest.approx(12 / figures["processing_time_s"])
+    assert figures["processing_time_s"] == 1.5
+    assert (figures["throughput_rps"], figures["output_tokens_per_s"]) == (2.0, 8.0)
     assert not [p for p in app_prompts.values() if p.splitlines()[0] in first.get_data(True)]
 
     drawn = [client.post("/profile", json={"model_alias": "granite-7b", "batch_size": 3,
@@ -384,6 +388,12 @@ def test_flask_app_runs_batches_and_reports_figures_only(tiny_models: Path,
     assert client.get("/health").get_json()["resident"] == "llama3-8b"
 
 
+@pytest.fixture(scope="module")
+def refusing_client(tiny_models: Path, app_prompts: dict[str, str]) -> Any:
+    """One profiling app for the requests it refuses (none of them runs a batch)."""
+    return profiling_client(tiny_models, app_prompts)
+
+
 @pytest.mark.parametrize(("body", "message"), [
     ({"model_alias": "mistral-7b", "batch_size": 1}, "model_alias must be one of"),
     ({"model_alias": "granite-7b", "batch_size": 0}, "batch_size must be an integer"),
@@ -393,9 +403,8 @@ def test_flask_app_runs_batches_and_reports_figures_only(tiny_models: Path,
     ({"model_alias": "granite-7b", "batch_size": 2, "prompt_ids": ["00000"]}, "differs"),
     ([1, 2], "JSON object"),
 ])
-def test_flask_app_refuses_bad_requests(tiny_models: Path, app_prompts: dict[str, str],
-                                        body: Any, message: str) -> None:
-    response = profiling_client(tiny_models, app_prompts).post("/profile", json=body)
+def test_flask_app_refuses_bad_requests(refusing_client: Any, body: Any, message: str) -> None:
+    response = refusing_client.post("/profile", json=body)
     assert response.status_code == 400
     assert message in response.get_json()["error"]
 
@@ -489,7 +498,11 @@ def test_batch_calls_against_a_running_server_feed_the_simulator(
         assert profile_set[model].load_path == "host_cache"
         assert profile_set[model].copy_mode in ("pageable", "chunked")
     assert profile_set.swap_s("granite-7b", "llama3-8b") > 0.0
-    assert json.dumps(profile_set.sources)
+    # Where the set came from: every source either file names, each a measurement here.
+    written = {r["source"] for r in rows} | {
+        r["source"] for r in read_csv(only(profiles, "model_loading_times_cpu_noncc_*.csv"))[1]}
+    assert set(profile_set.sources) == written
+    assert all(source.startswith("measured: ") for source in written)
 
 
 def test_the_fastest_copy_mode_is_chosen_and_every_figure_given() -> None:

@@ -243,7 +243,9 @@ def _keep(staging: Path, point: GridPoint, spec: RunSpec, reason: str, started: 
         run["params_mismatch"] = differences(asked, run.get("identity") or {})
         log(f"  {point.run_id}: the server recorded other parameters than asked: "
             f"{'; '.join(run['params_mismatch'])}")
-    run["wall_time_s"] = round(time.monotonic() - started, 3)
+    wall_s = time.monotonic() - started
+    run["wall_time_s"] = round(wall_s, 3)
+    run["wall_started_epoch_s"] = round(time.time() - wall_s, 3)  # when the runner began it
     keep_run(staging, final, run)
     return run
 

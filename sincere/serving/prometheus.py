@@ -16,13 +16,20 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def exposition(server: ExperimentServer, in_flight: int, unauthorized: int = 0) -> str:
-    """The run's counters: requests by status, requests waiting per model, calls in flight,
-    calls refused for a missing or wrong API key (not requests of the run)."""
+    """The run's counters: requests received, requests settled by status, requests waiting per
+    model, calls in flight, calls refused for a missing or wrong API key (not requests of the
+    run). ``received`` is a counter of its own: inside the counter split by status it would
+    make ``sum(sincere_requests_total)`` count every request twice."""
     status = server.status()
-    lines = ["# HELP sincere_requests_total Requests of the run, by status (received: all).",
+    counts = dict(status["counts"])
+    received = counts.pop("received", 0)
+    lines = ["# HELP sincere_requests_received_total Requests the run received.",
+             "# TYPE sincere_requests_received_total counter",
+             f"sincere_requests_received_total {received}",
+             "# HELP sincere_requests_total Requests of the run settled, by status.",
              "# TYPE sincere_requests_total counter"]
     lines += [f'sincere_requests_total{{status="{name}"}} {count}'
-              for name, count in sorted(status["counts"].items())]
+              for name, count in sorted(counts.items())]
     lines += ["# HELP sincere_queue_length Requests waiting in each model's queue.",
               "# TYPE sincere_queue_length gauge"]
     lines += [f'sincere_queue_length{{model="{model}"}} {length}'
