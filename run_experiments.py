@@ -25,6 +25,11 @@ which the user runs (vLLM, SGLang, any OpenAI-compatible server; API openai-comp
 openai-chat, the key from OPENAI_API_KEY): no server is started here, no profile is needed, and
 each run is kept client-side, with the CC mode that CC_MODE gives when it cannot be detected
 (sincere/grid/external.py; docs/openai.md).
+
+API_KEY in the environment is given to every server this starts and sent by every generator
+(on a Ray cluster it travels to the nodes with each run); TLS_CERT and TLS_KEY make the servers
+serve HTTPS, checked against CA_FILE (the certificate itself when CA_FILE is empty). With
+SERVER_URL, an https:// URL is checked against CA_FILE. See docs/server.md.
 """
 
 import contextlib
@@ -66,7 +71,11 @@ BURST_PEAK_TO_MEAN = 5.0  # bursty pattern: rate inside a burst / mean rate
 RAMP_PERIOD_S = 40.0  # ramp pattern: period of the triangle, seconds
 RAMP_ALPHA = 0.75  # ramp pattern: rate swings between mean*(1-alpha) and mean*(1+alpha)
 TRACE_PATH = ""  # trace pattern: Azure CSV or Mooncake JSONL to replay
-HOST = "127.0.0.1"  # the server listens here
+HOST = "127.0.0.1"  # the server listens here (beyond loopback: set API_KEY in the environment)
+ALLOW_NO_KEY = False  # let the servers listen beyond loopback without API_KEY (an open door)
+TLS_CERT = ""  # the servers serve HTTPS with this certificate (PEM; "" = plain HTTP)...
+TLS_KEY = ""  # ...and its private key (PEM)
+CA_FILE = ""  # what an https server is trusted by ("" = TLS_CERT, or the usual CAs)
 PORT = 0  # the server's port (0 = a free port for each run)
 DEVICE = ""  # torch device for the server ("" = cuda when there is one, else cpu)
 DECODE = "eager"  # the server's batch engine: eager, or static (static KV cache + torch.compile)
@@ -93,6 +102,7 @@ DRY_RUN = False  # print the plan (runs done and to do, estimated duration, chec
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
+    from sincere.access import client_verify, server_door, server_key
     from sincere.assets.model_store import weights_gb
     from sincere.grid import cluster
     from sincere.grid.external import external_params, external_points, run_external_point
@@ -122,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("SERVER_URL runs the grid against one server from here; "
                              "RAY_ADDRESS spreads SINCERE's servers over machines: choose one")
         runs = grid_runs(points, results_dir, cfg.CC_MODES)
+        api_key = server_key()
+        if not cfg.SERVER_URL:  # the servers' door, checked once rather than run by run
+            server_door(cfg, Path(__file__).name)
+        ca_file = cfg.CA_FILE or ("" if cfg.SERVER_URL else cfg.TLS_CERT)
+        client_verify(ca_file)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -136,13 +151,16 @@ def main(argv: list[str] | None = None) -> int:
         "ALLOW_PROFILE_MISMATCH": cfg.ALLOW_PROFILE_MISMATCH,
         "HOST_CACHE": cfg.HOST_CACHE, "MONITOR_PERIOD_S": cfg.MONITOR_PERIOD_S,
         "ENGINE_PROCESS": cfg.ENGINE_PROCESS, "PIN_CORES": cfg.PIN_CORES,
-        "DECODE": cfg.DECODE,
+        "DECODE": cfg.DECODE, "ALLOW_NO_KEY": cfg.ALLOW_NO_KEY,
         **({"DEVICE": cfg.DEVICE} if cfg.DEVICE else {}),
+        **({"TLS_CERT": Path(cfg.TLS_CERT).resolve(), "TLS_KEY": Path(cfg.TLS_KEY).resolve()}
+           if cfg.TLS_CERT else {}),
     }
     generator_options = {"MODEL_MIX": cfg.MODEL_MIX,
                          "WORKLOADS_DIR": Path(cfg.WORKLOADS_DIR).resolve(), "API": cfg.API,
                          "SERVED_MODELS": cfg.SERVED_MODELS, "MAX_TOKENS": cfg.MAX_NEW_TOKENS,
-                         "CC_MODE": cfg.CC_MODE}
+                         "CC_MODE": cfg.CC_MODE,
+                         **({"CA_FILE": Path(ca_file).resolve()} if ca_file else {})}
     profile_args = (cfg.PROFILES, Path(cfg.PROFILES_DIR).resolve(), cfg.DEVICE, cfg.DECODE,
                     cfg.STD_FACTOR)
     profiles: dict[str, dict] = {}  # ProfileSet.describe() of the servers, by CC mode of node
@@ -158,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                        duration_s=cfg.DURATION_S, drain_timeout_s=cfg.DRAIN_TIMEOUT_S,
                        base_seed=cfg.SEED, host=cfg.HOST, port=cfg.PORT,
                        start_timeout_s=cfg.START_TIMEOUT_S, run_timeout_s=cfg.RUN_TIMEOUT_S,
-                       profiles=profiles.get(run.cc_mode, {}))
+                       profiles=profiles.get(run.cc_mode, {}), api_key=api_key)
 
     def params(run: GridRun) -> dict:
         spec = spec_for(run)

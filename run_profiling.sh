@@ -11,6 +11,8 @@
 #
 # Each constant below can be edited here or set in the environment. Every Python step runs in its
 # own process group; on exit, Ctrl-C, SIGTERM or the time limit, the script stops them all.
+# With API_KEY exported, the app asks every call but /health for it and the sweep sends it (the
+# app refuses a HOST beyond loopback without one). Both run here, over plain HTTP.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -18,7 +20,7 @@ MODELS_DIR=${MODELS_DIR:-models}                  # model folders (download_mode
 WORKLOADS_DIR=${WORKLOADS_DIR:-workloads}         # prompt files (generate_workloads_jsonl.py)
 PROFILES_DIR=${PROFILES_DIR:-profiling_results}   # where the CSVs go
 MODELS=${MODELS:-}                                # aliases to profile, space-separated (empty = all)
-HOST=${HOST:-127.0.0.1}                           # the profiling app's address
+HOST=${HOST:-127.0.0.1}                           # the profiling app's address (beyond loopback: export API_KEY)
 PORT=${PORT:-5057}                                # the profiling app's port
 DEVICE=${DEVICE:-}                                # torch device (empty = cuda when there is one)
 DECODE=${DECODE:-eager}                           # batch engine: eager, or static (static KV cache + torch.compile)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,12 +139,14 @@ def run_in_process(engine: Engine, profiles: ProfileSet, workloads_dir: Path, ru
 @contextlib.contextmanager
 def live_server(engine: Engine, profiles: ProfileSet, strategy: Strategy, new_tokens: int,
                 run_dir: Path, limits: Limits | None = None, sla_s: float = 30.0,
-                models: tuple[str, ...] | list[str] = MODELS) -> Iterator[tuple[str, Any]]:
-    """(url, server) of a server on the tiny models over HTTP; ended and closed afterwards."""
+                models: tuple[str, ...] | list[str] = MODELS, api_key: str = "",
+                tls: ssl.SSLContext | None = None) -> Iterator[tuple[str, Any]]:
+    """(url, server) of a server on the tiny models over HTTP (HTTPS with ``tls``; asking for
+    ``api_key`` when given); ended and closed afterwards."""
     server = ExperimentServer(engine, profiles, strategy, sla_s, new_tokens, run_dir,
                               list(models), drain_timeout_s=30.0).start()
     try:
-        with serving(create_app(server, limits or Limits())) as url:
+        with serving(create_app(server, limits or Limits(), api_key=api_key), tls=tls) as url:
             yield url, server
     finally:
         server.abort()
