@@ -4,6 +4,7 @@
     python api_calls.py --pattern trace --trace-path AzureLLMInferenceTrace_conv.csv --mean 0
     OPENAI_API_KEY=... python api_calls.py --api openai-chat --url http://gpu-vm:8000 \
         --served-models llama3-8b=meta-llama/Llama-3.1-8B-Instruct --run-dir client_run
+    API_KEY=... python api_calls.py --url https://cvm:5000 --ca-file cvm-cert.pem
 
 The whole schedule (times, models, prompts) is built from SEED before the first request, with
 the same code the simulator uses; each request then leaves at its time whatever happened to the
@@ -14,7 +15,9 @@ waits for its drain; client.csv (one row per request sent) and schedule.csv go i
 run directory (or RUN_DIR). Against any other server there is no /start or /stop: the run
 directory (RUN_DIR) is client-side, with a run.json of its own (sincere/runs/client_side.py).
 Prompts are read from WORKLOADS_DIR and sent, never written or printed; the key is read from the
-OPENAI_API_KEY environment variable and never written or printed either.
+API_KEY environment variable (else OPENAI_API_KEY), sent with every call, and never written or
+printed either. An https:// URL is trusted by CA_FILE (the server's self-signed certificate,
+say) or the usual CAs; each request's TLS handshake is part of its client_latency_s.
 """
 
 import argparse
@@ -29,6 +32,7 @@ from sincere.cli import parse_constants
 from sincere.traffic.api_modes import ApiMode
 
 URL = "http://127.0.0.1:5000"  # the server: SINCERE's experiment server, or any OpenAI-compatible
+CA_FILE = ""  # https URL: the certificate (or its CA) to trust ("" = the usual CAs)
 API = "sincere"  # how requests go: sincere (/inference), openai-completions or openai-chat
 SERVED_MODELS = {}  # OpenAI modes: alias=served model name, where the server names it otherwise
 MAX_TOKENS = 50  # OpenAI modes: new tokens asked for (at most the SINCERE server's MAX_NEW_TOKENS)
@@ -60,6 +64,7 @@ CC_MODE = ""  # another server's run: on or off, recorded when this machine cann
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    from sincere.access import client_key, client_verify
     from sincere.assets.workloads import read_workloads
     from sincere.runs.client_side import cc_mode_of
     from sincere.runs.params import traffic_params
@@ -71,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     url = cfg.URL.rstrip("/")
     try:
         api = ApiMode(cfg.API, dict(cfg.SERVED_MODELS), cfg.MAX_TOKENS, cfg.IGNORE_EOS,
-                      os.environ.get("OPENAI_API_KEY", ""))
+                      client_key(), str(cfg.CA_FILE))
+        client_verify(api.ca_file)  # a CA file that is not there is said now
         prompts = read_workloads(Path(cfg.WORKLOADS_DIR))
         schedule = build_schedule(cfg.PATTERN, cfg.MEAN, cfg.DURATION_S, cfg.SEED,
                                   cfg.MODEL_MIX, prompt_ids=sorted(prompts),
@@ -105,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
                                timeout_s=cfg.TIMEOUT_S, max_in_flight=cfg.MAX_IN_FLIGHT,
                                start_params=params, stop=cfg.STOP, stop_params=params,
                                api=api, control=health is not None)
+    except ServerUnavailable as exc:  # /start refused (a wrong key): nothing was sent
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: client.csv holds the requests answered so far", file=sys.stderr)
         sys.stderr.flush()
@@ -132,6 +141,7 @@ def write_client_run(run_dir: Path, cfg: argparse.Namespace, api: ApiMode, param
                      issued: int, served: list[str], cc_mode: tuple[str, str],
                      started_epoch_s: float) -> dict:
     """run.json of a run against a server that is not SINCERE's (no key in it)."""
+    from sincere.access import is_https
     from sincere.files import write_json_atomic
     from sincere.runs.client_side import ENGINE, client_run_json, server_params
     from sincere.runs.params import run_params
@@ -142,7 +152,7 @@ def write_client_run(run_dir: Path, cfg: argparse.Namespace, api: ApiMode, param
             params, strategy="external", strategy_params=server_params(
                 cfg.URL, api.name, api.served_models, cfg.MODEL_MIX, api.ignore_eos),
             sla_s=cfg.SLA, max_new_tokens=api.max_tokens, models=sorted(cfg.MODEL_MIX),
-            engine=ENGINE),
+            engine=ENGINE, tls=is_https(cfg.URL)),
         {"cc_mode": cc_mode[0], "cc_mode_source": cc_mode[1], "server_url": cfg.URL,
          "server_models": served},
         read_client(run_dir, REQUIRED_CLIENT_COLUMNS), issued, started_epoch_s)

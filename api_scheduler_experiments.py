@@ -12,6 +12,11 @@ batches.csv, monitor.csv and run.json. See sincere/serving/app.py for every endp
 OpenAI-compatible ones (/v1/completions, /v1/chat/completions, /v1/models) are in
 sincere/serving/openai_api.py. A run that no /start began (a standard load generator's) ends after
 IDLE_STOP_S without requests, or at Ctrl-C / SIGTERM, and drains as after /stop.
+
+With API_KEY in the environment (never a flag: it would show on the command line), every call
+but /health needs `Authorization: Bearer <key>`; a call without it gets 401, is counted in
+/metrics and is not a request of the run. A HOST beyond loopback without a key refuses to start
+unless ALLOW_NO_KEY. TLS_CERT and TLS_KEY serve HTTPS. See docs/server.md, "From another machine".
 """
 
 import logging
@@ -33,7 +38,10 @@ MAX_NEW_TOKENS = 50  # new tokens per request
 RESULTS_DIR = "results"  # the run directory goes under here...
 RUN_ID = ""  # ...with this name ("" = <strategy>__sla<SLA>__<date-time>)
 RUN_DIR = ""  # or exactly here (overrides RESULTS_DIR and RUN_ID; run_experiments.py sets it)
-HOST = "127.0.0.1"  # address to listen on (0.0.0.0 to serve other machines)
+HOST = "127.0.0.1"  # address to listen on (0.0.0.0 to serve other machines: set API_KEY)
+ALLOW_NO_KEY = False  # listen beyond loopback without API_KEY (an open door, on purpose)
+TLS_CERT = ""  # serve HTTPS with this certificate (PEM; "" = plain HTTP)...
+TLS_KEY = ""  # ...and its private key (PEM)
 PORT = 5000  # port to listen on (0 = a free one)
 PORT_FILE = ""  # write the port listened on into this file ("" = none; run_experiments.py sets it)
 DRAIN_TIMEOUT_S = 600.0  # after /stop, serve the queues for at most this long
@@ -66,6 +74,13 @@ log = logging.getLogger("api_scheduler_experiments")
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_constants(globals(), argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from sincere.access import server_door
+
+    try:  # before anything slow: a server that must not start says so at once
+        api_key, tls = server_door(cfg, Path(__file__).name, say=print)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     import torch
 
     from sincere.engine.process import start_engine
@@ -75,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     from sincere.profiles.selection import profile_mismatches, resolve_profiles
     from sincere.serving.app import create_app
     from sincere.serving.experiment import build_server, resolve_models, run_directory
-    from sincere.serving.http_server import make_http_server
+    from sincere.serving.http_server import make_http_server, server_url
     from sincere.serving.inputs import Limits
     from sincere.serving.run_end import RunEnd
 
@@ -137,14 +152,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warm-up: {model} compiled in {engine.warm_up():.1f} s", flush=True)
         engine.unload()
     run_dir = run_directory(cfg.RUN_DIR, cfg.RESULTS_DIR, cfg.RUN_ID, cfg.MODE, cfg.SLA)
-    server = build_server(cfg, engine, profiles, models, run_dir, env)
+    server = build_server(cfg, engine, profiles, models, run_dir, env,
+                          api_key_required=bool(api_key))
     for model, reason in unreadable.items():
         server.mark_broken(model, reason)
     app = create_app(server, Limits(cfg.MAX_PROMPT_CHARS, cfg.MAX_BODY_BYTES),
                      info={"cc_mode": env["cc_mode"], "device": engine.device.type,
-                           "profiles": Path(profiles.loading_file).name})
+                           "profiles": Path(profiles.loading_file).name},
+                     api_key=api_key)
     run_end = RunEnd(server, app, cfg.IDLE_STOP_S)
-    httpd = make_http_server(cfg.HOST, cfg.PORT, app)
+    httpd = make_http_server(cfg.HOST, cfg.PORT, app, tls)
     if cfg.PORT_FILE:
         write_text_atomic(Path(cfg.PORT_FILE), str(httpd.server_port))
     server.start()
@@ -168,8 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.EXIT_AFTER_STOP:
         threading.Thread(target=shut_down_when_finished, name="shutdown", daemon=True).start()
     print(f"serving {', '.join(models)} with {cfg.MODE}, SLA {cfg.SLA:g} s, profiles "
-          f"{Path(profiles.loading_file).name} on http://{cfg.HOST}:{httpd.server_port} "
-          f"-> {run_dir}", flush=True)
+          f"{Path(profiles.loading_file).name} on {server_url(httpd)} -> {run_dir}", flush=True)
     try:
         httpd.serve_forever(poll_interval=0.2)
     finally:

@@ -5,7 +5,8 @@ ask profiling_batch_flask.py to run a batch and record its figures. A model's sw
 first out-of-memory (that row is kept, oom true), after MAX_BATCH, or when its share of
 TIME_LIMIT_S is spent. Rows are written as they come, so a crash keeps what was measured; at the
 end best_batch_<device>_<cc|noncc>_<stamp>.csv summarises each model (best batch = highest
-throughput, largest batch that fit) and is printed.
+throughput, largest batch that fit) and is printed. The key in API_KEY, when set, goes with
+every call; an https:// URL is trusted by CA_FILE (or the usual CAs).
 """
 
 import sys
@@ -20,6 +21,7 @@ from sincere.traffic.api_modes import ServerUnavailable
 from sincere.traffic.client import wait_for_server
 
 URL = "http://127.0.0.1:5057"  # the profiling server (profiling_batch_flask.py)
+CA_FILE = ""  # https URL: the certificate (or its CA) to trust ("" = the usual CAs)
 MODELS = []  # aliases to profile (empty = every model the server has)
 BATCH_SIZES = [1, 2, 3, 4, 5, 7, 8, 11, 13, 16, 19, 23, 29, 32, 36, 41, 48, 53, 56, 60, 64, 68,
                72, 79, 83, 86, 89, 94, 100, 105, 109, 112, 120, 128, 136, 149, 167, 191, 211,
@@ -37,11 +39,14 @@ REQUEST_TIMEOUT_S = 3600.0  # give up on one batch after this long
 
 
 def post_batch(url: str, model: str, batch_size: int, max_new_tokens: int, seed: int,
-               timeout_s: float) -> dict[str, Any]:
-    """One /profile call; raises RuntimeError with the server's message when it refuses."""
-    response = requests.post(f"{url}/profile", timeout=timeout_s, json={
-        "model_alias": model, "batch_size": batch_size, "max_new_tokens": max_new_tokens,
-        "seed": seed})
+               timeout_s: float, headers: dict[str, str] | None = None,
+               verify: bool | str = True) -> dict[str, Any]:
+    """One /profile call (``headers``: the key's); raises RuntimeError with the server's
+    message when it refuses."""
+    response = requests.post(f"{url}/profile", timeout=timeout_s, headers=headers,
+                             verify=verify, json={
+                                 "model_alias": model, "batch_size": batch_size,
+                                 "max_new_tokens": max_new_tokens, "seed": seed})
     if response.status_code != 200:
         try:
             message = response.json().get("error", "")
@@ -54,14 +59,18 @@ def post_batch(url: str, model: str, batch_size: int, max_new_tokens: int, seed:
 def main(argv: list[str] | None = None) -> int:
     """Sweep every model's batch sizes through the server and write the two CSVs."""
     cfg = parse_constants(globals(), argv)
+    from sincere.access import bearer_headers, client_key, client_verify
     from sincere.profiles.files import measured_source, profile_path, timestamp
     from sincere.profiles.profiling import report_sweeps, run_sweeps, sweep_sizes
 
     url = cfg.URL.rstrip("/")
     try:
-        health = wait_for_server(url, cfg.WAIT_S)
+        headers, verify = bearer_headers(client_key()), client_verify(cfg.CA_FILE)
+        health = wait_for_server(url, cfg.WAIT_S, verify=verify)
     except ServerUnavailable as exc:
         raise SystemExit(f"the profiling server does not answer: {exc}") from None
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     models = list(cfg.MODELS) or list(health["models"])
     unknown = [m for m in models if m not in health["models"]]
     if unknown or not models:
@@ -85,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def profile(model: str, batch_size: int, run: int) -> dict[str, Any]:
         return post_batch(url, model, batch_size, cfg.MAX_NEW_TOKENS, cfg.SEED + run,
-                          cfg.REQUEST_TIMEOUT_S)
+                          cfg.REQUEST_TIMEOUT_S, headers, verify)
 
     started = time.monotonic()
     outcomes, summary = run_sweeps(profile, models, sizes, cfg.RUNS, cfg.MAX_NEW_TOKENS, source,

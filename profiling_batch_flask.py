@@ -12,6 +12,10 @@ The model is loaded (the resident one unloaded first) when a batch asks for anot
 is not part of the batch's time. ``oom`` is true when the batch ran out of memory at its full size
 (the engine then split it). Batches run one at a time. No prompt or generated text is ever logged
 or returned. profiling_batch_calls.py drives it; run_profiling.sh starts both.
+
+It listens on loopback unless HOST says otherwise; beyond loopback it needs API_KEY in the
+environment (or ALLOW_NO_KEY), and then every call but /health needs `Authorization: Bearer
+<key>` (401 otherwise, as the experiment server does). TLS_CERT and TLS_KEY serve HTTPS.
 """
 
 import contextlib
@@ -20,6 +24,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,7 +35,10 @@ from werkzeug.exceptions import HTTPException
 from sincere.cli import parse_constants
 from sincere.serving.inputs import InputError
 
-HOST = "127.0.0.1"  # address to listen on
+HOST = "127.0.0.1"  # address to listen on (beyond loopback: set API_KEY in the environment)
+ALLOW_NO_KEY = False  # listen beyond loopback without API_KEY (an open door, on purpose)
+TLS_CERT = ""  # serve HTTPS with this certificate (PEM; "" = plain HTTP)...
+TLS_KEY = ""  # ...and its private key (PEM)
 PORT = 5057  # port to listen on
 MODELS_DIR = "models"  # folder of model subfolders (download_models.py)
 WORKLOADS_DIR = "workloads"  # folder of prompt JSON files (generate_workloads_jsonl.py)
@@ -95,12 +103,18 @@ def parse_profile_request(body: Any, models: list[str], prompt_ids: set[str],
 def create_app(engine: Any, prompts: dict[str, str], monitor: Any = None,
                info: dict[str, Any] | None = None, seed: int = 0,
                max_batch_size: int = MAX_BATCH_SIZE,
-               shutdown: Callable[[], None] | None = None) -> Flask:
-    """The Flask app over an engine, the prompts by id and a monitor (or None)."""
+               shutdown: Callable[[], None] | None = None,
+               clock: Callable[[], float] = time.perf_counter, api_key: str = "") -> Flask:
+    """The Flask app over an engine, the prompts by id and a monitor (or None); ``clock``
+    times each batch; with ``api_key``, every call but /health needs it."""
+    from sincere.access import KeyCheck
     from sincere.engine.engine import EngineError
     from sincere.profiles.profiling import BatchFailed, draw_prompt_ids, measure_batch
+    from sincere.serving.guard import require_key
 
     app = Flask(__name__)
+    if api_key:
+        require_key(app, KeyCheck(api_key))
     lock = threading.Lock()  # one batch (and one load) at a time
     app.extensions["batch_lock"] = lock  # main() waits on it before unloading
     all_ids = sorted(prompts)
@@ -138,7 +152,7 @@ def create_app(engine: Any, prompts: dict[str, str], monitor: Any = None,
                 draws["count"] += 1
                 ids = draw_prompt_ids(all_ids, ask["batch_size"], batch_seed)
             figures = measure_batch(engine, [prompts[i] for i in ids], ask["max_new_tokens"],
-                                    monitor)
+                                    monitor, clock)
         log.info("%s batch %d: %.3f s, oom %s", ask["model"], ask["batch_size"],
                  figures["processing_time_s"], figures["oom"])
         return jsonify(model_alias=ask["model"], load_s=load_s, **figures)
@@ -164,14 +178,20 @@ def create_app(engine: Any, prompts: dict[str, str], monitor: Any = None,
 def main(argv: list[str] | None = None) -> int:
     """Start the engine, the monitor and the server; serve until /shutdown, SIGTERM or Ctrl-C."""
     cfg = parse_constants(globals(), argv)
+    from sincere.access import server_door
     from sincere.assets.workloads import read_workloads
     from sincere.engine.process import start_engine
     from sincere.host.environment import environment_block
     from sincere.host.monitor import Monitor
     from sincere.profiles.files import device_name, hardware_name
-    from sincere.serving.http_server import make_http_server
+    from sincere.serving.http_server import make_http_server, server_url
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:  # before the engine starts: a server that must not start says so at once
+        api_key, tls = server_door(cfg, Path(__file__).name, say=print)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     env = environment_block()
     # The layout the server runs in: the profile's batch times are then the server's.
     engine = start_engine(cfg.ENGINE_PROCESS, dict(
@@ -194,11 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     def shutdown() -> None:  # serve_forever returns once this has run in another thread
         threading.Thread(target=server_box["server"].shutdown, daemon=True).start()
 
-    app = create_app(engine, prompts, monitor, info, seed=cfg.SEED, shutdown=shutdown)
-    server = server_box["server"] = make_http_server(cfg.HOST, cfg.PORT, app)
+    app = create_app(engine, prompts, monitor, info, seed=cfg.SEED, shutdown=shutdown,
+                     api_key=api_key)
+    server = server_box["server"] = make_http_server(cfg.HOST, cfg.PORT, app, tls)
     monitor.start()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: shutdown())
-    print(f"profiling server on http://{cfg.HOST}:{cfg.PORT} (pid {os.getpid()}): "
+    print(f"profiling server on {server_url(server)} (pid {os.getpid()}): "
           f"{', '.join(engine.available_models())} on {info['hardware']}, {len(prompts)} prompts",
           flush=True)
     with contextlib.suppress(KeyboardInterrupt):

@@ -11,6 +11,8 @@
 #
 # Each constant below can be edited here or set in the environment. Every Python step runs in its
 # own process group; on exit, Ctrl-C, SIGTERM or the time limit, the script stops them all.
+# With API_KEY exported, the app asks every call but /health for it and the sweep sends it (the
+# app refuses a HOST beyond loopback without one). Both run here, over plain HTTP.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -18,7 +20,7 @@ MODELS_DIR=${MODELS_DIR:-models}                  # model folders (download_mode
 WORKLOADS_DIR=${WORKLOADS_DIR:-workloads}         # prompt files (generate_workloads_jsonl.py)
 PROFILES_DIR=${PROFILES_DIR:-profiling_results}   # where the CSVs go
 MODELS=${MODELS:-}                                # aliases to profile, space-separated (empty = all)
-HOST=${HOST:-127.0.0.1}                           # the profiling app's address
+HOST=${HOST:-127.0.0.1}                           # the profiling app's address (beyond loopback: export API_KEY)
 PORT=${PORT:-5057}                                # the profiling app's port
 DEVICE=${DEVICE:-}                                # torch device (empty = cuda when there is one)
 DECODE=${DECODE:-eager}                           # batch engine: eager, or static (static KV cache + torch.compile)
@@ -92,14 +94,17 @@ port_open() {
 }
 
 # 0 when the app at HOST:PORT answers /health with HTTP 200 and it is ours (its pid is APP_PID).
+# Quiet while nothing listens yet: bash reports a refused /dev/tcp connection on the stderr of
+# the shell that opens it, so that subshell's stderr goes nowhere.
 app_healthy() {
     local reply line
-    reply=$(exec 3<>"/dev/tcp/$HOST/$PORT" || exit 1
+    reply=$(exec 2>/dev/null
+            exec 3<>"/dev/tcp/$HOST/$PORT" || exit 1
             printf 'GET /health HTTP/1.0\r\nHost: %s\r\n\r\n' "$HOST" >&3
             while IFS= read -r -t 5 line <&3 || [[ -n "$line" ]]; do
                 printf '%s\n' "$line"
                 line=""
-            done) 2>/dev/null || return 1
+            done) || return 1
     [[ "$reply" == "HTTP/1."*" 200 "* && "$reply" == *"\"pid\":$APP_PID"[,}]* ]]
 }
 
@@ -132,6 +137,8 @@ start_group "$PYTHON" profiling_batch_flask.py --host "$HOST" --port "$PORT" \
     > "$app_log" 2>&1
 APP_PID=$!
 health_deadline_s=$(( SECONDS + HEALTH_WAIT_S ))
+echo "run_profiling: waiting for the app to read the models and answer /health" \
+     "(at most ${HEALTH_WAIT_S} s)"
 until app_healthy; do
     if ! kill -0 "$APP_PID" 2>/dev/null; then
         echo "run_profiling: the profiling app exited before answering; its log:" >&2

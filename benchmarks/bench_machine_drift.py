@@ -20,6 +20,7 @@ from __future__ import annotations
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -49,7 +50,23 @@ def window_medians(times: list[tuple[float, float]], window_s: float,
     return [statistics.median(windows[k]) for k in sorted(windows)]
 
 
-def main(argv: list[str] | None = None) -> int:
+def time_back_to_back(run_batch: Callable[[], object], duration_s: float,
+                      clock: Callable[[], float] = time.perf_counter
+                      ) -> tuple[list[tuple[float, float]], float]:
+    """Run ``run_batch`` again and again until ``duration_s`` has passed on ``clock``: the
+    (start offset, seconds) of each batch, and the seconds the timing took in all."""
+    times: list[tuple[float, float]] = []
+    started = clock()
+    while (begin := clock()) - started < duration_s:
+        run_batch()
+        times.append((begin - started, clock() - begin))
+    return times, clock() - started
+
+
+def main(argv: list[str] | None = None,
+         clock: Callable[[], float] = time.perf_counter) -> int:
+    """Time the batch for MINUTES and print each window's median against the first; ``clock``
+    times the batches (a test passes a fake one)."""
     cfg = parse_constants(globals(), argv)
     from sincere.assets.workloads import read_workloads
     from sincere.engine.process import start_engine
@@ -67,13 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         engine.generate(prompts)  # warm-up, untimed
         print(f"{MODEL}: batch of {size} timed back to back for {cfg.MINUTES:g} min "
               f"(engine on cores {engine.cores['engine'] if engine.cores else 'any'})")
-        times: list[tuple[float, float]] = []
-        started = time.perf_counter()
-        while time.perf_counter() - started < 60.0 * cfg.MINUTES:
-            begin = time.perf_counter()
-            engine.generate(prompts)
-            times.append((begin - started, time.perf_counter() - begin))
-        elapsed_s = time.perf_counter() - started
+        times, elapsed_s = time_back_to_back(lambda: engine.generate(prompts),
+                                             60.0 * cfg.MINUTES, clock)
     finally:
         engine.close()
     medians = window_medians(times, cfg.WINDOW_S, elapsed_s)

@@ -55,11 +55,24 @@ def time_paths(engines: dict, alias: str, rounds: int,
     return seconds, size_gb
 
 
+def table_row(alias: str, size_gb: float, seconds: dict[str, list[float]]) -> dict[str, object]:
+    """One model's line: mean and sample std of each path's seconds (4 decimals), and the
+    ratio of the disk path's mean to the host cache's (2 decimals)."""
+    from sincere.profiles.files import mean_std
+
+    row: dict[str, object] = {"model": alias, "size_gb": size_gb}
+    for name, values in seconds.items():
+        mean, std = mean_std(values)
+        row[f"{name}_mean_s"], row[f"{name}_std_s"] = round(mean, 4), round(std, 4)
+    row["disk/cache"] = round(row["disk_mean_s"] / row["host_cache_mean_s"], 2)
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     """Time every model's paths and print the table."""
     cfg = parse_constants(globals(), argv)
     from sincere.engine.engine import Engine
-    from sincere.profiles.files import format_table, mean_std
+    from sincere.profiles.files import format_table
 
     device = cfg.DEVICE or None
     engines = {"disk": Engine(Path(cfg.MODELS_DIR), device=device, host_cache=False),
@@ -78,11 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for alias in aliases:
         seconds, size_gb = time_paths(engines, alias, cfg.ROUNDS, cfg.WARMUP)
-        row: dict[str, object] = {"model": alias, "size_gb": size_gb}
-        for name, values in seconds.items():
-            mean, std = mean_std(values)
-            row[f"{name}_mean_s"], row[f"{name}_std_s"] = round(mean, 4), round(std, 4)
-        row["disk/cache"] = round(row["disk_mean_s"] / row["host_cache_mean_s"], 2)
+        row = table_row(alias, size_gb, seconds)
         rows.append(row)
         print(f"  {alias}: disk {row['disk_mean_s']} s, host cache {row['host_cache_mean_s']} s",
               flush=True)

@@ -8,6 +8,7 @@ change a model copies its folder first.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,36 @@ def engine(tiny_models: Path):
     for model in HUB_IDS:
         engine.prefetch(model)
     return engine
+
+
+# The grid point of the shared finished real run: run_experiments.py, server and generator as
+# subprocesses, Immediate at a constant 3 requests/s for 4 s, SLA 5 s.
+FINISHED_RUN = "immediate__constant__rate3__sla5__rep0"
+
+
+@dataclass(frozen=True)
+class FinishedGrid:
+    results: Path  # the results folder: FINISHED_RUN in it, complete
+    stdout: str  # what run_experiments.py printed
+
+    @property
+    def run_dir(self) -> Path:
+        return self.results / FINISHED_RUN
+
+
+@pytest.fixture(scope="session")
+def finished_grid(tiny_models: Path, server_workloads: Path, tiny_profile,
+                  tmp_path_factory: pytest.TempPathFactory) -> FinishedGrid:
+    """One finished real run, made once for the runner, fault and contract tests (each run
+    costs the start of a server and a generator). Read-only: a test that adds to it or changes
+    it works on a copy (shutil.copytree)."""
+    import subprocess
+
+    from tests.server_support import runner_argv
+
+    results = tmp_path_factory.mktemp("finished_grid") / "results"
+    done = subprocess.run(runner_argv(results, tiny_models, server_workloads, tiny_profile,
+                                      ["Immediate"]), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return FinishedGrid(results, done.stdout)

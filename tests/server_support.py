@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,18 +139,34 @@ def run_in_process(engine: Engine, profiles: ProfileSet, workloads_dir: Path, ru
 @contextlib.contextmanager
 def live_server(engine: Engine, profiles: ProfileSet, strategy: Strategy, new_tokens: int,
                 run_dir: Path, limits: Limits | None = None, sla_s: float = 30.0,
-                models: tuple[str, ...] | list[str] = MODELS) -> Iterator[tuple[str, Any]]:
-    """(url, server) of a server on the tiny models over HTTP; ended and closed afterwards."""
+                models: tuple[str, ...] | list[str] = MODELS, api_key: str = "",
+                tls: ssl.SSLContext | None = None) -> Iterator[tuple[str, Any]]:
+    """(url, server) of a server on the tiny models over HTTP (HTTPS with ``tls``; asking for
+    ``api_key`` when given); ended and closed afterwards."""
     server = ExperimentServer(engine, profiles, strategy, sla_s, new_tokens, run_dir,
                               list(models), drain_timeout_s=30.0).start()
     try:
-        with serving(create_app(server, limits or Limits())) as url:
+        with serving(create_app(server, limits or Limits(), api_key=api_key), tls=tls) as url:
             yield url, server
     finally:
         server.abort()
         server.wait_finished(30)
         server.close()
         engine.unload()
+
+
+def runner_argv(results: Path, tiny_models: Path, workloads: Path, tiny_profile,
+                strategies: list[str], duration_s: float = 4.0) -> list[str]:
+    """run_experiments.py on the tiny models: each strategy at a constant 3 requests/s, SLA
+    5 s, for ``duration_s`` (tests/conftest.py's finished_grid is its first run)."""
+    from sincere.grid.children import script_argv
+
+    return script_argv("run_experiments.py", {
+        "RESULTS_DIR": results, "MODELS_DIR": tiny_models, "WORKLOADS_DIR": workloads,
+        "PROFILES": "cpu_noncc", "PROFILES_DIR": Path(tiny_profile.loading_file).parent,
+        "STRATEGIES": strategies, "PATTERNS": ["constant"], "MEANS": [3.0], "SLAS": [5.0],
+        "DURATION_S": duration_s, "DRAIN_TIMEOUT_S": 20.0, "MAX_NEW_TOKENS": 4,
+        "MONITOR_PERIOD_S": 0.2})
 
 
 def schedule_for(workloads_dir: Path, mean_rps: float, duration_s: float, seed: int = 0,

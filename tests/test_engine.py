@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from sincere.assets.architectures import HUB_IDS
-from sincere.assets.models import scan_models
+from sincere.assets.model_store import scan_models
 from sincere.assets.workloads import synthetic_prompts
 from sincere.engine.engine import OOM_ERROR_NAME, Engine, EngineError, set_cpu_threads
 

@@ -92,10 +92,11 @@ def test_every_swap_of_a_model_lands_on_the_same_addresses_of_one_arena(
 def static_engine(tiny_models: Path) -> Engine:
     """A static engine on the three tiny models, warmed up as the server warms it: batch
     buckets 2 and 8 (every batch of the server tests' strategies fits one), prompt buckets 24
-    and 96 tokens. Compiled with the 'eager' backend (Dynamo capture and guards, no C++
-    build); a GPU compiles with inductor and CUDA graphs (benchmarks/gpu_check.py)."""
+    and 96 tokens. Compiled with the 'aot_eager' backend (Dynamo, AOTAutograd and
+    functionalisation of the KV views mutated in place, no C++ build); a GPU compiles with
+    inductor and CUDA graphs (benchmarks/gpu_check.py), inductor on a CPU is tried below."""
     one_cpu_thread()
-    engine = Engine(tiny_models, decode="static", compile_backend="eager",
+    engine = Engine(tiny_models, decode="static", compile_backend="aot_eager",
                     max_new_tokens=NEW_TOKENS, prompt_buckets=(24, 96))
     for alias in MODELS:
         engine.prefetch(alias)
@@ -140,6 +141,81 @@ def test_static_decoding_compiles_in_warm_up_only_whatever_the_swaps_and_prompts
     assert static_engine.compile_counts()["eager_fallbacks"] == 1
 
 
+def _cpp_compiler() -> str | None:
+    """The C++ compiler inductor would build CPU kernels with, or None."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        return get_cpp_compiler()
+    except Exception:  # noqa: BLE001 - any failure to find one means: no inductor on this CPU
+        return None
+
+
+# Shapes of their own: Dynamo reuses a graph compiled for another engine's module of the same
+# architecture and shape (the static_engine fixture's), and this test counts compiles.
+@pytest.mark.parametrize(("backend", "batch_buckets", "prompt_buckets"), [
+    ("aot_eager", [3, 5], (40, 80)),
+    # Inductor's C++ build takes ~40 s a graph on two busy cores: one shape.
+    pytest.param("inductor", [4], (96,), marks=pytest.mark.skipif(
+        _cpp_compiler() is None, reason="inductor needs a C++ compiler on a CPU")),
+])
+def test_the_static_engine_compiles_through_the_backend_asked_and_decodes_as_eager(
+        backend: str, batch_buckets: list[int], prompt_buckets: tuple[int, ...],
+        tiny_models: Path, prompts: list[str]) -> None:
+    """The compile stack below Dynamo on the CPU: AOTAutograd's functionalisation of the KV
+    views cut from one arena and mutated in place, under inference_mode, with dynamic=False
+    (one graph per shape), and for inductor its generated kernels. Each warm-up shape compiles
+    once, through that backend; afterwards batches of every size compile nothing and give the
+    plain engine's tokens, and teacher-forced agreement is complete with finite logits."""
+    from benchmarks.comparisons import agreement_runs
+
+    one_cpu_thread()
+    alias = "llama3-8b"
+    engine = Engine(tiny_models, decode="static", compile_backend=backend,
+                    max_new_tokens=NEW_TOKENS, prompt_buckets=prompt_buckets)
+    engine.prefetch(alias)
+    engine.set_batch_buckets({alias: batch_buckets})
+    engine.reserve()
+    engine.load(alias)
+    engine.warm_up()
+    shapes = engine.static.warm_ups[alias]
+    assert len(shapes) == len(batch_buckets) * len(prompt_buckets)
+    assert [(s["compiles"], s["backend"], s["failed_prompts"]) for s in shapes] == [
+        (1, backend, 0)] * len(shapes)
+    plain = Engine(tiny_models, host_cache=False)
+    plain.load(alias)
+    for size in (1, 3, 4, 2):
+        batch = [" ".join(p.split()[:3 + 7 * i]) for i, p in enumerate(prompts[:size])]
+        assert engine.generate(batch, NEW_TOKENS).output_ids == plain.generate(
+            batch, NEW_TOKENS).output_ids, size
+    agreement = agreement_runs(engine, prompts[:batch_buckets[-1]])
+    assert (agreement["fraction"], agreement["non_finite_logits"]) == (1.0, 0)
+    counts = engine.compile_counts()
+    assert (counts["compiles_after_warm_up"], counts["eager_fallbacks"]) == (0, 0)
+
+
+def test_a_nan_in_a_buffer_agrees_with_itself_but_the_logits_say_so(
+        static_engine: Engine, prompts: list[str]) -> None:
+    """The failure the old check could not see: a NaN rotary frequency makes eager and static
+    decoding produce the same (meaningless) tokens; the finiteness of the logits fails. The
+    next load copies the host cache's good buffer back."""
+    from benchmarks.comparisons import agreement_runs
+
+    one_cpu_thread()
+    static_engine.load("llama3-8b")
+    try:
+        static_engine._model.model.rotary_emb.inv_freq[0] = float("nan")
+        broken = agreement_runs(static_engine, prompts[:2])
+    finally:
+        static_engine.unload()
+    assert broken["fraction"] == 1.0 and broken["non_finite_logits"] > 0
+    static_engine.load("llama3-8b")
+    try:
+        assert agreement_runs(static_engine, prompts[:2])["non_finite_logits"] == 0
+    finally:
+        static_engine.unload()
+
+
 def test_the_compile_watch_counts_what_compiles_after_its_mark() -> None:
     from sincere.engine.static_decode import CompileWatch
 
@@ -152,6 +228,23 @@ def test_the_compile_watch_counts_what_compiles_after_its_mark() -> None:
     assert watch.since_mark() == {"compiles": 1, "graph_recordings": 0}
     watch.mark()
     assert watch.since_mark() == {"compiles": 0, "graph_recordings": 0}
+
+
+@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+def test_the_compile_tally_tells_which_backend_compiled(backend: str) -> None:
+    """Dynamo alone, or AOTAutograd below it: told apart by torch's own counters."""
+    from sincere.engine.static_decode import CompileWatch
+
+    watch = CompileWatch()
+    before = watch.tally()
+    triple = torch.compile(lambda x: x * 3 - 1, backend=backend)
+    triple(torch.ones(4))
+    triple(torch.ones(4))
+    spent = watch.tally() - before
+    assert (spent.compiles, spent.aot_compiles, spent.inductor_compiles) == (
+        1, 1 if backend == "aot_eager" else 0, 0)
+    assert spent.backend() == backend and spent.cudagraph_skips == 0
+    assert (watch.tally() - watch.tally()).backend() == "none"
 
 
 def test_unknown_decode_mode_is_refused(tiny_models: Path) -> None:

@@ -17,18 +17,20 @@ import pytest
 
 from sincere.assets.workloads import read_workloads, write_workloads
 from sincere.engine.engine import Engine
-from sincere.grid.children import ROOT, script_argv
+from sincere.grid.children import ROOT
 from sincere.runs.metrics import swapped_batches
 from sincere.serving.app import create_app
 from sincere.serving.http_server import serving
 from sincere.serving.server import ExperimentServer
 from sincere.traffic.client import send_schedule
+from tests.conftest import FINISHED_RUN
 from tests.conftest import SERVER_TEST_NEW_TOKENS as NEW_TOKENS
 from tests.server_support import (
     MODELS,
     HoldToLargest,
     one_cpu_thread,
     run_in_process,
+    runner_argv,
     schedule_for,
 )
 
@@ -134,15 +136,6 @@ def test_a_generator_timeout_is_recorded_as_such(engine, tiny_profile, server_wo
     assert server.run_json["accounting"]["completed"] == len(schedule)
 
 
-def runner_argv(results: Path, tiny_models: Path, workloads: Path, tiny_profile,
-                strategies: list[str], duration_s: float = 4.0) -> list[str]:
-    return script_argv("run_experiments.py", {
-        "RESULTS_DIR": results, "MODELS_DIR": tiny_models, "WORKLOADS_DIR": workloads,
-        "PROFILES": "cpu_noncc", "PROFILES_DIR": Path(tiny_profile.loading_file).parent,
-        "STRATEGIES": strategies, "PATTERNS": ["constant"], "MEANS": [3.0], "SLAS": [5.0],
-        "DURATION_S": duration_s, "DRAIN_TIMEOUT_S": 20.0, "MAX_NEW_TOKENS": 4})
-
-
 def processes_of(folder: Path) -> list[psutil.Process]:
     """Live server and generator processes whose command line names ``folder``."""
     found = []
@@ -191,15 +184,17 @@ def test_a_server_killed_mid_run_fails_that_run_and_the_grid_goes_on(
 
 
 def test_a_killed_runner_leaves_no_process_and_a_rerun_resumes(
-        tmp_path: Path, tiny_models: Path, server_workloads: Path, tiny_profile) -> None:
-    results = tmp_path / "results"
+        tmp_path: Path, tiny_models: Path, server_workloads: Path, tiny_profile,
+        finished_grid) -> None:
+    """The grid's first run is the shared finished one (a copy); the runner is killed while
+    it runs the second."""
+    results = Path(shutil.copytree(finished_grid.results, tmp_path / "results"))
     argv = runner_argv(results, tiny_models, server_workloads, tiny_profile,
                        ["Immediate", "Dynamic+Delay"])
     runner = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = results / "immediate__constant__rate3__sla5__rep0"
+    first = results / FINISHED_RUN
     second = results / ".partial" / "dynamic-delay__constant__rate3__sla5__rep0"
-    wait_for(lambda: (first / "run.json").is_file() and (second / "requests.csv").is_file(),
-             120, "the first run kept and the second started")
+    wait_for(lambda: (second / "requests.csv").is_file(), 120, "the second run started")
     os.kill(runner.pid, signal.SIGKILL)
     runner.wait(10)
     wait_for(lambda: not processes_of(results), 30, "the children to follow the runner")

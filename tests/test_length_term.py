@@ -16,7 +16,7 @@ from sincere.profiles.length_term import (
     prompt_token_counts,
     served_prompt_tokens,
 )
-from sincere.profiles.profile_set import BatchCurve, ProfileSet, read_batch_profile
+from sincere.profiles.profile_set import ProfileSet, read_batch_profile
 from sincere.scheduling.strategies import make_strategy
 from sincere.simulation.simulator import simulate
 from sincere.traffic.schedule import Schedule
@@ -138,10 +138,6 @@ def test_prompt_counts_are_the_engines(tiny_models: Path, engine) -> None:
                                             None]
 
 
-def test_length_curve_field_defaults_to_none() -> None:
-    assert BatchCurve(50, (1,), (1.0,), (0.0,)).length is None
-
-
 def test_simulate_experiments_times_batches_by_the_prompts_the_generator_sends(
         tmp_path: Path, tiny_models: Path, workloads: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
@@ -200,8 +196,8 @@ def test_the_fit_to_the_profile_judges_a_batch_by_its_longest_prompt() -> None:
     assert longest_prompts(requests) == {1: 300, 2: 40}  # a request of no batch is not one's
     fit = profile_fit(batches, profiles, 50, requests)
     assert fit["processing_vs_profile"] == pytest.approx(1.0)
-    # Without the prompts each batch is judged by its size alone: P(b) of the curve.
+    # Without the prompts each batch is judged by its size alone, against the curve's P(4) =
+    # 3 s and P(1) = 2 s (tests/profile_fixtures.py): batch 1 took 0.2 + 1e-4 * 4 * 300 = 0.32 s,
+    # batch 2 0.1 + 1e-4 * 40 = 0.104 s; the mean of 0.32 / 3 and 0.104 / 2 is 0.07933.
     by_size = profile_fit(batches, profiles, 50)["processing_vs_profile"]
-    p = profiles["a"].processing_s
-    assert by_size == pytest.approx((exact(4, 300) / p(4, 50) + exact(1, 40) / p(1, 50)) / 2)
-    assert by_size != pytest.approx(1.0)
+    assert by_size == pytest.approx((0.32 / 3.0 + 0.104 / 2.0) / 2)

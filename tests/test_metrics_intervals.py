@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sincere.results.stats import mean_ci, ratio_ci, t_quantile
 from sincere.results.tables import cell_table
@@ -22,6 +25,41 @@ from sincere.results.tables import cell_table
 def test_t_quantiles_match_the_printed_tables(probability: float, df: float,
                                               table_value: float) -> None:
     assert t_quantile(probability, df) == pytest.approx(table_value, abs=1e-4)
+
+
+def t_density(t: np.ndarray, df: float) -> np.ndarray:
+    """Student's t density, written out: Γ((ν+1)/2) / (√(νπ) Γ(ν/2)) · (1 + t²/ν)^(-(ν+1)/2)."""
+    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+    return np.exp(log_norm - (df + 1) / 2 * np.log1p(t * t / df))
+
+
+def t_cdf_by_simpson(t: float, df: float, intervals: int = 4000) -> float:
+    """P(T <= t) for t >= 0 as 1/2 + the density's integral from 0 to t (Simpson's rule): a
+    second way to the CDF, independent of the incomplete beta function the module uses."""
+    x = np.linspace(0.0, t, intervals + 1)
+    y = t_density(x, df)
+    return 0.5 + (t / intervals) / 3 * (y[0] + y[-1] + 4 * y[1:-1:2].sum() + 2 * y[2:-1:2].sum())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(1.0, 120.0), st.floats(0.55, 0.995))
+def test_t_quantile_at_fractional_df_inverts_the_cdf(df: float, probability: float) -> None:
+    """Welch's interval uses fractional degrees of freedom (e.g. 4.37): at any df the quantile
+    must be the point where the CDF, integrated independently, reaches the probability; and the
+    lower tail mirrors the upper."""
+    quantile = t_quantile(probability, df)
+    assert t_cdf_by_simpson(quantile, df) == pytest.approx(probability, abs=1e-7)
+    assert t_quantile(1 - probability, df) == pytest.approx(-quantile, rel=1e-9)
+
+
+@pytest.mark.parametrize("probability", [0.6, 0.9, 0.975, 0.995])
+def test_t_quantile_closed_forms(probability: float) -> None:
+    """Two df with a closed form: df 1 is Cauchy, tan(π(p - 1/2)); df 2 is
+    (2p - 1) / √(2p(1 - p)). (Seven digits: an interval is reported to four.)"""
+    assert t_quantile(probability, 1.0) == pytest.approx(math.tan(math.pi * (probability - 0.5)),
+                                                         rel=1e-7)
+    assert t_quantile(probability, 2.0) == pytest.approx(
+        (2 * probability - 1) / math.sqrt(2 * probability * (1 - probability)), rel=1e-7)
 
 
 def test_mean_interval_of_three_repeats() -> None:

@@ -24,15 +24,8 @@ import download_models
 import sincere.assets.hub
 from sincere.assets.architectures import HUB_IDS, TINY
 from sincere.assets.hub import describe_hub_error
-from sincere.assets.models import (
-    MANIFEST_COLUMNS,
-    count_parameters,
-    is_complete,
-    meta_model,
-    prepare_models,
-    scan_models,
-    write_manifest,
-)
+from sincere.assets.model_store import MANIFEST_COLUMNS, is_complete, scan_models, write_manifest
+from sincere.assets.models import count_parameters, meta_model, prepare_models
 
 GEMMA_API_URL = "https://huggingface.co/api/models/google/gemma-7b/revision/main"
 
@@ -191,3 +184,65 @@ def test_an_unknown_alias_fails_without_a_partial_folder(tmp_path: Path) -> None
     [outcome] = prepare_models({"mistral-7b": "mistralai/Mistral-7B-v0.1"}, tmp_path, "tiny")
     assert outcome.status == "failed" and "mistral-7b" in outcome.detail
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.csv"]
+
+
+@pytest.mark.parametrize("alias", sorted(HUB_IDS))
+def test_a_model_built_in_memory_is_the_model_on_disk(alias: str, tiny_models: Path) -> None:
+    """random_model's non-persistent buffers (rotary frequencies, Gemma's embedding scale) are
+    those transformers computes loading the folder: the same logits, every tensor finite."""
+    import torch
+
+    from sincere.assets.local_tokenizers import tokenizer_corpus
+    from sincere.assets.models import non_finite_tensors, random_model_and_tokenizer
+
+    built, tokenizer = random_model_and_tokenizer(alias, 0, tiny=True, corpus=tokenizer_corpus(0))
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(tiny_models / alias)
+    assert non_finite_tensors(built) == []
+    buffers = dict(loaded.named_buffers())
+    assert {name for name, _ in built.named_buffers()} == set(buffers)
+    for name, buffer in built.named_buffers():
+        assert torch.equal(buffer, buffers[name]), name
+    ids = tokenizer(["one two three four five six seven eight nine ten"] * 2,
+                    return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(built(ids).logits, loaded(ids).logits)
+
+
+@pytest.mark.parametrize("alias", sorted(HUB_IDS))
+def test_full_size_rotary_frequencies_are_those_of_the_architecture(alias: str) -> None:
+    """The full-size configs (llama3-8b's 'llama3' rope scaling, gemma's head_dim 256): the
+    buffers set after to_empty equal those the rotary module's own constructor computes."""
+    import torch
+
+    from sincere.assets.architectures import FULL_SIZE
+    from sincere.assets.models import build_config, init_non_persistent_buffers_
+
+    config = build_config(alias, FULL_SIZE[alias], FULL_SIZE[alias].vocab_size,
+                          {"bos": 1, "eos": 2, "pad": 0})
+    model = meta_model(config)
+    rotary = model.model.rotary_emb
+    rotary.to_empty(device="cpu")  # the rest stays on the meta device: no 16 GB here
+    names = init_non_persistent_buffers_(model)
+    assert {"model.rotary_emb.inv_freq", "model.rotary_emb.original_inv_freq"} <= set(names)
+    expected = type(rotary)(config)
+    assert rotary.inv_freq.dtype == torch.float32
+    assert torch.equal(rotary.inv_freq, expected.inv_freq)
+    assert torch.equal(rotary.original_inv_freq, expected.original_inv_freq)
+    assert rotary.attention_scaling == expected.attention_scaling
+
+
+def test_a_buffer_the_architecture_does_not_recompute_is_reported(tiny_models: Path) -> None:
+    """A non-persistent buffer that no init code knows stays NaN after to_empty, and the
+    finiteness check names it (it is never garbage that looks valid)."""
+    import torch
+
+    from sincere.assets.models import init_non_persistent_buffers_, non_finite_tensors
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_models / "llama3-8b")
+    model.model.layers[0].register_buffer("mystery", torch.ones(4), persistent=False)
+    names = init_non_persistent_buffers_(model)
+    assert "model.layers.0.mystery" in names
+    assert non_finite_tensors(model) == ["model.layers.0.mystery"]
+    model.model.layers[0].mystery.fill_(1.0)
+    model.model.norm.weight.data[0] = float("inf")
+    assert non_finite_tensors(model) == ["model.norm.weight"]

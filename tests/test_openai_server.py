@@ -141,6 +141,40 @@ def test_what_cannot_be_honoured_is_refused_and_recorded(live, kwargs, status, e
     assert server.accounting()["rejected"] == before + 1
 
 
+def test_a_streamed_request_refused_or_failed_gets_an_error_not_a_stream(
+        live, engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """stream: true changes nothing for an error: a request refused (a model that does not
+    exist) or failed (its batch raised) is answered with the HTTP status and OpenAI's error
+    object, as JSON, never as an event stream, and recorded as rejected or failed."""
+    url, server = live
+    before = server.accounting()
+    refused = requests.post(f"{url}/v1/completions", json={
+        "model": "mistral-7b", "prompt": "hi", "stream": True}, timeout=60)
+    assert refused.status_code == 404
+    assert refused.headers["Content-Type"].startswith("application/json")
+    assert refused.json()["error"]["code"] == "model_not_found"
+    with pytest.raises(openai.NotFoundError, match="'mistral-7b' does not exist"):
+        client(url).chat.completions.create(model="mistral-7b", stream=True,
+                                            messages=[{"role": "user", "content": "hi"}])
+
+    def failing(batch_prompts: list[str], max_new_tokens: int):
+        raise RuntimeError("injected fault")  # where the engine calls the model
+
+    monkeypatch.setattr(engine, "_generate_batch", failing)
+    failed = requests.post(f"{url}/v1/completions", json={
+        "model": "llama3-8b", "prompt": PROMPT, "stream": True}, timeout=60)
+    assert failed.status_code == 500
+    assert failed.headers["Content-Type"].startswith("application/json")
+    assert failed.json()["error"]["type"] == "server_error"
+    assert "RuntimeError" in failed.json()["error"]["message"]
+    with pytest.raises(openai.InternalServerError):
+        client(url).chat.completions.create(model="llama3-8b", stream=True,
+                                            messages=[{"role": "user", "content": "hi"}])
+    after = server.accounting()
+    assert (after["rejected"], after["failed"]) == (before["rejected"] + 2,
+                                                    before["failed"] + 2)
+
+
 def test_a_malformed_body_gets_openais_error_object(live) -> None:
     url, server = live
     before = server.accounting()["rejected"]
@@ -182,6 +216,34 @@ def test_metrics_are_scraped_not_recorded(live) -> None:
     assert f'sincere_requests_total{{status="ok"}} {before["completed"]}' in text
     assert 'sincere_queue_length{model="llama3-8b"} 0' in text
     assert server.accounting() == before
+    # Nothing in flight: the requests settled by status add up to those received, once each.
+    samples = [line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#")]
+    settled = sum(int(v) for name, v in samples if name.startswith("sincere_requests_total{"))
+    received = [int(v) for name, v in samples if name == "sincere_requests_received_total"]
+    assert received == [before["received"]] and settled == before["received"]
+
+
+def test_metrics_count_a_request_once() -> None:
+    """received is a counter of its own: 7 received, 4 ok, 1 rejected, 2 still queued (so not
+    settled); sincere_requests_total sums to 5, never to 12."""
+    from sincere.serving.prometheus import exposition
+
+    class Counted:
+        def status(self) -> dict:
+            return {"counts": {"received": 7, "ok": 4, "rejected": 1, "failed": 0,
+                               "unserved": 0, "shed": 0},
+                    "queues": {"a": 2}, "now_s": 3.5}
+
+    lines = exposition(Counted(), in_flight=2).splitlines()
+    assert "sincere_requests_received_total 7" in lines
+    by_status = [line for line in lines if line.startswith("sincere_requests_total{")]
+    assert sorted(by_status) == ['sincere_requests_total{status="failed"} 0',
+                                 'sincere_requests_total{status="ok"} 4',
+                                 'sincere_requests_total{status="rejected"} 1',
+                                 'sincere_requests_total{status="shed"} 0',
+                                 'sincere_requests_total{status="unserved"} 0']
+    assert ('sincere_queue_length{model="a"} 2' in lines
+            and "sincere_requests_in_flight 2" in lines and "sincere_run_seconds 3.5" in lines)
 
 
 def test_every_call_is_in_the_records(live) -> None:
@@ -192,7 +254,7 @@ def test_every_call_is_in_the_records(live) -> None:
     accounting = stop["accounting"]
     rows = pd.read_csv(server.run_dir / "requests.csv")
     assert len(rows) == accounting["received"] == accounting["completed"] + accounting[
-        "rejected"]
+        "rejected"] + accounting["failed"]
     assert accounting["completed"] >= 8 and accounting["rejected"] >= len(REFUSED) + 3
     assert "mistral-7b" in set(rows["model"])
 

@@ -5,7 +5,6 @@ real profiling server), down to the simulator's profile reader accepting what th
 from __future__ import annotations
 
 import csv
-import json
 import os
 import shutil
 import socket
@@ -139,6 +138,32 @@ def test_run_sweeps_shares_the_time_limit_and_keeps_the_summary_when_interrupted
         ("a", "1"), ("a", "2"), ("b", "1"), ("b", "2")]
     _, best = read_csv(best_path)
     assert [(b["model"], b["best_batch"]) for b in best] == [("a", "2"), ("b", "2")]
+
+
+def test_run_sweeps_says_which_model_and_size_and_the_time_left(tmp_path: Path) -> None:
+    now = [0.0]
+
+    def profile(model: str, size: int, run: int) -> dict[str, Any]:
+        now[0] += 600.0  # each batch takes 10 minutes on the fake clock
+        return {"processing_time_s": 600.0, "throughput_rps": size / 600.0, "oom": False}
+
+    lines: list[str] = []
+    run_sweeps(profile, ["a", "b"], [1, 2], runs=1, max_new_tokens=50, source="t",
+               batch_path=tmp_path / "batch.csv", best_path=tmp_path / "best.csv",
+               time_limit_s=3600.0, warmup=0, clock=lambda: now[0], log=lines.append)
+    assert lines[0] == "  a: sizes 1..2, no new size after 30 min (its share)"
+    assert lines[1].startswith("  a batch     1 run 1: ")
+    assert lines[1].endswith("  (50 min left of the time limit)")
+    assert lines[2].endswith("  (40 min left of the time limit)")
+    assert lines[4] == "  b: sizes 1..2, no new size after 40 min (its share)"
+    assert lines[6].endswith("  (20 min left of the time limit)")
+
+    lines.clear()  # under two minutes, in seconds
+    run_sweeps(profile, ["a"], [1], runs=1, max_new_tokens=50, source="t",
+               batch_path=tmp_path / "batch2.csv", best_path=tmp_path / "best2.csv",
+               time_limit_s=700.0, warmup=0, clock=lambda: now[0], log=lines.append)
+    assert lines[0] == "  a: sizes 1..1, no new size after 12 min (its share)"
+    assert lines[1].endswith("  (100 s left of the time limit)")
 
 
 @pytest.mark.parametrize(("max_batch", "expected"), [
@@ -325,15 +350,20 @@ def app_prompts(workloads: Path) -> dict[str, str]:
     return read_workloads(workloads)
 
 
-def profiling_client(tiny_models: Path, prompts: dict[str, str], **engine_options: Any) -> Any:
+def profiling_client(tiny_models: Path, prompts: dict[str, str], clock: Any = time.perf_counter,
+                     **engine_options: Any) -> Any:
     engine = Engine(tiny_models, max_new_tokens=4, **engine_options)
-    app = profiling_batch_flask.create_app(engine, prompts, info={"device_name": "cpu"})
+    app = profiling_batch_flask.create_app(engine, prompts, info={"device_name": "cpu"},
+                                           clock=clock)
     return app.test_client()
 
 
 def test_flask_app_runs_batches_and_reports_figures_only(tiny_models: Path,
                                                          app_prompts: dict[str, str]) -> None:
-    client = profiling_client(tiny_models, app_prompts)
+    # The batch is timed on a clock that moves 1.5 s between its two readings, before and
+    # after the batch: 3 requests in 1.5 s are 2 requests/s, their 3 x 4 new tokens 8 a second.
+    ticks = iter(1.5 * k for k in range(1000))
+    client = profiling_client(tiny_models, app_prompts, clock=lambda: next(ticks))
     health = client.get("/health").get_json()
     assert (health["models"], health["resident"]) == (ALIASES, None)
     assert (health["prompts"], health["device_name"]) == (len(app_prompts), "cpu")
@@ -343,8 +373,8 @@ def test_flask_app_runs_batches_and_reports_figures_only(tiny_models: Path,
     figures = first.get_json()
     assert figures["load_s"] > 0.0  # the model was loaded for it, outside the batch's time
     assert (figures["batch_size"], figures["max_new_tokens"], figures["oom"]) == (3, 4, False)
-    assert figures["throughput_rps"] == pytest.approx(3 / figures["processing_time_s"])
-    assert figures["output_tokens_per_s"] == pytest.approx(12 / figures["processing_time_s"])
+    assert figures["processing_time_s"] == 1.5
+    assert (figures["throughput_rps"], figures["output_tokens_per_s"]) == (2.0, 8.0)
     assert not [p for p in app_prompts.values() if p.splitlines()[0] in first.get_data(True)]
 
     drawn = [client.post("/profile", json={"model_alias": "granite-7b", "batch_size": 3,
@@ -358,6 +388,12 @@ def test_flask_app_runs_batches_and_reports_figures_only(tiny_models: Path,
     assert client.get("/health").get_json()["resident"] == "llama3-8b"
 
 
+@pytest.fixture(scope="module")
+def refusing_client(tiny_models: Path, app_prompts: dict[str, str]) -> Any:
+    """One profiling app for the requests it refuses (none of them runs a batch)."""
+    return profiling_client(tiny_models, app_prompts)
+
+
 @pytest.mark.parametrize(("body", "message"), [
     ({"model_alias": "mistral-7b", "batch_size": 1}, "model_alias must be one of"),
     ({"model_alias": "granite-7b", "batch_size": 0}, "batch_size must be an integer"),
@@ -367,9 +403,8 @@ def test_flask_app_runs_batches_and_reports_figures_only(tiny_models: Path,
     ({"model_alias": "granite-7b", "batch_size": 2, "prompt_ids": ["00000"]}, "differs"),
     ([1, 2], "JSON object"),
 ])
-def test_flask_app_refuses_bad_requests(tiny_models: Path, app_prompts: dict[str, str],
-                                        body: Any, message: str) -> None:
-    response = profiling_client(tiny_models, app_prompts).post("/profile", json=body)
+def test_flask_app_refuses_bad_requests(refusing_client: Any, body: Any, message: str) -> None:
+    response = refusing_client.post("/profile", json=body)
     assert response.status_code == 400
     assert message in response.get_json()["error"]
 
@@ -463,7 +498,11 @@ def test_batch_calls_against_a_running_server_feed_the_simulator(
         assert profile_set[model].load_path == "host_cache"
         assert profile_set[model].copy_mode in ("pageable", "chunked")
     assert profile_set.swap_s("granite-7b", "llama3-8b") > 0.0
-    assert json.dumps(profile_set.sources)
+    # Where the set came from: every source either file names, each a measurement here.
+    written = {r["source"] for r in rows} | {
+        r["source"] for r in read_csv(only(profiles, "model_loading_times_cpu_noncc_*.csv"))[1]}
+    assert set(profile_set.sources) == written
+    assert all(source.startswith("measured: ") for source in written)
 
 
 def test_the_fastest_copy_mode_is_chosen_and_every_figure_given() -> None:
@@ -478,3 +517,24 @@ def test_the_fastest_copy_mode_is_chosen_and_every_figure_given() -> None:
     assert choose({"pinned": [0.3], "chunked": [0.3]}, "m", 1.0).mode == "pinned"  # a tie
     with pytest.raises(ValueError, match="no copy mode"):
         choose({"pinned": "needs CUDA"}, "m", 1.0)
+
+
+@pytest.mark.slow
+def test_run_profiling_waits_quietly_and_says_what_is_left(tiny_models: Path, workloads: Path,
+                                                           tmp_path: Path) -> None:
+    """run_profiling.sh on the tiny models, one size: one line while the app starts (bash's
+    refused /dev/tcp connections are not shown), and each batch line with the time left."""
+    env = {**os.environ, "PYTHON": sys.executable, "MODELS_DIR": str(tiny_models),
+           "WORKLOADS_DIR": str(workloads), "PROFILES_DIR": str(tmp_path / "profiles"),
+           "LOG_DIR": str(tmp_path / "logs"), "PORT": str(free_port()), "ITERATIONS": "1",
+           "MAX_BATCH": "1", "RUNS": "1", "MAX_NEW_TOKENS": "3", "TIME_LIMIT_S": "600",
+           "MODELS": "granite-7b"}
+    done = subprocess.run(["bash", str(REPO_ROOT / "run_profiling.sh")], env=env,
+                          capture_output=True, text=True, timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "Connection refused" not in output and "/dev/tcp" not in output
+    assert output.count("waiting for the app to read the models and answer /health") == 1
+    assert "  granite-7b: sizes 1..1, no new size after" in output
+    [batch_line] = [line for line in output.splitlines() if "granite-7b batch" in line]
+    assert batch_line.endswith(" left of the time limit)")

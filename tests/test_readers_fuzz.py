@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,19 +19,34 @@ from sincere.traffic.traces import read_trace
 
 FUZZ = settings(max_examples=150, deadline=None)
 
+
+@pytest.fixture(scope="module", autouse=True)
+def temporary_folders_removed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every example writes its files in a temporary folder of its own; the module's examples
+    make them in a folder of the module's, which must be empty again at the end."""
+    folder = tmp_path_factory.mktemp("fuzz_temp")
+    before, tempfile.tempdir = tempfile.tempdir, str(folder)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = before
+    assert list(folder.iterdir()) == []
+
 cells = st.one_of(st.sampled_from(["", "0", "1", "-1", "2.5", "1e9", "nan", "inf", "x",
                                    "True", "false", "a", "b", " 3 "]),
                   st.text(alphabet="0123456789.-e,\"\n ", max_size=6))
 
 
-def _write(text: str, suffix: str) -> Path:
-    folder = Path(tempfile.mkdtemp())
-    path = folder / f"trace{suffix}"
-    path.write_text(text, encoding="utf-8")
-    return path
+def _check_trace(text: str, suffix: str) -> None:
+    """Write ``text`` as a trace file in a folder of its own (removed afterwards: a run makes
+    hundreds of examples) and check what the reader makes of it."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"trace{suffix}"
+        path.write_text(text, encoding="utf-8")
+        _check_trace_file(path)
 
 
-def _check_trace(path: Path) -> None:
+def _check_trace_file(path: Path) -> None:
     try:
         times_s, tokens = read_trace(path)
     except ValueError as error:
@@ -51,7 +68,7 @@ timestamps = st.one_of(
 @given(st.lists(st.tuples(timestamps, cells, cells), max_size=8), st.booleans())
 def test_azure_csv_reader(rows: list[tuple[str, str, str]], trailing_newline: bool) -> None:
     lines = ["TIMESTAMP,ContextTokens,GeneratedTokens", *(",".join(r) for r in rows)]
-    _check_trace(_write("\n".join(lines) + ("\n" if trailing_newline else ""), ".csv"))
+    _check_trace("\n".join(lines) + ("\n" if trailing_newline else ""), ".csv")
 
 
 json_values = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**12),
@@ -69,7 +86,7 @@ def test_mooncake_jsonl_reader(records: list) -> None:
     lines = [json.dumps(r) if isinstance(r, dict) else r for r in records]
     if not lines[0].lstrip().startswith("{"):
         lines.insert(0, json.dumps({"timestamp": 0}))
-    _check_trace(_write("\n".join(lines), ".jsonl"))
+    _check_trace("\n".join(lines), ".jsonl")
 
 
 @FUZZ
@@ -78,7 +95,11 @@ def test_mooncake_jsonl_reader(records: list) -> None:
        st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), cells, cells, cells,
                           st.sampled_from(["True", "False", "", "x"])), max_size=8))
 def test_profile_readers(loading_rows, batch_rows) -> None:
-    folder = Path(tempfile.mkdtemp())
+    with tempfile.TemporaryDirectory() as folder:
+        _check_profiles(Path(folder), loading_rows, batch_rows)
+
+
+def _check_profiles(folder: Path, loading_rows, batch_rows) -> None:
     loading = [",".join(LOADING_PROFILE_COLUMNS)]
     for model, size, load, std, unload in loading_rows:
         loading.append(f"{model},{size},float32,{load},{std},{unload},0.1,3,cpu,off")

@@ -3,45 +3,41 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
-from sincere.grid.children import script_argv
 from sincere.runs.accounting import check_server_run
+from tests.conftest import FINISHED_RUN
+from tests.server_support import runner_argv
 
 
-def run_grid(results: Path, tiny_models: Path, server_workloads: Path, tiny_profile,
-             strategies: list[str]) -> subprocess.CompletedProcess:
-    argv = script_argv("run_experiments.py", {
-        "RESULTS_DIR": results, "MODELS_DIR": tiny_models, "WORKLOADS_DIR": server_workloads,
-        "PROFILES": "cpu_noncc", "PROFILES_DIR": Path(tiny_profile.loading_file).parent,
-        "STRATEGIES": strategies, "PATTERNS": ["constant"], "MEANS": [3.0], "SLAS": [5.0],
-        "DURATION_S": 2.0, "DRAIN_TIMEOUT_S": 20.0, "MAX_NEW_TOKENS": 4,
-        "MONITOR_PERIOD_S": 0.2})
-    return subprocess.run(argv, capture_output=True, text=True, timeout=300)
-
-
-def test_runs_are_kept_checked_and_resumed(tmp_path: Path, tiny_models, server_workloads,
-                                           tiny_profile) -> None:
-    results = tmp_path / "results"
-    first = run_grid(results, tiny_models, server_workloads, tiny_profile, ["Immediate"])
-    assert first.returncode == 0, first.stdout + first.stderr
-    done = results / "immediate__constant__rate3__sla5__rep0"
-    run = json.loads((done / "run.json").read_text())
+def test_a_run_is_kept_checked_and_named_for_its_grid_point(finished_grid) -> None:
+    """The shared finished run (tests/conftest.py): 3 requests/s for 4 s are 12 requests, every
+    one on both sides (its files' contents: tests/test_contracts.py)."""
+    run = json.loads((finished_grid.run_dir / "run.json").read_text())
     assert run["status"] == "complete"
     assert run["accounting_check"]["ok"], run["accounting_check"]
-    assert run["accounting"]["issued"] == run["accounting"]["received"] == 6
+    assert run["accounting"]["issued"] == run["accounting"]["received"] == 12
     assert run["params"]["pattern"] == "constant" and run["params"]["mean_rps"] == 3.0
-    for name in ("requests.csv", "batches.csv", "client.csv", "schedule.csv", "monitor.csv",
-                 "server.log", "generator.log"):
-        assert (done / name).is_file(), name
-    assert "accounting ok" in first.stdout
-    assert not (results / ".partial").exists()
+    assert "accounting ok" in finished_grid.stdout
+    assert sorted(p.name for p in finished_grid.results.iterdir()) == [FINISHED_RUN]  # staged
+    # The plan before the run, and the run's line with the grid's progress.
+    out = finished_grid.stdout
+    assert "this machine (every run here is in its CC mode): " in out
+    assert "run_experiments: estimated " in out
+    [line] = [line for line in out.splitlines() if line.startswith("[1/1] ")]
+    assert "; accounting ok; elapsed " in line and line.endswith(", all runs done")
     # The identity the runner worked out before the run is the one the server recorded.
     assert "params_mismatch" not in run and len(run["params_hash"]) == 16
 
-    # A run that failed earlier and a half-staged one left by a killed runner: the rerun
-    # skips the finished run, redoes the failed one and clears the staging area.
+
+def test_runs_are_resumed(tmp_path: Path, tiny_models, server_workloads, tiny_profile,
+                          finished_grid) -> None:
+    """A run that failed earlier and a half-staged one left by a killed runner: the rerun
+    skips the finished run, redoes the failed one and clears the staging area."""
+    results = Path(shutil.copytree(finished_grid.results, tmp_path / "results"))
+    done = results / FINISHED_RUN
     failed = results / "bestbatch-timer__constant__rate3__sla5__rep0"
     failed.mkdir()
     (failed / "run.json").write_text(json.dumps({"status": "failed"}))
@@ -49,10 +45,16 @@ def test_runs_are_kept_checked_and_resumed(tmp_path: Path, tiny_models, server_w
     stale.mkdir(parents=True)
     (stale / "requests.csv").write_text("half a file")
     kept_mtime = (done / "run.json").stat().st_mtime_ns
-    second = run_grid(results, tiny_models, server_workloads, tiny_profile,
-                      ["Immediate", "BestBatch+Timer", "Dynamic+Delay"])
+    second = subprocess.run(
+        runner_argv(results, tiny_models, server_workloads, tiny_profile,
+                    ["Immediate", "BestBatch+Timer", "Dynamic+Delay"]),
+        capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "3 runs (1 already done with these parameters)" in second.stdout
+    assert "start-up and close (measured on 1 run)" in second.stdout
+    lines = [line for line in second.stdout.splitlines() if line.startswith("[")]
+    assert lines[0].startswith("[1/2] ") and " left" in lines[0] and "elapsed " in lines[0]
+    assert lines[1].startswith("[2/2] ") and lines[1].endswith(", all runs done")
     assert (done / "run.json").stat().st_mtime_ns == kept_mtime
     for name in ("bestbatch-timer", "dynamic-delay"):
         run = json.loads((results / f"{name}__constant__rate3__sla5__rep0" / "run.json")

@@ -188,13 +188,19 @@ def test_queue_limit_answers_429_with_retry_after(engine, tiny_profile, tmp_path
     assert sorted(rows["status"]) == ["ok", "ok", "rejected"]
 
 
-def test_still_serving_and_every_request_recorded(live) -> None:
-    """Runs last in this module: after all the above, a valid request is served and the
-    records hold one row per request received, each with a status."""
+def test_still_serving_and_every_request_recorded(live, tiny_models: Path) -> None:
+    """Runs last in this module: after all the above, a valid request is served as an engine
+    of its own answers it (greedy, 2 new tokens: the same text), and the records hold one row
+    per request received, each with a status."""
+    from sincere.engine.engine import Engine
+
     url, server = live
     answer = post(url, json.dumps({"prompt": "Say yes.", "model_alias": "gemma-7b"}))
     assert answer.status_code == 200 and answer.json()["status"] == "ok"
-    assert isinstance(answer.json()["text"], str)
+    alone = Engine(tiny_models, max_new_tokens=2)
+    alone.load("gemma-7b")
+    assert answer.json()["text"] == alone.generate(["Say yes."]).texts[0]
+    alone.unload()
     stop = requests.post(f"{url}/stop", json={}, timeout=60).json()
     accounting = stop["accounting"]
     rows = pd.read_csv(server.run_dir / "requests.csv")

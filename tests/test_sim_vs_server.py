@@ -33,16 +33,24 @@ def replay(out, strategy: str, profiles, sla_s: float):
 @pytest.mark.parametrize("strategy", ["BestBatch", "SelectBatch+Timer"])
 def test_same_sequence_of_batches(strategy: str, engine, tiny_profile, server_workloads,
                                   tmp_path: Path) -> None:
-    """A request every 0.5 s; a batch (swap included) takes under 0.2 s, so each decision is
-    taken with the GPU free in both worlds, and no arrival falls within the few milliseconds by
-    which the server's batches differ from the profile's. The SLA puts SelectBatch's timers in
-    the middle of a gap: they fire 5.25 s - (swap + P) after an arrival."""
+    """A request every 0.5 s; a batch (swap included) takes under 0.2 s when the machine is
+    quiet, so each decision is taken with the GPU free in both worlds. On a loaded machine a
+    batch takes longer, and the request that arrives meanwhile waits for it: the server then
+    decides when the batch ends, on the same queues as the simulator at the arrival, as long as
+    no second request arrives during the batch. (SelectBatch's target also follows the arrival
+    rate at the moment it decides, so a decision the server takes late can still differ on a
+    loaded machine; an oracle replay, timing the simulator's batches as the server's ran,
+    removes that.) The SLA puts SelectBatch's timers in the middle of a gap: they fire
+    5.25 s - (swap + P) after an arrival."""
     sla_s = 6.25
     schedule = schedule_for(server_workloads, mean_rps=2.0, duration_s=20.0, seed=5,
                             pattern="constant")
     out = run_in_process(engine, tiny_profile, server_workloads, tmp_path / "run", strategy,
                          schedule, sla_s=sla_s, max_new_tokens=MAX_NEW_TOKENS)
-    assert (out.batches["end_s"] - out.batches["dispatch_s"]).max() < 0.45  # as assumed above
+    arrivals_s = np.sort(out.requests["arrival_s"].to_numpy(dtype=float))
+    during = (np.searchsorted(arrivals_s, out.batches["end_s"], side="left")
+              - np.searchsorted(arrivals_s, out.batches["dispatch_s"], side="right"))
+    assert during.max() <= 1  # as assumed above: an order, whatever the batches' durations
     sim = replay(out, strategy, tiny_profile, sla_s)
     real_batches = list(zip(out.batches["model"], out.batches["batch_size"], strict=True))
     sim_batches = [(b.model, b.batch_size) for b in sim.batches]

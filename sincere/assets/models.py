@@ -5,7 +5,8 @@ Each model lives in ``MODELS_DIR/<alias>/`` as transformers would save it (confi
 generation_config.json, safetensors weights, tokenizer files), so ``AutoModelForCausalLM`` and
 ``AutoTokenizer`` load a built model exactly as they load a downloaded one. A folder is written
 under a temporary name and renamed when complete, with a ``sincere_model.json`` marker saying
-what it is; ``manifest.csv`` lists what is actually there.
+what it is; ``manifest.csv`` lists what is actually there (both read and written by
+``sincere.assets.model_store``, which needs no torch).
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ import contextlib
 import json
 import logging
 import shutil
-import struct
 import time
-from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 import transformers
 from packaging.version import Version
 
-from sincere.assets.architectures import FULL_SIZE, HUB_IDS, TINY, Architecture
+from sincere.assets.architectures import FULL_SIZE, TINY, Architecture
 from sincere.assets.hub import HubDownloadError, download_from_hub
 from sincere.assets.local_tokenizers import (
     DEFAULT_SPECIAL_TOKENS,
@@ -35,15 +34,10 @@ from sincere.assets.local_tokenizers import (
     tokenizer_corpus,
     train_tokenizer,
 )
-from sincere.files import CsvWriter
+from sincere.assets.model_store import KINDS, is_complete, read_marker, write_manifest, write_marker
 
 log = logging.getLogger("sincere.assets")
 
-MARKER_FILE = "sincere_model.json"
-MANIFEST_FILE = "manifest.csv"
-MANIFEST_COLUMNS = ["alias", "hub_id", "kind", "family", "params", "size_gb", "dtype", "path",
-                    "created_epoch_s"]
-KINDS = ("hub", "random", "tiny")
 
 INIT_STD = 0.02  # normal init of every matrix, as the families' own initializer_range
 INIT_CHUNK_ELEMENTS = 1 << 26  # fill big matrices 64M values at a time
@@ -148,13 +142,60 @@ def init_random_weights_(model: torch.nn.Module, family: str, seed: int,
                 flat[start:start + INIT_CHUNK_ELEMENTS].normal_(0.0, std, generator=generator)
 
 
+def init_non_persistent_buffers_(model: torch.nn.Module) -> list[str]:
+    """Give every non-persistent buffer the value the architecture's own code gives it; the
+    names of those buffers.
+
+    Such buffers (the rotary embeddings' ``inv_freq`` and ``original_inv_freq``, Gemma's
+    ``embed_scale``) are never in a checkpoint: ``to_empty`` leaves them holding whatever the
+    memory held, and transformers 5.x, loading a checkpoint, recomputes them with the model's
+    ``_init_weights``. The same is done here, module by module, with the module's parameters
+    flagged as initialised so that transformers' init functions leave them alone (the caller
+    fills them). Floating buffers are set to NaN first: one that this code does not recompute
+    stays NaN, which ``non_finite_tensors`` reports, rather than garbage that looks valid."""
+    named = dict(model.named_buffers())
+    owners = [(prefix, module) for prefix, module in model.named_modules()
+              if module._non_persistent_buffers_set]
+    names = []
+    with torch.no_grad():
+        for prefix, module in owners:
+            for buffer_name in sorted(module._non_persistent_buffers_set):
+                buffer = getattr(module, buffer_name, None)
+                if buffer is not None and buffer.is_floating_point():
+                    buffer.fill_(float("nan"))
+                names.append(f"{prefix}.{buffer_name}" if prefix else buffer_name)
+            params = [(p, getattr(p, "_is_hf_initialized", None))
+                      for p in module.parameters(recurse=False)]
+            for param, _flag in params:
+                param._is_hf_initialized = True
+            try:
+                model._init_weights(module)
+            finally:
+                for param, flag in params:
+                    if flag is None:
+                        del param._is_hf_initialized
+                    else:
+                        param._is_hf_initialized = flag
+    return [name for name in names if name in named]
+
+
+def non_finite_tensors(model: torch.nn.Module) -> list[str]:
+    """Names of the parameters and floating buffers holding a NaN or an infinity."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    with torch.no_grad():
+        return [name for name, tensor in tensors
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+
+
 def random_model(config: transformers.PretrainedConfig, family: str, dtype: torch.dtype,
                  device: str, seed: int) -> torch.nn.Module:
-    """A random-weight model allocated once, directly in ``dtype`` on ``device``."""
+    """A random-weight model allocated once, directly in ``dtype`` on ``device``: weights
+    from ``seed``, non-persistent buffers as the architecture computes them."""
     model = meta_model(config, dtype)
     model.to_empty(device=device)
     if hasattr(model, "tie_weights"):
         model.tie_weights()  # to_empty may give a tied head its own storage
+    init_non_persistent_buffers_(model)
     init_random_weights_(model, family, seed)
     return model
 
@@ -213,102 +254,6 @@ def build_random_model(alias: str, folder: Path, seed: int, tiny: bool,
     del model
     if on_gpu:
         torch.cuda.empty_cache()
-
-
-# --- folders, markers and the manifest ------------------------------------------------------
-
-def read_marker(folder: Path) -> dict[str, Any] | None:
-    """The ``sincere_model.json`` a finished folder carries, or None."""
-    path = folder / MARKER_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
-
-
-def _weights_complete(folder: Path) -> bool:
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
-        return bool(shards) and all((folder / shard).is_file() for shard in shards)
-    return (folder / "model.safetensors").is_file()
-
-
-def is_complete(folder: Path) -> bool:
-    """True when the folder holds config, weights, tokenizer and the completion marker."""
-    has_tokenizer = (folder / "tokenizer.json").is_file() or (folder / "tokenizer.model").is_file()
-    return ((folder / "config.json").is_file() and has_tokenizer and _weights_complete(folder)
-            and read_marker(folder) is not None)
-
-
-def write_marker(folder: Path, alias: str, hub_id: str, kind: str, family: str) -> None:
-    """Record what the folder is; written last, so its presence means the folder is complete."""
-    marker = {"alias": alias, "hub_id": hub_id, "kind": kind, "family": family,
-              "created_epoch_s": round(time.time(), 3)}
-    (folder / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
-
-
-_SAFETENSORS_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float64",
-                       "I64": "int64", "I32": "int32", "U8": "uint8", "I8": "int8",
-                       "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
-
-
-def safetensors_summary(folder: Path) -> tuple[int, int, str]:
-    """(parameters, weight bytes, main dtype) from the safetensors headers, reading no weights."""
-    params = weight_bytes = 0
-    dtypes: Counter[str] = Counter()
-    for path in sorted(folder.glob("*.safetensors")):
-        with path.open("rb") as handle:
-            (header_len,) = struct.unpack("<Q", handle.read(8))
-            header = json.loads(handle.read(header_len))
-        for name, info in header.items():
-            if name == "__metadata__":
-                continue
-            numel = 1
-            for dim in info["shape"]:
-                numel *= dim
-            start, end = info["data_offsets"]
-            params += numel
-            weight_bytes += end - start
-            dtypes[info["dtype"]] += numel
-    main = dtypes.most_common(1)[0][0] if dtypes else ""
-    return params, weight_bytes, _SAFETENSORS_DTYPES.get(main, main.lower())
-
-
-def scan_models(models_dir: Path) -> list[dict[str, Any]]:
-    """One manifest row per model folder (one with a config.json) in ``models_dir``."""
-    rows: list[dict[str, Any]] = []
-    if not models_dir.is_dir():
-        return rows
-    for folder in sorted(p for p in models_dir.iterdir() if p.is_dir()):
-        if folder.name.startswith(".") or not (folder / "config.json").is_file():
-            continue
-        marker = read_marker(folder) or {}
-        config = json.loads((folder / "config.json").read_text())
-        params, weight_bytes, dtype = safetensors_summary(folder)
-        rows.append({
-            "alias": folder.name,
-            "hub_id": marker.get("hub_id", HUB_IDS.get(folder.name, "")),
-            "kind": marker.get("kind", "unknown"),
-            "family": config.get("model_type", marker.get("family", "")),
-            "params": params,
-            "size_gb": round(weight_bytes / 1e9, 4),
-            "dtype": dtype,
-            "path": str(folder),
-            "created_epoch_s": marker.get("created_epoch_s", round(folder.stat().st_mtime, 3)),
-        })
-    return rows
-
-
-def write_manifest(models_dir: Path) -> Path:
-    """Rewrite ``manifest.csv`` from what is actually in ``models_dir``."""
-    models_dir.mkdir(parents=True, exist_ok=True)
-    path = models_dir / MANIFEST_FILE
-    with CsvWriter(path, MANIFEST_COLUMNS, flush_each_row=False) as writer:
-        writer.write_many(scan_models(models_dir))
-    return path
 
 
 # --- one run of download_models.py --------------------------------------------------------------

@@ -17,6 +17,7 @@ The engine is not thread-safe; the server calls it from one thread.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import logging
 import os
@@ -196,7 +197,8 @@ class Engine:
         """Prompt tokens of ``text`` under ``alias``'s tokenizer (BOS included, as generate)."""
         return len(self.residency.tokenizer_of(alias)(text)["input_ids"])
 
-    def _generate_batch(self, prompts: list[str], max_new_tokens: int
+    def _generate_batch(self, prompts: list[str], max_new_tokens: int,
+                        logits_processor: transformers.LogitsProcessor | None = None
                         ) -> tuple[list[str], list[int], list[int], list[list[int]]]:
         assert self._model is not None and self.residency.tokenizer is not None
         if self.oom_batch_limit is not None and len(prompts) > self.oom_batch_limit:
@@ -210,6 +212,8 @@ class Engine:
                                       "num_beams": 1, "pad_token_id": tokenizer.pad_token_id}
         if self.exact_new_tokens:
             options["min_new_tokens"] = max_new_tokens  # EOS masked until the last step
+        if logits_processor is not None:  # runs after transformers' own, outside the compile
+            options["logits_processor"] = transformers.LogitsProcessorList([logits_processor])
         count = len(prompts)
         if self.static is not None:  # bucketed: padded rows, the model's persistent cache
             input_ids, attention_mask = self.static.prepare(
@@ -228,15 +232,25 @@ class Engine:
         """Run the resident model at every shape it can meet before anything is timed: for the
         static engine each of its batch buckets by each prompt bucket, which compiles its
         decoding step for all of them; then count compiles and graph recordings from zero
-        (``compile_counts``). The eager engine has nothing to compile: one batch. Seconds."""
+        (``compile_counts``). What each shape compiled, and how many of its prompts failed,
+        is kept in ``static.warm_ups[alias]``. The eager engine has nothing to compile: one
+        batch. Seconds."""
         if self._model is None:
             raise EngineError("no model is resident: load() one first")
         started_s = time.perf_counter()
         shapes = (self.static.warm_shapes(self.resident, self.max_new_tokens) if self.static
                   else [DecodeShape(1, 16, 16 + self.max_new_tokens)])
+        records = []
         for shape in shapes:
-            self.generate([self._made_up_text(shape.prompt_bucket)] * shape.batch)
+            before = self.static.watch.tally() if self.static is not None else None
+            result = self.generate([self._made_up_text(shape.prompt_bucket)] * shape.batch)
+            if before is not None:
+                records.append({"shape": dataclasses.asdict(shape),
+                                "seconds": round(result.seconds, 3),
+                                "failed_prompts": len(result.failed),
+                                **(self.static.watch.tally() - before).as_dict()})
         if self.static is not None:
+            self.static.warm_ups[self.resident] = records
             self.static.watch.mark()
         seconds = time.perf_counter() - started_s
         log.info("warmed up %s at %d shapes in %.1f s", self.resident, len(shapes), seconds)
@@ -275,18 +289,24 @@ class Engine:
         if self.is_cuda:
             torch.cuda.empty_cache()
 
-    def generate(self, prompts: list[str], max_new_tokens: int | None = None) -> BatchResult:
+    def generate(self, prompts: list[str], max_new_tokens: int | None = None,
+                 logits_processor: transformers.LogitsProcessor | None = None) -> BatchResult:
         """Run a batch; an out-of-memory splits it in halves and retries (down to single
         prompts); any other error fails the prompts of the part it hit at once, with its error
-        class name (sincere.engine.outcomes.run_in_parts). The engine stays usable either way."""
+        class name (sincere.engine.outcomes.run_in_parts). The engine stays usable either way.
+
+        ``logits_processor`` sees each step's scores after transformers' own processors (a
+        static batch's padding rows last); the GPU check records and forces tokens with it."""
         if self._model is None:
             raise EngineError("no model is resident: load() one first")
         new_tokens = self.max_new_tokens if max_new_tokens is None else max_new_tokens
         if self.is_cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
         started_s = time.perf_counter()
+        extra = {} if logits_processor is None else {"logits_processor": logits_processor}
         parts = run_in_parts(
-            lambda indices: self._generate_batch([prompts[i] for i in indices], new_tokens),
+            lambda indices: self._generate_batch([prompts[i] for i in indices], new_tokens,
+                                                 **extra),
             len(prompts), self._free_after_oom)
         if self.is_cuda:
             torch.cuda.synchronize(self.device)

@@ -21,16 +21,21 @@ batch and every call's cache has new addresses, which CUDA graphs record anew. H
   families share one forward code object: granite is a Llama).
 
 ``CompileWatch`` counts Dynamo compiles and CUDA-graph recordings through torch's compile
-callbacks, so that "none after warm-up" is measured, not assumed.
+callbacks, and reads torch's own counters for what ran below Dynamo (AOTAutograd, inductor) and
+for CUDA graphs that inductor skipped, so that "compiled in warm-up, with the backend asked
+for, and never afterwards" is measured, not assumed. The warm-up's counts are kept per model
+and shape (``StaticDecoder.warm_ups``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import transformers
@@ -62,6 +67,66 @@ def cache_argument(module: torch.nn.Module) -> str:
     return "cache" if "cache" in parameters else "past_key_values"
 
 
+@dataclass(frozen=True)
+class CompileTally:
+    """What the compile stack had done by one moment, or between two (``later - earlier``).
+
+    ``compiles``: Dynamo frame compiles; ``graph_recordings``: CUDA-graph recordings (None
+    where this torch has no callback for them); ``aot_compiles``: graphs AOTAutograd compiled
+    (cache hits included); ``fx_graph_lookups``: inductor's FX-graph cache hits, misses and
+    bypasses, and ``fx_compiles``: inductor's ``compile_fx_inner`` calls (the first misses a
+    graph loaded from AOTAutograd's cache, the second counts nothing with the FX-graph cache
+    off: ``inductor_compiles`` takes the larger); ``cudagraph_skips``: graphs inductor was
+    asked to run as CUDA graphs and ran without (input mutation, a CPU tensor, the re-record
+    limit: its own counter)."""
+
+    compiles: int
+    graph_recordings: int | None
+    aot_compiles: int
+    fx_graph_lookups: int
+    fx_compiles: int
+    cudagraph_skips: int
+
+    def __sub__(self, earlier: CompileTally) -> CompileTally:
+        values = {}
+        for field in dataclasses.fields(self):
+            mine, theirs = getattr(self, field.name), getattr(earlier, field.name)
+            values[field.name] = None if mine is None or theirs is None else mine - theirs
+        return CompileTally(**values)
+
+    @property
+    def inductor_compiles(self) -> int:
+        return max(self.fx_graph_lookups, self.fx_compiles)
+
+    def backend(self) -> str:
+        """The backend the graphs counted went through: ``inductor``, ``aot_eager``
+        (AOTAutograd without inductor), ``eager`` (Dynamo alone) or ``none`` (no compile)."""
+        if self.inductor_compiles > 0:
+            return "inductor"
+        if self.aot_compiles > 0:
+            return "aot_eager"
+        return "eager" if self.compiles > 0 else "none"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The counts, with ``inductor_compiles`` and ``backend``, for a JSON file."""
+        return {"compiles": self.compiles, "graph_recordings": self.graph_recordings,
+                "aot_compiles": self.aot_compiles, "inductor_compiles": self.inductor_compiles,
+                "cudagraph_skips": self.cudagraph_skips, "backend": self.backend()}
+
+
+def _torch_counters() -> tuple[int, int, int, int]:
+    """(AOTAutograd compiles, FX-graph cache lookups, compile_fx_inner calls, CUDA graphs
+    skipped) from torch's own process-wide counters."""
+    from torch._dynamo import utils as dynamo_utils
+
+    counters = dynamo_utils.counters
+    inductor = counters["inductor"]
+    lookups = sum(inductor[f"fxgraph_cache_{k}"] for k in ("hit", "miss", "bypass"))
+    timings = getattr(dynamo_utils, "compilation_time_metrics", {})
+    return (int(counters["aot_autograd"]["ok"]), int(lookups),
+            len(timings.get("compile_fx_inner", ())), int(inductor["cudagraph_skips"]))
+
+
 class CompileWatch:
     """Dynamo compiles and CUDA-graph recordings in this process, counted through
     ``torch._dynamo.callback_handler`` (a start callback per compile or recording); ``mark``
@@ -72,6 +137,7 @@ class CompileWatch:
         self.compiles = 0
         self.graph_recordings = 0
         self._mark = (0, 0)
+        self._mark_skips = _torch_counters()[3]
         handler = getattr(torch._dynamo, "callback_handler", None)
         self.available = handler is not None
         # Graph recordings are counted only where torch has their trigger (2.6 on); elsewhere
@@ -86,6 +152,11 @@ class CompileWatch:
     def mark(self) -> None:
         """From now on ``since_mark`` counts."""
         self._mark = (self.compiles, self.graph_recordings)
+        self._mark_skips = _torch_counters()[3]
+
+    def skips_since_mark(self) -> int:
+        """CUDA graphs inductor skipped since ``mark`` (its counter; 0 without CUDA graphs)."""
+        return _torch_counters()[3] - self._mark_skips
 
     def since_mark(self) -> dict[str, int | None]:
         """Compiles and graph recordings since ``mark``."""
@@ -94,6 +165,12 @@ class CompileWatch:
         return {"compiles": self.compiles - self._mark[0],
                 "graph_recordings": (self.graph_recordings - self._mark[1]
                                      if self.counts_graphs else None)}
+
+    def tally(self) -> CompileTally:
+        """Everything counted so far, process-wide (subtract an earlier tally for a span)."""
+        aot, lookups, fx_compiles, skips = _torch_counters()
+        return CompileTally(self.compiles, self.graph_recordings if self.counts_graphs else None,
+                            aot, lookups, fx_compiles, skips)
 
 
 def _counting_callback(ref: weakref.ref) -> object:
@@ -177,13 +254,18 @@ class StaticDecoder:
         self.kv_arena = DeviceArena(self.device, "kv cache")
         self.watch = CompileWatch()
         self.eager_fallbacks = 0  # batches whose prompts were longer than every bucket
+        # Per model, one entry per warm-up shape: what compiled while it ran (Engine.warm_up).
+        self.warm_ups: dict[str, list[dict[str, Any]]] = {}
         self._caches: dict[tuple[str, int, int], transformers.Cache] = {}
 
     def compile_config(self) -> transformers.CompileConfig:
-        """Inductor with CUDA graphs on a GPU ("reduce-overhead"); the whole step one graph."""
+        """Inductor with CUDA graphs on a GPU ("reduce-overhead"); the whole step one graph,
+        compiled for each shape as it is (``dynamic=False``: a second batch bucket gets a graph
+        of its own, not one with a symbolic batch size, which CUDA graphs would record per size
+        anyway and which makes AOTAutograd guard the overlap of the cache's aliased views)."""
         cuda_graphs = self.device.type == "cuda" and self.compile_backend == "inductor"
         config = transformers.CompileConfig(
-            fullgraph=True, backend=self.compile_backend,
+            fullgraph=True, dynamic=False, backend=self.compile_backend,
             mode="reduce-overhead" if cuda_graphs else None)
         config._compile_all_devices = True  # transformers compiles on CUDA only, unless told
         return config
@@ -270,11 +352,12 @@ class StaticDecoder:
         return cache
 
     def counts(self) -> dict[str, int | None]:
-        """What run.json and the GPU check report: compiles and CUDA-graph recordings since
-        the last warm-up, eager fallbacks, KV arena (re)allocations."""
+        """What run.json and the GPU check report: compiles, CUDA-graph recordings and CUDA
+        graphs skipped since the last warm-up, eager fallbacks, KV arena (re)allocations."""
         after = self.watch.since_mark()
         return {"compiles_after_warm_up": after["compiles"],
                 "graph_recordings_after_warm_up": after["graph_recordings"],
+                "cudagraph_skips_after_warm_up": self.watch.skips_since_mark(),
                 "compiles_total": self.watch.compiles if self.watch.available else None,
                 "eager_fallbacks": self.eager_fallbacks,
                 "kv_arena_allocations": self.kv_arena.allocations}

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sincere import REPO_ROOT
+from sincere.access import local_host, url_scheme
 from sincere.host.processes import die_with_parent, split_cores
 from sincere.traffic.api_modes import ServerUnavailable
 from sincere.traffic.client import wait_for_server
@@ -36,8 +37,9 @@ class Child:
 
     @classmethod
     def start(cls, name: str, argv: Sequence[str], log_path: Path,
-              cores: set[int] | None = None) -> Child:
-        """Start ``argv``; ``cores``: the CPU cores it (and every thread it starts) may use."""
+              cores: set[int] | None = None, env: dict[str, str] | None = None) -> Child:
+        """Start ``argv``; ``cores``: the CPU cores it (and every thread it starts) may use;
+        ``env``: its environment (None: this process's)."""
         def prepare() -> None:  # in the child, before exec
             die_with_parent()
             if cores:
@@ -46,7 +48,7 @@ class Child:
         with log_path.open("ab") as log_file:
             process = subprocess.Popen(list(argv), cwd=ROOT, stdout=log_file,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       start_new_session=True, preexec_fn=prepare)
+                                       start_new_session=True, preexec_fn=prepare, env=env)
         return cls(name, process, log_path)
 
     @property
@@ -87,22 +89,28 @@ def script_argv(script: str, options: dict[str, Any]) -> list[str]:
 
 
 def start_server(options: dict[str, Any], run_dir: Path, log_path: Path,
-                 host: str = "127.0.0.1", port: int = 0,
-                 timeout_s: float = 600.0) -> tuple[Child, str]:
+                 host: str = "127.0.0.1", port: int = 0, timeout_s: float = 600.0,
+                 verify: bool | str = True,
+                 env: dict[str, str] | None = None) -> tuple[Child, str]:
     """api_scheduler_experiments.py with these constants, serving the run in ``run_dir``: the
     child and its URL once it answers as that run's server (ServerUnavailable, the child
     stopped, when it does not). Without a ``port`` the server binds a free one and writes it
     down: a port picked here and bound there could meanwhile be taken by another server (two
-    runs on one Ray node), whose answers would then pass for this run's."""
+    runs on one Ray node), whose answers would then pass for this run's. With ``TLS_CERT`` in
+    the options the URL is https, checked against ``verify``; ``env``: the server's
+    environment (its API_KEY)."""
     port_file = run_dir / ".port"
     server = Child.start("server", script_argv("api_scheduler_experiments.py", {
         **options, "RUN_DIR": run_dir, "HOST": host, "PORT": port,
-        **({} if port else {"PORT_FILE": port_file})}), log_path)
+        **({} if port else {"PORT_FILE": port_file})}), log_path, env=env)
     try:
         port = port or _read_port(port_file, timeout_s, server)
-        url = f"http://{host}:{port}"
+        address = local_host(host)
+        address = f"[{address}]" if ":" in address else address
+        url = f"{url_scheme(bool(options.get('TLS_CERT')))}://{address}:{port}"
         wait_for_server(url, timeout_s, is_alive=lambda: server.alive,
-                        accept=lambda health: health.get("run_dir") == str(run_dir))
+                        accept=lambda health: health.get("run_dir") == str(run_dir),
+                        verify=verify)
     except BaseException:
         server.stop()
         raise

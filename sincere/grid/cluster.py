@@ -177,6 +177,21 @@ def _able_nodes(nodes: Sequence[dict[str, float]], cc_mode: str, unit: str,
             and (not cc_mode or n.get(cc_name(cc_mode), 0.0) > 0)]
 
 
+def _slots(nodes: Sequence[dict[str, float]], unit: str, need: float) -> float:
+    """How many runs holding ``need`` ``unit`` these nodes take at once."""
+    return sum(n.get(unit, 0.0) // need for n in nodes)
+
+
+def run_slots(ray: Any, cc_modes: Iterable[str], run_gpus: float) -> dict[str, float]:
+    """How many runs of each CC mode ("" = any node) the alive nodes take at once: their GPUs
+    (``run_gpus`` a run), or their run slots where no node has a GPU."""
+    use_gpus = run_gpus > 0 and _alive_total(ray, "GPU") > 0
+    unit, need = ("GPU", run_gpus) if use_gpus else (RUN_SLOT, 1.0)
+    nodes = _alive_nodes(ray)
+    return {mode: _slots(_able_nodes(nodes, mode, unit, need), unit, need)
+            for mode in dict.fromkeys(cc_modes)}
+
+
 def _check_capacity(ray: Any, cc_modes: set[str], unit: str, need: float) -> str:
     """One line on what each mode's runs will use; ClusterError when a mode has no node that
     could ever take its runs (Ray would wait for one forever)."""
@@ -189,7 +204,7 @@ def _check_capacity(ray: Any, cc_modes: set[str], unit: str, need: float) -> str
             raise ClusterError(
                 f"no node of the Ray cluster{advertise} has {need:g} {unit} for a run "
                 f"({len(nodes)} nodes alive; see docs/cluster.md for `ray start --resources`)")
-        slots = sum(n.get(unit, 0.0) for n in able) // need
+        slots = _slots(able, unit, need)
         where = f"{cc_name(mode)} " if mode else ""
         parts.append(f"{where}on {len(able)} node{'s' * (len(able) != 1)}, "
                      f"{slots:g} at once")

@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from sincere.access import is_https
 from sincere.grid.children import Child, script_argv
 from sincere.grid.points import GridPoint
 from sincere.grid.runner import PARTIAL_DIR, RunSpec, keep_run
@@ -58,7 +59,7 @@ def external_params(point: GridPoint, spec: RunSpec, server_url: str) -> dict[st
                                       dict(generator.get("SERVED_MODELS") or {}), mix,
                                       generator.get("IGNORE_EOS", True)),
         sla_s=point.sla_s, max_new_tokens=generator.get("MAX_TOKENS"), models=sorted(mix),
-        engine=ENGINE)
+        engine=ENGINE, tls=is_https(server_url))
 
 
 def run_external_point(point: GridPoint, spec: RunSpec, server_url: str,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import shutil
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sincere.access import API_KEY_ENV, client_verify
 from sincere.files import write_json_atomic
 from sincere.grid.children import (
     ROOT,
@@ -59,6 +61,19 @@ class RunSpec:
     run_timeout_s: float = 0.0  # 0: duration + drain timeout + 300 s
     extra_params: dict[str, Any] = field(default_factory=dict)
     profiles: dict[str, Any] = field(default_factory=dict)  # ProfileSet.describe() of the server's
+    # The server's API key, which the generator sends too: it goes to the children in their
+    # environment (to a Ray node inside the task), never on a command line or into a file.
+    api_key: str = field(default="", repr=False)
+
+    def child_env(self) -> dict[str, str] | None:
+        """The environment of the server and the generator: this one, with the key in it (None:
+        this one as it is)."""
+        return {**os.environ, API_KEY_ENV: self.api_key} if self.api_key else None
+
+    def verify(self) -> bool | str:
+        """What the runner checks an https server's certificate against: the generator's
+        CA_FILE."""
+        return client_verify(self.generator_options.get("CA_FILE") or "")
 
     def limit_s(self) -> float:
         """How long the whole run may take."""
@@ -86,7 +101,8 @@ class RunSpec:
             max_queue=server.get("MAX_QUEUE"), decode=server.get("DECODE", "eager"),
             host_cache=server.get("HOST_CACHE", True),
             engine_process=server.get("ENGINE_PROCESS", True),
-            pin_cores=server.get("PIN_CORES", True)) | self.extra_params
+            pin_cores=server.get("PIN_CORES", True), tls=bool(server.get("TLS_CERT")),
+            api_key_required=bool(self.api_key)) | self.extra_params
 
     def missing_inputs(self) -> list[str]:
         """What this machine lacks of the files the run reads: the two scripts, a folder per
@@ -114,6 +130,8 @@ class RunSpec:
         trace = generator.get("TRACE_PATH")
         if trace and not here(trace).is_file():
             missing.append(str(here(trace)))
+        tls_files = [server.get("TLS_CERT"), server.get("TLS_KEY"), generator.get("CA_FILE")]
+        missing += [str(here(f)) for f in tls_files if f and not here(f).is_file()]
         return missing
 
 
@@ -146,7 +164,8 @@ def run_point(point: GridPoint, spec: RunSpec, log=print) -> dict[str, Any]:
         if not reason:
             try:
                 server, url = start_server(server_options, staging, staging / "server.log",
-                                           spec.host, spec.port, spec.start_timeout_s)
+                                           spec.host, spec.port, spec.start_timeout_s,
+                                           verify=spec.verify(), env=spec.child_env())
                 children.append(server)
             except ServerUnavailable as exc:
                 reason = f"server did not start: {exc}{last_error(staging / 'server.log')}"
@@ -156,7 +175,8 @@ def run_point(point: GridPoint, spec: RunSpec, log=print) -> dict[str, Any]:
                 "MEAN": point.mean_rps, "DURATION_S": spec.duration_s,
                 "SEED": point.seed(spec.base_seed), "REPEAT": point.repeat, "RUN_DIR": staging})
             generator = Child.start("generator", generator_argv, staging / "generator.log",
-                                    cores=server_side_cores(spec.server_options))
+                                    cores=server_side_cores(spec.server_options),
+                                    env=spec.child_env())
             children.append(generator)
             reason = wait_for_children(generator, server, started + spec.limit_s())
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
@@ -223,7 +243,9 @@ def _keep(staging: Path, point: GridPoint, spec: RunSpec, reason: str, started: 
         run["params_mismatch"] = differences(asked, run.get("identity") or {})
         log(f"  {point.run_id}: the server recorded other parameters than asked: "
             f"{'; '.join(run['params_mismatch'])}")
-    run["wall_time_s"] = round(time.monotonic() - started, 3)
+    wall_s = time.monotonic() - started
+    run["wall_time_s"] = round(wall_s, 3)
+    run["wall_started_epoch_s"] = round(time.time() - wall_s, 3)  # when the runner began it
     keep_run(staging, final, run)
     return run
 

@@ -80,7 +80,7 @@ def nvml_call(errors: dict[str, str], key: str, fn_name: str, nvml: Any, *args: 
         return None
 
 
-def _text(value: Any) -> str | None:
+def nvml_text(value: Any) -> str | None:
     """NVML strings arrive as ``str`` from current bindings and ``bytes`` from old ones."""
     if value is None:
         return None
@@ -237,13 +237,14 @@ def _gpu_info_nvml(nvml: Any, gpu_index: int) -> dict[str, Any]:
     errors: dict[str, str] = {}
     info: dict[str, Any] = {
         "gpu_count": nvml_call(errors, "count", "nvmlDeviceGetCount", nvml),
-        "driver_version": _text(nvml_call(errors, "driver", "nvmlSystemGetDriverVersion", nvml)),
+        "driver_version": nvml_text(
+            nvml_call(errors, "driver", "nvmlSystemGetDriverVersion", nvml)),
         "cuda_driver_version": _cuda_version_text(
             nvml_call(errors, "cuda", "nvmlSystemGetCudaDriverVersion", nvml)),
     }
     handle = nvml_call(errors, "handle", "nvmlDeviceGetHandleByIndex", nvml, gpu_index)
     if handle is not None:
-        info["gpu_name"] = _text(nvml_call(errors, "name", "nvmlDeviceGetName", nvml, handle))
+        info["gpu_name"] = nvml_text(nvml_call(errors, "name", "nvmlDeviceGetName", nvml, handle))
         memory = nvml_call(errors, "memory", "nvmlDeviceGetMemoryInfo", nvml, handle)
         if memory is not None:
             info["gpu_mem_total_gib"] = round(memory.total / GIB, 3)

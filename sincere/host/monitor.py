@@ -54,14 +54,17 @@ class Monitor:
     a tick missed because sampling ran late is skipped, not bunched. ``out_path=None`` keeps the
     samples in memory only. Use ``with Monitor(...)`` or ``start()`` / ``stop()``;
     ``sample_once()`` takes one sample now, with or without the thread. ``gpu_index``: the GPU's
-    NVML index, or its UUID, or None for no GPU (see ``visible_gpu``).
+    NVML index, or its UUID, or None for no GPU (see ``visible_gpu``). ``wait(seconds)`` is how
+    the thread waits for its next tick: True when the monitor was stopped meanwhile (by default
+    it waits on ``stop()``); a test passes one that advances a fake ``clock`` instead.
     """
 
     def __init__(self, out_path: str | Path | None, period_s: float = 0.5,
                  gpu_index: int | str | None = 0, start_monotonic: float | None = None,
                  nvml: Any = None,
                  clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time,
+                 wait: Callable[[float], bool] | None = None) -> None:
         if period_s <= 0:
             raise ValueError(f"period_s must be positive, got {period_s}")
         self.out_path = Path(out_path) if out_path is not None else None
@@ -75,6 +78,7 @@ class Monitor:
         self._rows: list[tuple[float | int | None, ...]] = []
         self._lock = threading.Lock()
         self._stop_event = threading.Event()
+        self._wait = wait or self._stop_event.wait
         self._thread: threading.Thread | None = None
         self._writer: CsvWriter | None = None
         self._resources = contextlib.ExitStack()  # the NVML session, released by stop()
@@ -144,7 +148,7 @@ class Monitor:
         tick = max(0, math.floor((self._clock() - start) / self.period_s))  # now, if on time
         while not self._stop_event.is_set():
             wait_s = start + tick * self.period_s - self._clock()
-            if wait_s > 0 and self._stop_event.wait(wait_s):
+            if wait_s > 0 and self._wait(wait_s):
                 break
             try:
                 self.sample_once()

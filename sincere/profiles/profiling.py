@@ -288,8 +288,13 @@ def run_sweeps(profile: ProfileFn, models: Sequence[str], sizes: Sequence[int], 
                log: Callable[[str], None] = print) -> tuple[list[SweepOutcome], list[dict]]:
     """Sweep each model in turn: rows go to ``batch_path`` as they are measured, and the
     best-batch summary to ``best_path`` at the end (also when interrupted). Each model gets an
-    equal share of what is left of ``time_limit_s`` (0 = no limit), and at least one size."""
+    equal share of what is left of ``time_limit_s`` (0 = no limit), and at least one size.
+    Each row's line ends with the minutes the sweep has left by its limit."""
     end = clock() + time_limit_s if time_limit_s > 0 else None
+
+    def row_log(line: str) -> None:
+        log(line if end is None else
+            f"{line}  ({_minutes(end - clock())} left of the time limit)")
     outcomes: list[SweepOutcome] = []
     summary: list[dict[str, Any]] = []
     with CsvWriter(batch_path, BATCH_COLUMNS) as writer:
@@ -297,9 +302,12 @@ def run_sweeps(profile: ProfileFn, models: Sequence[str], sizes: Sequence[int], 
             for index, model in enumerate(models):
                 deadline = (None if end is None else
                             clock() + (end - clock()) / (len(models) - index))
+                log(f"  {model}: sizes {sizes[0]}..{sizes[-1]}" * bool(sizes) + (
+                    "" if deadline is None else
+                    f", no new size after {_minutes(deadline - clock())} (its share)"))
                 outcome = sweep_model(profile, model, sizes, runs, max_new_tokens, source,
                                       writer.write, deadline=deadline, warmup=warmup,
-                                      warm_each_size=warm_each_size, clock=clock, log=log)
+                                      warm_each_size=warm_each_size, clock=clock, log=row_log)
                 outcomes.append(outcome)
                 log(f"  {model}: stopped by an error: {outcome.error}"
                     if outcome.stopped_by == "error" else
@@ -310,6 +318,12 @@ def run_sweeps(profile: ProfileFn, models: Sequence[str], sizes: Sequence[int], 
                 for entry in summary:
                     best_writer.write(entry)
     return outcomes, summary
+
+
+def _minutes(seconds: float) -> str:
+    """``151 min`` for a sweep's time left; ``45 s`` under two minutes."""
+    seconds = max(0.0, seconds)
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
 def report_sweeps(outcomes: Iterable[SweepOutcome], summary: Sequence[Mapping[str, Any]],

@@ -1,8 +1,13 @@
-"""Which profile set a run plans with, and whether it fits the machine the run is on.
+"""Which profile set a run plans with, and whether it fits the machine the run is on and
+what it serves.
 
 ``auto`` names the set measured on this device and CC mode with this engine
 (``<device>[-static]_<cc|noncc>``, what run_profiling.sh writes here); any other name is taken
-as it is. ``profile_mismatches`` says where a profile contradicts the server it would plan for.
+as it is. ``profile_mismatches`` says where a profile contradicts the server it would plan for
+(CC mode, load path); ``fit_problems`` where it does not fit the models and engine served (a
+model without rows, models of another size, such as the tiny ones of a CPU demo that left a
+profile of the same name, the other batch engine). A server planning with a profile that does
+not fit plans every timer and every batch on wrong times, and a run cannot tell.
 The server (``sincere.serving.experiment``), the grid (``sincere.grid``) and
 ``run_pipeline.sh`` ask here; reading a set is ``sincere.profiles.profile_set``'s.
 
@@ -14,12 +19,19 @@ prints this machine's set name (what ``PROFILES=auto`` uses).
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from sincere.cli import parse_constants
 from sincere.profiles.files import cc_label, device_name
 from sincere.profiles.profile_set import ProfileError, ProfileSet, load_profiles
+
+# A model served at more than this times (or less than 1/this) the size it was profiled at is
+# another model: a dtype change (bfloat16 on disk, float32 on a CPU) is at most 2x.
+SIZE_RATIO_LIMIT = 3.0
+FIX = ("profile the models to be served (bash run_profiling.sh; run_pipeline.sh: "
+       "FORCE_PROFILE=1), or name another profile set")
 
 
 def auto_profile_name(environment: dict[str, Any], device_type: str,
@@ -65,6 +77,31 @@ def profile_mismatches(profiles: ProfileSet, environment: dict[str, Any], host_c
                 f"{'on' if host_cache else 'off'}, so swaps will load "
                 f"{'from host RAM' if host_cache else 'from disk'}: set HOST_CACHE to "
                 f"{'true' if cached else 'false'} or profile with that load path")
+    return problems
+
+
+def fit_problems(profiles: ProfileSet, models: Sequence[str], served_gb: Mapping[str, float],
+                 decode: str) -> list[str]:
+    """Where ``profiles`` does not fit the ``models`` served (``served_gb``: their weights' GB,
+    where known) and the engine's ``decode`` (checked on profiles measured here, not on the
+    shipped examples); each with the fix. Empty when it fits."""
+    name = Path(profiles.loading_file).name
+    problems = []
+    missing = [m for m in models if m not in profiles.models]
+    if missing:
+        problems.append(f"the profile {name} has no rows for {', '.join(missing)}: {FIX}")
+    other_sizes = [f"{m} {profiles[m].size_gb:.2f} GB profiled, {served_gb[m]:.2f} GB served"
+                   for m in models if m not in missing and served_gb.get(m)
+                   and profiles[m].size_gb and not 1 / SIZE_RATIO_LIMIT
+                   <= served_gb[m] / profiles[m].size_gb <= SIZE_RATIO_LIMIT]
+    if other_sizes:
+        problems.append(f"the profile {name} was measured on other models than those served "
+                        f"({'; '.join(other_sizes)}): {FIX}")
+    static = profiles.device.endswith("-static")
+    if "_example" not in name and static != (decode == "static"):
+        problems.append(f"the profile {name} was measured with the "
+                        f"{'static' if static else 'eager'} engine but DECODE is {decode}: "
+                        f"{FIX}")
     return problems
 
 

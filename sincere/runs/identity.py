@@ -116,6 +116,10 @@ def run_identity(params: Mapping[str, Any]) -> dict[str, Any]:
     else:
         identity.update({key: params.get(key) for key in ("decode", "host_cache",
                                                           "engine_process", "pin_cores")})
+    if params.get("tls"):
+        # Over HTTPS each request's latency holds a handshake. Named only when true, so that
+        # the runs made before TLS existed keep their identity.
+        identity["tls"] = True
     return identity
 
 

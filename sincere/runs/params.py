@@ -29,6 +29,8 @@ SIDE_KEYS = {
     "allow_profile_mismatch": "the server ran despite a profile mismatch",
     "max_prompt_chars": "the longest prompt the server accepts",
     "removed_models": "models removed during the run (DELETE /models)",
+    "tls": "the server answered over HTTPS: each request's handshake is in the client's latency",
+    "api_key_required": "the server asked every call for an API key (the key is never written)",
     "jitter": "simulation: batch and swap times drawn around the profile's means",
     "length_term": "simulation: batches timed by their longest prompt",
     "replays": "simulation: replays of the same arrivals with other jitter seeds",

@@ -51,8 +51,10 @@ def run_directory(run_dir: str, results_dir: str, run_id: str, strategy: str,
 
 
 def build_server(cfg: Any, engine: Any, profiles: ProfileSet, models: list[str],
-                 run_dir: Path, environment: dict[str, Any]) -> ExperimentServer:
-    """The run's ExperimentServer from a script's constants (api_scheduler_experiments.py)."""
+                 run_dir: Path, environment: dict[str, Any],
+                 api_key_required: bool = False) -> ExperimentServer:
+    """The run's ExperimentServer from a script's constants (api_scheduler_experiments.py);
+    run.json records whether it served HTTPS and asked for a key (never the key)."""
     strategy = make_strategy(cfg.MODE, **strategy_options(vars(cfg)))
     params = {"profiles": profiles.describe(cfg.PROFILES),
               "profile_mismatch": profile_mismatches(profiles, environment, cfg.HOST_CACHE,
@@ -62,7 +64,8 @@ def build_server(cfg: Any, engine: Any, profiles: ProfileSet, models: list[str],
               "engine_process": bool(cfg.ENGINE_PROCESS), "pin_cores": bool(cfg.PIN_CORES),
               "decode": engine.decode,
               "dtype": str(engine.dtype).removeprefix("torch."),
-              "max_prompt_chars": cfg.MAX_PROMPT_CHARS}
+              "max_prompt_chars": cfg.MAX_PROMPT_CHARS,
+              "tls": bool(cfg.TLS_CERT), "api_key_required": api_key_required}
     period_s = cfg.MONITOR_PERIOD_S
     return ExperimentServer(
         engine, profiles, strategy, cfg.SLA, cfg.MAX_NEW_TOKENS, run_dir, models,

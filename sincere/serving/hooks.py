@@ -7,7 +7,8 @@ request to the server and marks it recorded, whatever the server answers. Errors
 as ``{"error": ...}`` with their HTTP status (the OpenAI blueprint rewrites them under /v1/);
 an unexpected exception is named by its class only, as its message could quote input. The calls
 of the request paths whose answer has not been sent are counted (``InFlight``), so that the
-process can wait for the last answers before it exits.
+process can wait for the last answers before it exits. A call refused for its API key never
+reaches these hooks (``sincere.serving.guard`` answers it first): it is not a request of the run.
 """
 
 from __future__ import annotations

@@ -319,10 +319,10 @@ def models_body(models: list[str], created: int) -> dict[str, Any]:
                                         "owned_by": "sincere"} for m in models]}
 
 
-ERROR_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed",
-               409: "conflict", 410: "model_removed", 413: "request_too_large",
-               415: "unsupported_media_type", 422: "unprocessable", 429: "queue_full",
-               500: "batch_failed", 503: "unavailable"}
+ERROR_CODES = {400: "invalid_request", 401: "invalid_api_key", 404: "not_found",
+               405: "method_not_allowed", 409: "conflict", 410: "model_removed",
+               413: "request_too_large", 415: "unsupported_media_type", 422: "unprocessable",
+               429: "queue_full", 500: "batch_failed", 503: "unavailable"}
 
 
 def error_body(message: str, http_status: int, code: str | None = None) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from sincere.files import CsvWriter
 from sincere.schemas import CLIENT_COLUMNS
 from sincere.traffic.api_modes import (
     ApiMode,
+    ServerUnavailable,
     error_message,
     list_served_models,
     poll_json,
@@ -41,12 +42,14 @@ ERROR_CHARS = 200  # client.csv keeps at most this much of an error message
 
 def wait_for_server(url: str, timeout_s: float, poll_s: float = 0.25,
                     is_alive: Callable[[], bool] | None = None,
-                    accept: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
+                    accept: Callable[[dict[str, Any]], bool] | None = None,
+                    verify: bool | str = True) -> dict[str, Any]:
     """Poll ``url``/health until it answers 200 (its JSON) or ``timeout_s`` passes
     (``api_modes.poll_json``); ``accept`` refuses an answer that is not from the server waited
-    for."""
+    for; ``verify``: what an https server's certificate is checked against."""
     return poll_json(f"{url}/health", timeout_s, poll_s, is_alive=is_alive,
-                     accept=lambda a: isinstance(a, dict) and (accept is None or accept(a)))
+                     accept=lambda a: isinstance(a, dict) and (accept is None or accept(a)),
+                     verify=verify)
 
 
 def find_server(url: str, api: ApiMode, timeout_s: float
@@ -54,9 +57,9 @@ def find_server(url: str, api: ApiMode, timeout_s: float
     """Wait for the server at ``url``: (SINCERE's /health answer, or None for another server;
     the models it serves). The OpenAI modes ask GET /v1/models, which any such server has."""
     if not api.openai:
-        health = wait_for_server(url, timeout_s)
+        health = wait_for_server(url, timeout_s, verify=api.verify)
         return health, [str(m) for m in health.get("models", [])]
-    return sincere_health(url), list_served_models(url, api, timeout_s)
+    return sincere_health(url, api.verify), list_served_models(url, api, timeout_s)
 
 
 @dataclass
@@ -70,7 +73,8 @@ class SendResult:
 
 
 class _Sender:
-    """Posts one request per call, each thread with its own HTTP session."""
+    """Posts one request per call, each thread with its own HTTP session (with the key and the
+    CA file of the ``ApiMode``)."""
 
     def __init__(self, url: str, timeout_s: float, api: ApiMode) -> None:
         self.url = f"{url}{api.path}"
@@ -91,7 +95,10 @@ class _Sender:
             response = self._session().post(self.url, json=self.api.body(prompt, model,
                                                                          request_id),
                                             headers=self.api.headers(request_id),
-                                            timeout=self.timeout)
+                                            timeout=self.timeout,
+                                            # per call: a session's verify loses to
+                                            # REQUESTS_CA_BUNDLE in the environment
+                                            verify=self.api.verify)
         except requests.Timeout:
             return None, "timeout", None
         except requests.ConnectionError as exc:
@@ -127,15 +134,19 @@ def send_schedule(url: str, schedule: Schedule, prompts: Mapping[str, str], *,
     if any(not schedule.prompt_ids[i] or schedule.prompt_ids[i] not in prompts
            for i in range(len(schedule))):
         raise ValueError("every scheduled request needs a prompt id from the workloads folder")
-    sender = _Sender(url, timeout_s, api or ApiMode())
+    api = api or ApiMode()
+    sender = _Sender(url, timeout_s, api)
+    if control:
+        begun = requests.post(f"{url}/start", json={"params": start_params or {}},
+                              headers=api.headers(), verify=api.verify,
+                              timeout=CONNECT_TIMEOUT_S)
+        if begun.status_code != 200:  # a wrong key, a run already over: nothing is sent
+            raise ServerUnavailable(f"{url}/start answered HTTP {begun.status_code}: "
+                                    f"{error_message(begun)[:200]}")
     log_file = CsvWriter(client_csv, CLIENT_COLUMNS) if client_csv is not None else None
     rows: list[dict[str, Any]] = []
     rows_lock = threading.Lock()
     lateness_s = 0.0
-
-    if control:
-        requests.post(f"{url}/start", json={"params": start_params or {}},
-                      timeout=CONNECT_TIMEOUT_S).raise_for_status()
     origin = time.monotonic()
 
     sent = {"count": 0}
@@ -181,6 +192,7 @@ def send_schedule(url: str, schedule: Schedule, prompts: Mapping[str, str], *,
             all_sent.wait()
             answer = requests.post(f"{url}/stop", json={
                 "issued": len(schedule), "params": stop_params or {}, "wait": True},
+                headers=api.headers(), verify=api.verify,
                 timeout=(CONNECT_TIMEOUT_S, stop_timeout_s))
             stop_answer = answer.json() if answer.headers.get(
                 "Content-Type", "").startswith("application/json") else None
