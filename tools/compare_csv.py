@@ -20,8 +20,18 @@ import pandas as pd
 
 def differences(old: pd.DataFrame, new: pd.DataFrame, key: list[str], rtol: float,
                 skip: set[str]) -> list[str]:
-    """Every disagreement between ``old`` and ``new`` rows matched by ``key``."""
+    """Every disagreement between ``old`` and ``new`` rows matched by ``key``; a key that
+    names more than one row of a table is reported as such, since its rows cannot be matched
+    (e.g. run_id alone over runs of two folders)."""
     found: list[str] = []
+    for name, table in (("old", old), ("new", new)):
+        repeated = table[key].astype(str).duplicated(keep=False)
+        if repeated.any():
+            first = "/".join(table.loc[repeated, key].astype(str).iloc[0])
+            found.append(f"key {'+'.join(key)} names {int(repeated.sum())} rows of the {name} "
+                         f"table that share it (e.g. {first}): give more key columns")
+    if found:
+        return found
     old_keys, new_keys = (set(map(tuple, t[key].astype(str).values)) for t in (old, new))
     gone, added = old_keys - new_keys, new_keys - old_keys
     found += [f"row {k} only in the old table" for k in sorted(gone)]
