@@ -25,6 +25,7 @@ import pandas as pd
 from sincere.cli import parse_constants
 from sincere.results import plots, report, run_plots, tables
 from sincere.results import summary as runsummary
+from sincere.results.drawing import FigurePool
 from sincere.runs import metrics, rundirs
 
 RESULTS_DIRS = ["results"]  # folders holding run directories (searched two levels deep)
@@ -116,41 +117,45 @@ def cc_pairs_text(runs: pd.DataFrame, cc: pd.DataFrame) -> str:
 
 def draw_figures(records: Sequence[runsummary.RunRecord], runs: pd.DataFrame, cells: pd.DataFrame,
                  timeline: runsummary.RunRecord, out: Path, confidence: float,
-                 warnings: list[str]) -> list[report.FigureItem]:
-    """The figures of the grid and of one run, as PNG files in ``out``."""
+                 warnings: list[str], pool: FigurePool) -> list[report.FigureItem]:
+    """The figures of the grid and of one run, as PNG files in ``out`` (drawn by ``pool``)."""
     figures = [
         report.FigureItem("Latency CDF per strategy",
-                          plots.plot_latency_cdf(latency_curves(records, runs["group"]),
-                                                  out / "latency_cdf.png"),
+                          pool.draw(plots.plot_latency_cdf,
+                                    latency_curves(records, runs["group"]),
+                                    path=out / "latency_cdf.png"),
                           "Share of all issued requests completed within a latency (arrival "
                           "to end of batch), a panel per SLA, rate and pattern: runs of "
                           "different SLAs are never pooled, the repeats of a cell are. A curve "
                           "that stops below 100% left requests unserved, rejected, shed, failed "
                           "or lost. Dotted line: the panel's SLA. Failed runs are left out."),
         report.FigureItem("SLA attainment by strategy, pattern and rate",
-                          plots.plot_sla_attainment(cells, out / "sla_attainment.png"),
+                          pool.draw(plots.plot_sla_attainment, cells,
+                                    path=out / "sla_attainment.png"),
                           "SLA-met requests / all issued requests, mean over repeats with its "
                           f"{confidence:.0%} confidence interval (none with one repeat); a row "
                           "of panels per run group and SLA. Black ticks: the bound on SLA "
                           "attainment that no strategy could beat on the same arrivals (no "
                           "swaps, each request at its model's best per-request time)."),
         report.FigureItem("Throughput and goodput",
-                          plots.plot_throughput(cells, out / "throughput_goodput.png"),
+                          pool.draw(plots.plot_throughput, cells,
+                                    path=out / "throughput_goodput.png"),
                           "Completed (pale bar) and SLA-met (solid bar) requests per second over "
                           "the traffic window (what completed in the drain after it is not "
                           "counted); dashed line: the offered mean rate. A throughput below the "
                           "offered rate means the queues grew."),
         report.FigureItem("GPU utilisation and busy fraction",
-                          plots.plot_utilisation(cells, out / "gpu_utilisation.png"),
+                          pool.draw(plots.plot_utilisation, cells,
+                                    path=out / "gpu_utilisation.png"),
                           "Share of the traffic window in inference (solid) and in model swaps "
                           "(hatched, stacked), from batches.csv; diamonds: mean NVML "
                           "utilisation in the window, where a GPU was sampled (monitor.csv)."),
     ]
-    return figures + timeline_figures(timeline, runs, out, warnings)
+    return figures + timeline_figures(timeline, runs, out, warnings, pool)
 
 
 def timeline_figures(record: runsummary.RunRecord, runs: pd.DataFrame, out: Path,
-                     warnings: list[str]) -> list[report.FigureItem]:
+                     warnings: list[str], pool: FigurePool) -> list[report.FigureItem]:
     """The timeline and arrival figures of one run (its CSVs are read again, only for it)."""
     row = record.row
     group = runs.loc[runs["run_dir"] == row["run_dir"], "group"].iloc[0]
@@ -172,31 +177,33 @@ def timeline_figures(record: runsummary.RunRecord, runs: pd.DataFrame, out: Path
     run_time_s = float(row["run_time_s"])
     return [
         report.FigureItem(f"Timeline of {row['run_id']}",
-                          run_plots.plot_timeline(requests, batches, run_time_s,
-                                               out / "timeline.png", f"Timeline: {name}"),
+                          pool.draw(run_plots.plot_timeline, requests, batches, run_time_s,
+                                    path=out / "timeline.png", title=f"Timeline: {name}"),
                           "Top: the model on the GPU over time (solid: inference, pale: resident "
                           "and idle, hatched: swap into that model; triangles: swap starts). "
                           "Bottom: queued requests per model, from arrival_s and dispatch_s "
                           "(unserved requests stay queued to the end). Choose the run with "
                           "--timeline-run."),
         report.FigureItem(f"Arrival pattern of {row['run_id']}",
-                          run_plots.plot_arrivals(arrivals_s.to_numpy(float), run_time_s,
-                                               float(row["mean_rps"]), out / "arrival_pattern.png",
-                                               f"Arrivals: {name}, pattern {row['pattern']}"),
+                          pool.draw(run_plots.plot_arrivals, arrivals_s.to_numpy(float),
+                                    run_time_s, float(row["mean_rps"]),
+                                    path=out / "arrival_pattern.png",
+                                    title=f"Arrivals: {name}, pattern {row['pattern']}"),
                           "Requests arriving in each second of the run "
                           f"({'schedule.csv' if schedule is not None else 'requests.csv'}), "
                           "a 30 s moving average and the configured mean rate."),
     ]
 
 
-def cc_section(runs: pd.DataFrame, cc: pd.DataFrame, out: Path,
-               page_metrics: Sequence[str]) -> list[report.FigureItem | report.TableItem]:
+def cc_section(runs: pd.DataFrame, cc: pd.DataFrame, out: Path, page_metrics: Sequence[str],
+               pool: FigurePool) -> list[report.FigureItem | report.TableItem]:
     """The CC comparison for the page: its figure, the medians over cells, the cell table."""
     if cc.empty:
         return []
     figure = report.FigureItem(
         "CC comparison (non-CC / CC)",
-        plots.plot_cc_comparison(cc, out / "cc_comparison.png", cc_pairs_text(runs, cc)),
+        pool.draw(plots.plot_cc_comparison, cc, path=out / "cc_comparison.png",
+                  subtitle=cc_pairs_text(runs, cc)),
         "Ratio non-CC / CC for runs that differ only in cc_mode (simulated and measured runs "
         "are never paired), computed repeat by repeat. Red: CC does worse (a latency ratio below "
         "1, a throughput or SLA-attainment ratio above 1); blue: CC does better; grey: "
@@ -229,8 +236,8 @@ def cc_section(runs: pd.DataFrame, cc: pd.DataFrame, out: Path,
                          "means: cc_comparison.csv.")]
 
 
-def sim_vs_real_section(sim_real: pd.DataFrame,
-                        out: Path) -> list[report.FigureItem | report.TableItem]:
+def sim_vs_real_section(sim_real: pd.DataFrame, out: Path,
+                        pool: FigurePool) -> list[report.FigureItem | report.TableItem]:
     """Where the simulator and the server differ, and why: the figure and its table."""
     decomposition = tables.decomposition_table(sim_real)
     if decomposition.empty:
@@ -243,7 +250,7 @@ def sim_vs_real_section(sim_real: pd.DataFrame,
     return [
         report.FigureItem(
             "Simulated vs measured: where the error comes from",
-            plots.plot_sim_vs_real(decomposition, out / "sim_vs_real.png"),
+            pool.draw(plots.plot_sim_vs_real, decomposition, path=out / "sim_vs_real.png"),
             "Cells run both ways on the same arrivals and profile. Left: the simulated minus "
             "the measured mean latency (diamond) and its parts, queue wait, swap wait and "
             "processing. Middle: the measured run's batches and swaps against the profile the "
@@ -349,10 +356,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     cc.to_csv(out / "cc_comparison.csv", index=False)
     sim_real.to_csv(out / "sim_vs_real.csv", index=False)
     timeline = choose_timeline_run(records, args.TIMELINE_RUN)
-    items = [*cc_section(runs, cc, out, args.PAGE_METRICS),
-             *draw_figures(records, runs, cells, timeline, out, args.CONFIDENCE, warnings),
-             *sim_vs_real_section(sim_real, out),
-             *page_tables(runs, cells, sim_real, args.CONFIDENCE, args.PAGE_METRICS)]
+    with FigurePool() as pool:  # the figures are drawn while the page's tables are made
+        items = [*cc_section(runs, cc, out, args.PAGE_METRICS, pool),
+                 *draw_figures(records, runs, cells, timeline, out, args.CONFIDENCE, warnings,
+                               pool),
+                 *sim_vs_real_section(sim_real, out, pool),
+                 *page_tables(runs, cells, sim_real, args.CONFIDENCE, args.PAGE_METRICS)]
+        pool.wait()
     drawn = {item.png.name for item in items if isinstance(item, report.FigureItem)}
     for stale in set(_FIGURE_FILES) - drawn:  # left by an earlier run into the same folder
         (out / stale).unlink(missing_ok=True)

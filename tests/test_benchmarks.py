@@ -13,6 +13,7 @@ import torch
 
 from sincere.assets.architectures import HUB_IDS
 from sincere.profiles.profile_set import load_profiles
+from tests.helpers_rundirs import grid_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
@@ -246,3 +247,36 @@ def test_bench_sim_spread_replays_are_other_draws_of_the_same_arrivals() -> None
     figures = bench.replay(schedule, None, "Immediate", varied, cfg, 3)
     assert [sla for sla, _ in figures] == [0.5] * 3
     assert len({latency for _, latency in figures}) == 3
+
+
+def _cc_grid(root: Path, repeats: int) -> None:
+    """A simulated cell run ``repeats`` times with CC off (``root/off``) and on (``root/on``)."""
+    for repeat in range(repeats):
+        for mode in ("off", "on"):
+            grid_run("BestBatch+Timer", 4.0, repeat, "sim", mode,
+                     profiles_name=f"h100-test_{'cc' if mode == 'on' else 'noncc'}").write(
+                root / mode)
+
+
+def test_bench_process_results_takes_the_same_runs_from_every_folder(tmp_path: Path) -> None:
+    _cc_grid(tmp_path, 6)
+    folders = benchmark("bench_process_results").run_subsets(
+        [tmp_path / "off", tmp_path / "on"], 6, tmp_path / "subsets")
+    names = [sorted(p.name for p in folder.iterdir()) for folder in folders]
+    assert names[0] == names[1] == [f"bestbatch+timer__gamma__rate4__sla40__rep{r}"
+                                    for r in (0, 2, 4)]  # evenly spaced, so CC pairs remain
+    assert (folders[1] / names[1][0]).resolve() == (tmp_path / "on" / names[1][0]).resolve()
+
+
+@pytest.mark.slow
+def test_bench_process_results_times_both_checkouts_on_the_same_subset_of_runs(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _cc_grid(tmp_path, 3)  # three runs a mode: a subset of 4 takes two of each
+    status = benchmark("bench_process_results").main([
+        str(tmp_path / "off"), str(tmp_path / "on"), "--sizes", "4", "--rounds", "1",
+        "--baseline", str(REPO_ROOT)])
+    assert status == 0
+    row = capsys.readouterr().out.splitlines()[-1].split()
+    runs, this_wall, _, baseline_wall, _, ratio = (float(v) for v in row[:6])
+    assert runs == 4
+    assert ratio == pytest.approx(baseline_wall / this_wall, abs=0.01)

@@ -194,3 +194,38 @@ def test_the_measured_run_is_placed_in_the_range_of_the_simulated_replays(tmp_pa
     row = decomposition_table(table.reset_index()).iloc[0]
     assert (row["latency_mean_replays_low"], row["latency_mean_replays_high"]) == (0.1, 0.2)
     assert not row["latency_mean_measured_within_replays"]
+
+
+def _pair_side(cc_mode: str, seeds_and_values: list[tuple[int, float]]) -> list[dict]:
+    """Runs of one grid cell on one CC side, as summary_runs rows with a seed each."""
+    cell = {"engine": "hf", "platform": "NVIDIA H100", "strategy": "BestBatch",
+            "pattern": "gamma", "mean_rps": 4.0, "sla_s": 40.0, "max_new_tokens": 50.0,
+            "duration_s": 100.0, "cc_pair_id": "cell", "cell_id": f"cell-{cc_mode}",
+            "cc_mode": cc_mode, "status": "complete"}
+    return [{**cell, "run_id": f"{cc_mode}{i}", "seed": seed, "throughput_rps": value}
+            for i, (seed, value) in enumerate(seeds_and_values)]
+
+
+def test_only_the_seeds_both_sides_ran_pair_each_once() -> None:
+    # Seed 1 ran twice without CC (the first run pairs), seed 2 only without CC, seed 3 only
+    # with it: seeds 0 and 1 pair, with ratios 4 / 1 = 4 and 6 / 3 = 2, geometric mean
+    # sqrt(8). The means are over every run of each side.
+    runs = pd.DataFrame(_pair_side("off", [(0, 4.0), (1, 6.0), (1, 100.0), (2, 50.0)])
+                        + _pair_side("on", [(1, 3.0), (0, 1.0), (3, 7.0)]))
+    row = cc_comparison_table(runs, ["throughput_rps"]).iloc[0]
+    assert (row["pairs"], row["interval"]) == (2, "paired over 2 repeats")
+    assert row["ratio_noncc_over_cc"] == pytest.approx(8 ** 0.5)
+    assert (row["noncc_mean"], row["cc_mean"]) == (pytest.approx(40.0), pytest.approx(11 / 3))
+    assert (row["runs_noncc"], row["runs_cc"]) == (4, 3)
+
+
+def test_without_a_shared_seed_the_means_get_fiellers_interval() -> None:
+    # The hand-worked Fieller case of test_metrics_intervals: 9, 11 over 18, 22.
+    runs = pd.DataFrame(_pair_side("off", [(0, 9.0), (1, 11.0)])
+                        + _pair_side("on", [(5, 18.0), (6, 22.0)]))
+    row = cc_comparison_table(runs, ["throughput_rps"]).iloc[0]
+    assert (row["pairs"], row["interval"]) == (
+        0, "unpaired (no seed on both sides): Fieller's interval")
+    assert row["ratio_noncc_over_cc"] == pytest.approx(0.5)
+    assert (row["ratio_ci_low"], row["ratio_ci_high"]) == (pytest.approx(0.25792, abs=1e-4),
+                                                           pytest.approx(0.96926, abs=1e-4))

@@ -20,8 +20,18 @@ import pandas as pd
 
 def differences(old: pd.DataFrame, new: pd.DataFrame, key: list[str], rtol: float,
                 skip: set[str]) -> list[str]:
-    """Every disagreement between ``old`` and ``new`` rows matched by ``key``."""
+    """Every disagreement between ``old`` and ``new`` rows matched by ``key``; a key that
+    names more than one row of a table is reported as such, since its rows cannot be matched
+    (e.g. run_id alone over runs of two folders)."""
     found: list[str] = []
+    for name, table in (("old", old), ("new", new)):
+        repeated = table[key].astype(str).duplicated(keep=False)
+        if repeated.any():
+            first = "/".join(table.loc[repeated, key].astype(str).iloc[0])
+            found.append(f"key {'+'.join(key)} names {int(repeated.sum())} rows of the {name} "
+                         f"table that share it (e.g. {first}): give more key columns")
+    if found:
+        return found
     old_keys, new_keys = (set(map(tuple, t[key].astype(str).values)) for t in (old, new))
     gone, added = old_keys - new_keys, new_keys - old_keys
     found += [f"row {k} only in the old table" for k in sorted(gone)]
@@ -32,9 +42,10 @@ def differences(old: pd.DataFrame, new: pd.DataFrame, key: list[str], rtol: floa
     found += [f"column {c} only in the new table" for c in only_new]
     merged = old.astype({k: str for k in key}).merge(
         new.astype({k: str for k in key}), on=key, suffixes=("__old", "__new"))
+    names = ["/".join(row) for row in merged[key].astype(str).itertuples(index=False)]
     for column in [c for c in old.columns if c in new.columns and c not in key and c not in skip]:
         a, b = merged[f"{column}__old"], merged[f"{column}__new"]
-        for row, x, y in zip(merged[key].astype(str).agg("/".join, axis=1), a, b, strict=True):
+        for row, x, y in zip(names, a, b, strict=True):
             if not _same(x, y, rtol):
                 found.append(f"{row} {column}: {x!r} -> {y!r}")
     return found

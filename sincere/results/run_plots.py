@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from sincere.results.plots import colors_for, legend_line, save_figure
+from sincere.results.plots import TITLE_Y, colors_for, legend_line, save_figure
 from sincere.runs.metrics import swapped_batches
 
 
@@ -111,5 +111,5 @@ def plot_arrivals(arrival_s: np.ndarray, run_time_s: float, mean_rps: float, pat
     ax.set_xlim(0, edges[-1])
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper right", fontsize=8)
-    ax.set_title(title, fontsize=11)
+    ax.set_title(title, fontsize=11, y=TITLE_Y)
     return save_figure(fig, path)

@@ -4,13 +4,13 @@ measured pairs. Inputs are summary_runs rows (one per run, `sincere.runs.rundirs
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from sincere.results.stats import nanmean, paired_ratio_ci, ratio_ci, t_quantile
+from sincere.results.stats import mean_ci, nanmean, paired_ratio_ci, ratio_ci
 from sincere.runs.metrics import METRIC_KEYS
 
 # A grid cell: runs of one engine on one platform in one CC mode whose parameters agree except
@@ -33,7 +33,8 @@ def _complete(runs: pd.DataFrame) -> pd.Series:
 def cell_table(runs: pd.DataFrame, metric_keys: Sequence[str] = METRIC_KEYS,
                confidence: float = 0.95) -> pd.DataFrame:
     """One row per grid cell: ``<metric>_mean``, ``_ci_low``, ``_ci_high`` over its complete
-    runs (Student t interval; NaN bounds for a cell with one run). ``runs`` counts the complete
+    runs (`sincere.results.stats.mean_ci`: Student t interval; NaN bounds for a cell with one
+    run). ``runs`` counts the complete
     runs; failed ones are left out of the means, counted in ``runs_failed`` and named in
     ``failed_runs``."""
     if runs.empty:
@@ -46,17 +47,17 @@ def cell_table(runs: pd.DataFrame, metric_keys: Sequence[str] = METRIC_KEYS,
     table["failed_runs"] = runs["run_id"].where(~complete).groupby(
         by_cell, dropna=False).agg(lambda ids: ";".join(ids.dropna().astype(str)))
     done = runs[complete]
-    by_done = [done[k] for k in CELL_KEY]
-    columns = {}
-    for key in metric_keys:
-        grouped = pd.to_numeric(done[key], errors="coerce").groupby(by_done, dropna=False)
-        mean, std, count = grouped.mean(), grouped.std(ddof=1), grouped.count()
-        t = count.map(lambda n: t_quantile(0.5 + confidence / 2.0, n - 1) if n > 1 else math.nan)
-        half = t * std / np.sqrt(count)
-        columns[f"{key}_mean"] = mean
-        columns[f"{key}_ci_low"] = mean - half
-        columns[f"{key}_ci_high"] = mean + half
-    table = table.join(pd.DataFrame(columns), how="left")
+    values = _metric_matrix(done, metric_keys)
+    # Each cell's rows of ``values``, indexed as the counts above so that the join aligns them.
+    positions = pd.Series(np.arange(len(done)), index=done.index).groupby(
+        [done[k] for k in CELL_KEY], dropna=False, sort=True).agg(list)
+    intervals = np.array([[mean_ci(values[rows, j], confidence) for j in range(len(metric_keys))]
+                          for rows in positions], dtype=float).reshape(
+        len(positions), len(metric_keys), 3)
+    columns = {f"{key}_{part}": pd.Series(intervals[:, j, i], index=positions.index)
+               for j, key in enumerate(metric_keys)
+               for i, part in enumerate(("mean", "ci_low", "ci_high"))}
+    table = table.join(pd.DataFrame(columns, index=positions.index), how="left")
     table[["runs", "runs_failed"]] = table[["runs", "runs_failed"]].astype(int)
     return table.reset_index()
 
@@ -65,20 +66,42 @@ def _metric_values(runs: pd.DataFrame, metric: str) -> np.ndarray:
     return pd.to_numeric(runs[metric], errors="coerce").to_numpy(dtype=float)
 
 
-def _ratio(noncc: pd.DataFrame, cc: pd.DataFrame, metric: str,
+def _metric_matrix(runs: pd.DataFrame, metric_keys: Sequence[str]) -> np.ndarray:
+    """The runs' values of every metric as numbers, a row per run and a column per metric
+    (NaN where a value is missing or not a number)."""
+    columns = [_metric_values(runs, m) for m in metric_keys]
+    return np.column_stack(columns) if columns else np.empty((len(runs), 0))
+
+
+def _same_seeds(noncc_seeds: Sequence[Hashable],
+                cc_seeds: Sequence[Hashable]) -> tuple[np.ndarray, np.ndarray]:
+    """Which runs pair repeat by repeat: for each seed both sides ran (in the non-CC side's
+    order), the positions of the first non-CC and the first CC run with it. Runs without a
+    seed never pair."""
+    first_cc: dict[Hashable, int] = {}
+    for position, seed in enumerate(cc_seeds):
+        if pd.notna(seed):
+            first_cc.setdefault(seed, position)
+    paired_noncc, paired_cc, seen = [], [], set()
+    for position, seed in enumerate(noncc_seeds):
+        if pd.isna(seed) or seed in seen:
+            continue
+        seen.add(seed)
+        if seed in first_cc:
+            paired_noncc.append(position)
+            paired_cc.append(first_cc[seed])
+    return np.array(paired_noncc, dtype=int), np.array(paired_cc, dtype=int)
+
+
+def _ratio(noncc: np.ndarray, cc: np.ndarray, paired: tuple[np.ndarray, np.ndarray],
            confidence: float) -> tuple[float, float, float, str, int]:
-    """The non-CC / CC ratio of a metric over the repeats both sides ran with the same seed
-    (paired), or, when no seed matches, of the means with Fieller's interval (unpaired)."""
-    x = noncc.drop_duplicates("seed").set_index("seed")[metric]
-    y = cc.drop_duplicates("seed").set_index("seed")[metric]
-    seeds = [s for s in x.index if s in y.index and pd.notna(s)]
-    if seeds:
-        ratio, low, high, how = paired_ratio_ci(
-            pd.to_numeric(x[seeds], errors="coerce").to_numpy(float),
-            pd.to_numeric(y[seeds], errors="coerce").to_numpy(float), confidence)
-        return ratio, low, high, how, len(seeds)
-    ratio, low, high = ratio_ci(_metric_values(noncc, metric), _metric_values(cc, metric),
-                                confidence)
+    """The non-CC / CC ratio of one metric's values over the repeats both sides ran with the
+    same seed (``paired``: positions in ``noncc`` and ``cc``), or, when no seed matches, of the
+    means with Fieller's interval (unpaired)."""
+    if paired[0].size:
+        ratio, low, high, how = paired_ratio_ci(noncc[paired[0]], cc[paired[1]], confidence)
+        return ratio, low, high, how, int(paired[0].size)
+    ratio, low, high = ratio_ci(noncc, cc, confidence)
     return ratio, low, high, "unpaired (no seed on both sides): Fieller's interval", 0
 
 
@@ -96,19 +119,23 @@ def cc_comparison_table(runs: pd.DataFrame, metric_keys: Sequence[str] = METRIC_
     rows = []
     done = runs[_complete(runs)] if not runs.empty else runs
     if not done.empty:
-        for key, cell in done.groupby(pair_key, dropna=False, sort=True):
-            noncc = cell[cell["cc_mode"] == "off"]
-            cc = cell[cell["cc_mode"] == "on"]
-            if noncc.empty or cc.empty:
+        done = done.reset_index(drop=True)
+        values = _metric_matrix(done, metric_keys)
+        seeds, modes = done["seed"].tolist(), done["cc_mode"].to_numpy(object)
+        for key, cell in done[pair_key].groupby(pair_key, dropna=False, sort=True):
+            members = cell.index.to_numpy()  # rows of ``done`` and ``values``
+            noncc, cc = members[modes[members] == "off"], members[modes[members] == "on"]
+            if noncc.size == 0 or cc.size == 0:
                 continue
-            for metric in metric_keys:
-                ratio, low, high, how, pairs = _ratio(noncc, cc, metric, confidence)
+            paired = _same_seeds([seeds[r] for r in noncc], [seeds[r] for r in cc])
+            for j, metric in enumerate(metric_keys):
+                x, y = values[noncc, j], values[cc, j]
+                ratio, low, high, how, pairs = _ratio(x, y, paired, confidence)
                 rows.append({**dict(zip(pair_key, key, strict=True)), "metric": metric,
-                             "noncc_mean": nanmean(_metric_values(noncc, metric)),
-                             "cc_mean": nanmean(_metric_values(cc, metric)),
+                             "noncc_mean": nanmean(x), "cc_mean": nanmean(y),
                              "ratio_noncc_over_cc": ratio, "ratio_ci_low": low,
                              "ratio_ci_high": high, "interval": how, "pairs": pairs,
-                             "runs_noncc": len(noncc), "runs_cc": len(cc)})
+                             "runs_noncc": int(noncc.size), "runs_cc": int(cc.size)})
     columns = [*pair_key, "metric", "noncc_mean", "cc_mean", "ratio_noncc_over_cc",
                "ratio_ci_low", "ratio_ci_high", "interval", "pairs", "runs_noncc", "runs_cc"]
     return pd.DataFrame(rows, columns=columns)
@@ -123,6 +150,11 @@ def sim_vs_real_table(runs: pd.DataFrame,
     pair_key = list(SIM_PAIR_KEY)
     rows = []
     done = runs[_complete(runs)] if not runs.empty else runs
+    if not done.empty:  # only cells run both ways pair: the others are left out at once
+        by_cell = [done[k] for k in pair_key]
+        both = (done["engine"].eq("sim").groupby(by_cell, dropna=False).transform("any")
+                & done["engine"].eq("hf").groupby(by_cell, dropna=False).transform("any"))
+        done = done[both]
     if not done.empty:
         for key, cell in done.groupby(pair_key, dropna=False, sort=True):
             for sim_platform, sim in cell[cell["engine"] == "sim"].groupby("platform"):
