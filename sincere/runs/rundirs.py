@@ -89,9 +89,7 @@ def read_csv(path: Path, dtypes: dict[str, str],
     """The columns of ``dtypes`` that the CSV has; `RunDirError` naming the file when it is
     missing, unreadable or lacks a ``required`` column."""
     try:
-        header = pd.read_csv(path, nrows=0).columns
-        usecols = [c for c in header if c in dtypes]
-        frame = pd.read_csv(path, usecols=usecols, dtype={c: dtypes[c] for c in usecols},
+        frame = pd.read_csv(path, usecols=lambda column: column in dtypes, dtype=dtypes,
                             keep_default_na=False, na_values=[""], engine="c")
     except FileNotFoundError as exc:
         raise RunDirError(f"{path}: missing") from exc
